@@ -1,0 +1,109 @@
+"""The hardware a workload runs on: memory system and compute ceilings, in SI units.
+
+A profile is data (see ``fpcost/hardware_profiles/data/*.toml``); this module only defines
+its shape and the rule that picks a ceiling for an operator.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+from .errors import HardwareError
+
+# Operator classes that a calibrated profile may carry an efficiency for (issue: calibrate).
+OPERATOR_CLASSES = ("matmul", "attention", "vector", "norm")
+
+
+@dataclass(frozen=True)
+class HardwareProfile:
+    """Dense peak rates and memory of one device.
+
+    Rates are dense (never the 2x "with sparsity" datasheet figures). ``tensor_*`` rates are
+    matrix-unit rates; ``vector_*`` are the CUDA-core (non-tensor) rates at which element-wise
+    operators run. A missing optional peak is ``None``.
+    """
+
+    name: str
+    description: str
+    memory_bytes: float
+    hbm_bandwidth_bytes_per_s: float
+    onchip_buffer_bytes: float
+    tensor_fp16_flops_per_s: float
+    tensor_int8_ops_per_s: float
+    vector_fp16_flops_per_s: float
+    vector_fp32_flops_per_s: float
+    tensor_int4_ops_per_s: float | None = None
+    tensor_fp8_flops_per_s: float | None = None
+    tensor_tf32_flops_per_s: float | None = None
+    device_type: str = "gpu"
+    # Fraction of each ceiling actually reached, per operator class (1.0 = datasheet).
+    efficiency: dict[str, float] = field(default_factory=dict)
+    sources: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        for name in (
+            "memory_bytes",
+            "hbm_bandwidth_bytes_per_s",
+            "onchip_buffer_bytes",
+            "tensor_fp16_flops_per_s",
+            "tensor_int8_ops_per_s",
+            "vector_fp16_flops_per_s",
+            "vector_fp32_flops_per_s",
+        ):
+            _check_positive(self.name, name, getattr(self, name))
+        for name in ("tensor_int4_ops_per_s", "tensor_fp8_flops_per_s", "tensor_tf32_flops_per_s"):
+            value = getattr(self, name)
+            if value is not None:
+                _check_positive(self.name, name, value)
+        for op_class, factor in self.efficiency.items():
+            if op_class not in OPERATOR_CLASSES:
+                raise HardwareError(
+                    f"profile {self.name!r}: efficiency class {op_class!r} is unknown; "
+                    f"valid: {', '.join(OPERATOR_CLASSES)}"
+                )
+            if not (isinstance(factor, (int, float)) and 0 < factor <= 1.0e3):
+                raise HardwareError(
+                    f"profile {self.name!r}: efficiency[{op_class!r}] = {factor!r} must be a "
+                    "positive number"
+                )
+
+    def peak_flops_per_s(self, unit: str, precision: str) -> float:
+        """Ceiling for an operator that runs on ``unit`` ("tensor" or "vector") at
+        ``precision`` ("fp32", "fp16", "int8", "int4").
+
+        Fallbacks follow what the kernels do: INT4 without an INT4 tensor peak (Hopper) runs
+        at the INT8 rate; FP32 matmuls run on the CUDA cores because PyTorch leaves TF32 off
+        by default; INT8/INT4 element-wise work runs in FP16 after dequantization.
+        """
+        if unit == "tensor":
+            if precision == "fp16":
+                return self.tensor_fp16_flops_per_s
+            if precision == "int8":
+                return self.tensor_int8_ops_per_s
+            if precision == "int4":
+                if self.tensor_int4_ops_per_s is not None:
+                    return self.tensor_int4_ops_per_s
+                return self.tensor_int8_ops_per_s
+            if precision == "fp32":
+                return self.vector_fp32_flops_per_s
+        elif unit == "vector":
+            if precision == "fp32":
+                return self.vector_fp32_flops_per_s
+            if precision in ("fp16", "int8", "int4"):
+                return self.vector_fp16_flops_per_s
+        raise HardwareError(
+            f"no ceiling for unit {unit!r} at precision {precision!r}; units: tensor, vector; "
+            "precisions: fp32, fp16, int8, int4"
+        )
+
+    def efficiency_for(self, op_class: str) -> float:
+        """Calibrated fraction of the ceilings reached by ``op_class`` (1.0 if uncalibrated)."""
+        return self.efficiency.get(op_class, 1.0)
+
+
+def _check_positive(profile: str, field_name: str, value: object) -> None:
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise HardwareError(f"profile {profile!r}: {field_name} = {value!r} must be a number")
+    if not math.isfinite(value) or value <= 0:
+        raise HardwareError(f"profile {profile!r}: {field_name} = {value!r} must be positive")

@@ -27,7 +27,7 @@ CLIP_VIT_L14_224 = VisionSpec(
     hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
     image_size=224, patch_size=14, family="clip", feature_layer=-2, name="clip-vit-l14-224",
 )
-# llava-v1.6 AnyRes resolutions (width, height) from image_grid_pinpoints.
+# llava-v1.6 AnyRes resolutions, [height, width] as in image_grid_pinpoints.
 LLAVA_NEXT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
 
 PRESETS: dict[str, ModelSpec] = {

@@ -79,7 +79,7 @@ def regenerate(hardware: HardwareProfile, accounting: str = "llm-viewer") -> lis
     for row in ROWS:
         totals = row_totals(row, hardware, accounting).as_dict()
         cells = {}
-        for (key, divisor, digits, _), paper in zip(COLUMNS, row.paper):
+        for (key, divisor, digits, _), paper in zip(COLUMNS, row.paper, strict=True):
             value = totals[key]
             printed = round(value / divisor, digits)
             cells[key] = {

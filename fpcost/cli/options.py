@@ -1,0 +1,103 @@
+"""Options shared by the cost-model commands, and their resolution into library objects."""
+
+from __future__ import annotations
+
+import functools
+import json
+from pathlib import Path
+
+import click
+
+from fpcost.costmodel.accounting import ACCOUNTING_MODES
+from fpcost.costmodel.errors import ConfigError, WorkloadError
+from fpcost.costmodel.hfconfig import load_config_json
+from fpcost.costmodel.presets import get_preset
+from fpcost.costmodel.quant import QuantPlan
+from fpcost.costmodel.spec import ModelSpec
+from fpcost.costmodel.units import VALID_BITS
+
+POSITIVE_INT = click.IntRange(min=1)
+NON_NEGATIVE_INT = click.IntRange(min=0)
+
+
+def model_options(func):
+    @click.option("--model", "-m", "model_name", default=None,
+                  help="Built-in model: llava-1.5-7b, llava-1.5-13b, videollava, llava-next-7b "
+                       "[default: llava-1.5-7b].")
+    @click.option("--config", "config_path", type=click.Path(dir_okay=True, path_type=Path),
+                  default=None, help="A Hugging Face config.json (LLaVA-family or Llama-family).")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def resolve_model(model_name: str | None, config_path: Path | None) -> ModelSpec:
+    if model_name and config_path:
+        raise click.UsageError("give either --model or --config, not both")
+    if config_path is not None:
+        return load_config_json(config_path)
+    return get_preset(model_name or "llava-1.5-7b")
+
+
+def quant_options(func):
+    @click.option("--bits", type=click.Choice([str(b) for b in VALID_BITS]), default=None,
+                  help="Weights, activations and KV cache all at N bits (the paper's INT4 = 4).")
+    @click.option("--quant", "quant_text", default=None, metavar="wNaNkvN",
+                  help="Independent bit widths, e.g. w4a16kv16 [default: w16a16kv16].")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def resolve_quant(bits: str | None, quant_text: str | None) -> QuantPlan:
+    if bits and quant_text:
+        raise click.UsageError("give either --bits or --quant, not both")
+    if quant_text:
+        return QuantPlan.parse(quant_text)
+    return QuantPlan.uniform(int(bits)) if bits else QuantPlan()
+
+
+def hardware_option(func):
+    return click.option("--hardware", "-g", "hardware_name", default="a6000", show_default=True,
+                        help="Hardware profile name (see `fpcost hardware`) or a .toml file.")(func)
+
+
+def resolve_hardware(name: str):
+    from fpcost.hardware_profiles import load_profile
+
+    return load_profile(name)
+
+
+def accounting_option(func):
+    return click.option("--accounting", type=click.Choice(sorted(ACCOUNTING_MODES)),
+                        default="fpcost", show_default=True,
+                        help="fpcost: corrected counting; llm-viewer: LLM-Viewer (2024) exactly.")(func)
+
+
+def read_tokens_file(path: Path) -> list[dict]:
+    """The per-image kept counts from a results file written by ``fpcost prune --output``."""
+    try:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"tokens file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise ConfigError(f"tokens file {str(path)!r} is not a readable JSON file: {exc}") from None
+    images = data.get("images") if isinstance(data, dict) else None
+    if not isinstance(images, list) or not images:
+        raise ConfigError(
+            f"tokens file {str(path)!r} has no 'images' list; write one with `fpcost prune --output`"
+        )
+    rows = []
+    for i, entry in enumerate(images):
+        kept = entry.get("num_kept") if isinstance(entry, dict) else None
+        if isinstance(kept, bool) or not isinstance(kept, int) or kept < 1:
+            raise WorkloadError(
+                f"tokens file {str(path)!r}: images[{i}].num_kept = {kept!r} must be a positive integer"
+            )
+        rows.append({"image": str(entry.get("image", i)), "num_kept": kept,
+                     "num_tokens": entry.get("num_tokens")})
+    return rows

@@ -1,0 +1,57 @@
+"""``fpcost table3``: regenerate the paper's Table 3 and compare cell by cell."""
+
+from __future__ import annotations
+
+import click
+
+from fpcost.costmodel.table3 import COLUMNS, SETTINGS, regenerate
+
+from .options import hardware_option, resolve_hardware
+from .render import emit_csv, emit_json, format_option, stdout_console
+
+
+@click.command()
+@hardware_option
+@click.option("--accounting", type=click.Choice(["llm-viewer", "fpcost"]), default="llm-viewer",
+              show_default=True,
+              help="llm-viewer reproduces the paper; fpcost shows the corrected numbers.")
+@format_option
+def table3(hardware_name, accounting, output_format):
+    """The paper's Table 3: paper value, fpcost value and relative error for every cell."""
+    hardware = resolve_hardware(hardware_name)
+    rows = regenerate(hardware, accounting)
+    settings = f"{SETTINGS}; hardware {hardware.name}; accounting {accounting}"
+    if output_format == "json":
+        emit_json({"settings": settings, "hardware": hardware.name, "accounting": accounting,
+                   "rows": rows,
+                   "num_cells_matching": sum(c["matches"] for r in rows for c in r["cells"].values())})
+        return
+    if output_format == "csv":
+        flat = []
+        for r in rows:
+            for key, cell in r["cells"].items():
+                flat.append({"method": r["method"], "quantization": r["quantization"],
+                             "num_tokens": r["num_tokens"], "column": key, **cell})
+        emit_csv(flat)
+        return
+    from rich.table import Table
+
+    table = Table(title="freePruner Table 3, regenerated", caption=settings, caption_justify="left")
+    table.add_column("Method", justify="left")
+    table.add_column("Quant.")
+    table.add_column("Tokens")
+    for _, _, _, header in COLUMNS:
+        table.add_column(f"{header}\npaper / fpcost / err", justify="right")
+    matches = 0
+    for r in rows:
+        cells = []
+        for key, _, digits, _ in COLUMNS:
+            c = r["cells"][key]
+            matches += c["matches"]
+            style = "green" if c["matches"] else "red"
+            cells.append(f"{c['paper']:.{digits}f} / [{style}]{c['fpcost']:.{digits + 2}f}[/] / "
+                         f"{c['rel_error'] * 100:+.2f}%")
+        table.add_row(r["method"], r["quantization"], str(r["num_tokens"]), *cells)
+    stdout_console.print(table)
+    stdout_console.print(f"{matches} of {len(rows) * len(COLUMNS)} cells equal the paper's value "
+                         "at its printed precision.")

@@ -14,6 +14,10 @@ from .errors import HardwareError
 # Operator classes that a calibrated profile may carry an efficiency for (issue: calibrate).
 OPERATOR_CLASSES = ("matmul", "attention", "vector", "norm")
 
+# "cpu" profiles are written by calibration: tensor_* then means the measured matrix rate,
+# vector_* the measured element-wise rate.
+DEVICE_TYPES = ("gpu", "cpu")
+
 
 @dataclass(frozen=True)
 class HardwareProfile:
@@ -40,8 +44,15 @@ class HardwareProfile:
     # Fraction of each ceiling actually reached, per operator class (1.0 = datasheet).
     efficiency: dict[str, float] = field(default_factory=dict)
     sources: dict[str, str] = field(default_factory=dict)
+    # Where a calibrated profile was measured (device, torch version, threads, date); free-form.
+    provenance: dict[str, str] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
+        if self.device_type not in DEVICE_TYPES:
+            raise HardwareError(
+                f"profile {self.name!r}: device_type {self.device_type!r} is unknown; "
+                f"valid: {', '.join(DEVICE_TYPES)}"
+            )
         for name in (
             "memory_bytes",
             "hbm_bandwidth_bytes_per_s",

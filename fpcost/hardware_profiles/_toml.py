@@ -1,0 +1,10 @@
+"""TOML reader: the standard library's ``tomllib`` (3.11+), else the ``tomli`` backport."""
+
+import sys
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+__all__ = ["tomllib"]

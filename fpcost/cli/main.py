@@ -60,7 +60,9 @@ def main(argv: list[str] | None = None) -> int:
         click.echo("Aborted.", err=True)
         return 130
     except click.ClickException as exc:
-        exc.show()
+        # One line, usage errors included: the message names the value and what is valid.
+        message = " ".join(exc.format_message().split())
+        click.echo(f"Error: {message}", err=True)
         return exc.exit_code
     except FpcostError as exc:
         if debug:

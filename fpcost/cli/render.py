@@ -10,6 +10,7 @@ import csv
 import io
 import json
 import math
+import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -18,7 +19,11 @@ import click
 from rich.console import Console
 from rich.table import Table
 
-stdout_console = Console(highlight=False, soft_wrap=False)
+# Piped output is not wrapped at 80 columns: tables stay one line per row.
+PIPED_WIDTH = 160
+stdout_console = Console(
+    highlight=False, soft_wrap=False, width=None if sys.stdout.isatty() else PIPED_WIDTH
+)
 stderr_console = Console(stderr=True, highlight=False)
 
 FORMATS = ("table", "json", "csv")

@@ -37,21 +37,23 @@ def table3(hardware_name, accounting, output_format):
     from rich.table import Table
 
     table = Table(title="freePruner Table 3, regenerated", caption=settings, caption_justify="left")
-    table.add_column("Method", justify="left")
-    table.add_column("Quant.")
-    table.add_column("Tokens")
-    for _, _, _, header in COLUMNS:
-        table.add_column(f"{header}\npaper / fpcost / err", justify="right")
+    for header, justify in (("Method", "left"), ("Quant.", "left"), ("Tokens", "right"),
+                            ("Column", "left"), ("Paper", "right"), ("fpcost", "right"),
+                            ("Rel. error", "right")):
+        table.add_column(header, justify=justify)
     matches = 0
     for r in rows:
-        cells = []
-        for key, _, digits, _ in COLUMNS:
+        for i, (key, _, digits, header) in enumerate(COLUMNS):
             c = r["cells"][key]
             matches += c["matches"]
             style = "green" if c["matches"] else "red"
-            cells.append(f"{c['paper']:.{digits}f} / [{style}]{c['fpcost']:.{digits + 2}f}[/] / "
-                         f"{c['rel_error'] * 100:+.2f}%")
-        table.add_row(r["method"], r["quantization"], str(r["num_tokens"]), *cells)
+            first = i == 0
+            table.add_row(
+                r["method"] if first else "", r["quantization"] if first else "",
+                str(r["num_tokens"]) if first else "", header,
+                f"{c['paper']:.{digits}f}", f"[{style}]{c['fpcost']:.{digits + 2}f}[/]",
+                f"{c['rel_error'] * 100:+.2f}%", end_section=i == len(COLUMNS) - 1,
+            )
     stdout_console.print(table)
     stdout_console.print(f"{matches} of {len(rows) * len(COLUMNS)} cells equal the paper's value "
                          "at its printed precision.")

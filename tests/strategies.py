@@ -1,0 +1,56 @@
+"""Hypothesis strategies for the cost model, in one place.
+
+``llm_specs`` draws Llama-family decoders (GQA included) from tiny to larger-than-70B
+widths; ``hardware_profiles`` draws devices whose ceilings are ordered as on real GPUs
+(FP32 CUDA cores ≤ FP16 tensor ≤ INT8 ≤ INT4), which the monotonicity properties need.
+"""
+
+from hypothesis import strategies as st
+
+from fpcost.costmodel.hardware import HardwareProfile
+from fpcost.costmodel.quant import QuantPlan
+from fpcost.costmodel.spec import LLMSpec
+from fpcost.costmodel.units import VALID_BITS
+
+bits = st.sampled_from(VALID_BITS)
+quant_plans = st.builds(QuantPlan, bits, bits, bits)
+token_counts = st.integers(min_value=1, max_value=200_000)
+batch_sizes = st.integers(min_value=1, max_value=512)
+
+
+@st.composite
+def llm_specs(draw):
+    kv_heads = draw(st.sampled_from([1, 2, 4, 8, 16]))
+    group = draw(st.sampled_from([1, 2, 4, 8]))
+    head_dim = draw(st.sampled_from([32, 64, 80, 128, 256]))
+    heads = kv_heads * group
+    return LLMSpec(
+        hidden_size=heads * head_dim,
+        num_hidden_layers=draw(st.integers(1, 128)),
+        num_attention_heads=heads,
+        num_key_value_heads=kv_heads,
+        intermediate_size=draw(st.integers(1, 65_536)),
+        vocab_size=draw(st.integers(1, 262_144)),
+    )
+
+
+@st.composite
+def hardware_profiles(draw):
+    rate = st.floats(min_value=1e9, max_value=1e16, allow_nan=False, allow_infinity=False)
+    vector_fp32 = draw(rate)
+    vector_fp16 = vector_fp32 * draw(st.floats(1, 4))
+    fp16 = vector_fp16 * draw(st.floats(1, 32))
+    int8 = fp16 * draw(st.floats(1, 2))
+    int4 = draw(st.one_of(st.none(), st.just(int8 * 2)))
+    return HardwareProfile(
+        name="random", description="drawn by hypothesis",
+        memory_bytes=draw(st.floats(1e9, 1e12)),
+        hbm_bandwidth_bytes_per_s=draw(st.floats(1e9, 1e13)),
+        onchip_buffer_bytes=draw(st.floats(1e5, 1e8)),
+        tensor_fp16_flops_per_s=fp16, tensor_int8_ops_per_s=int8,
+        vector_fp16_flops_per_s=vector_fp16, vector_fp32_flops_per_s=vector_fp32,
+        tensor_int4_ops_per_s=int4,
+    )
+
+
+accountings = st.sampled_from(["fpcost", "llm-viewer"])

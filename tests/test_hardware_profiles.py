@@ -383,13 +383,13 @@ def test_unknown_name_lists_valid_names():
 
 
 def test_builtin_error_names_the_file():
+    data = {
+        "name": "a6000",
+        "memory": {"capacity_gb": 48, "bandwidth_gb_per_s": 768, "onchip_buffer_kb": 21504},
+        "tensor": {"int8_tops": 309.7},
+        "vector": {"fp16_tflops": 38.7, "fp32_tflops": 38.7},
+    }
     with pytest.raises(HardwareError, match=r"^a6000\.toml: \[tensor\] fp16_tflops is missing$"):
-        data = {
-            "name": "a6000",
-            "memory": {"capacity_gb": 48, "bandwidth_gb_per_s": 768, "onchip_buffer_kb": 21504},
-            "tensor": {"int8_tops": 309.7},
-            "vector": {"fp16_tflops": 38.7, "fp32_tflops": 38.7},
-        }
         profile_from_toml_dict(data, "a6000.toml")
 
 

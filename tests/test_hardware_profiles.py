@@ -267,6 +267,7 @@ def test_cpu_profile_with_provenance(tmp_path):
         ("fp16_tflops = 154.8\n", "", "[tensor] fp16_tflops is missing"),
         ('name = "tiny"\n', "", "name is missing"),
         ('name = "tiny"', 'name = ""', "name = '' must be a non-empty string"),
+        ('name = "tiny"', 'name = "tiny"\ndescription = 5', "description = 5 must be a string"),
         (
             "[vector]\nfp16_tflops = 38.7\nfp32_tflops = 38.7\n",
             "",
@@ -322,6 +323,7 @@ def test_error_messages(tmp_path, old, new, expected):
     message = str(info.value)
     assert "\n" not in message
     assert message.startswith(f"{path}: ")
+    assert message.count(str(path)) == 1
     assert expected in message
 
 
@@ -339,14 +341,21 @@ def test_error_messages(tmp_path, old, new, expected):
         ),
         ('[sources]\n"tensor.fp16_tflops" = ""\n', "must be a non-empty string"),
         ("[provenance]\ndevice = [1, 2]\n", "[provenance] device = [1, 2] must be a string"),
+        (
+            "[efficiency]\nmatmul = 5000\n",
+            "efficiency['matmul'] = 5000.0 must be a number in (0, 1000]",
+        ),
     ],
 )
 def test_error_messages_optional_tables(tmp_path, extra, expected):
     path = _write(tmp_path, MINIMAL + extra)
     with pytest.raises(HardwareError) as info:
         load_profile(path)
-    assert "\n" not in str(info.value)
-    assert expected in str(info.value)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert message.count(str(path)) == 1
+    assert expected in message
 
 
 def test_table_given_as_a_value(tmp_path):

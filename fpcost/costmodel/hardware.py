@@ -76,7 +76,7 @@ class HardwareProfile:
             if not (isinstance(factor, (int, float)) and 0 < factor <= 1.0e3):
                 raise HardwareError(
                     f"profile {self.name!r}: efficiency[{op_class!r}] = {factor!r} must be a "
-                    "positive number"
+                    "number in (0, 1000]"
                 )
 
     def peak_flops_per_s(self, unit: str, precision: str) -> float:

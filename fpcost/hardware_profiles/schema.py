@@ -106,14 +106,16 @@ def profile_from_toml_dict(data: Mapping[str, Any], origin: str) -> HardwareProf
         for op_class, value in efficiency.items()
     }
 
+    sources = _sources(origin, tables["sources"])
+    provenance = _provenance(origin, tables["provenance"])
     try:
         return HardwareProfile(
             name=name,
             description=description,
             device_type=device_type,
             efficiency=efficiency_factors,
-            sources=_sources(origin, tables["sources"]),
-            provenance=_provenance(origin, tables["provenance"]),
+            sources=sources,
+            provenance=provenance,
             **si_values,
         )
     except HardwareError as exc:  # the dataclass's own checks, e.g. an efficiency bound
@@ -176,7 +178,9 @@ def _string(origin: str, data: Mapping[str, Any], key: str, required: bool) -> s
         if required:
             raise HardwareError(f"{origin}: {key} is missing")
         return ""
-    if not isinstance(value, str) or (required and not value.strip()):
+    if not isinstance(value, str):
+        raise HardwareError(f"{origin}: {key} = {value!r} must be a string")
+    if required and not value.strip():
         raise HardwareError(f"{origin}: {key} = {value!r} must be a non-empty string")
     return value
 

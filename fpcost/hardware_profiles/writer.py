@@ -13,6 +13,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+from fpcost.costmodel.errors import HardwareError
 from fpcost.costmodel.hardware import HardwareProfile
 
 from ._toml import tomllib
@@ -52,18 +53,25 @@ def dumps_profile(profile: HardwareProfile) -> str:
 def write_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Path:
     """Write ``profile`` to ``path`` atomically: the text is checked to load back, written
     to a temporary file in the same directory, then moved over ``path`` with ``os.replace``,
-    so a reader never sees a half-written profile. Returns the path written."""
+    so a reader never sees a half-written profile. Returns the path written; raises
+    ``HardwareError`` if the directory cannot be written."""
     target = Path(path)
     text = dumps_profile(profile)
     profile_from_toml_dict(tomllib.loads(text), str(target))  # never write what we can't read
-    fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    except OSError as exc:
+        raise HardwareError(f"cannot write hardware profile {target}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as tmp:
             tmp.write(text)
             tmp.flush()
             os.fsync(tmp.fileno())
         os.replace(tmp_name, target)
-    except BaseException:
+    except OSError as exc:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise HardwareError(f"cannot write hardware profile {target}: {exc.strerror}") from None
+    except BaseException:  # KeyboardInterrupt included: leave no temporary file behind
         Path(tmp_name).unlink(missing_ok=True)
         raise
     return target

@@ -40,6 +40,9 @@ class HardwareProfile:
     tensor_int4_ops_per_s: float | None = None
     tensor_fp8_flops_per_s: float | None = None
     tensor_tf32_flops_per_s: float | None = None
+    # FP32 matrix rate where FP32 matmuls do not run on the vector units: measured GEMM
+    # throughput of a calibrated CPU profile. GPUs leave it unset (see peak_flops_per_s).
+    tensor_fp32_flops_per_s: float | None = None
     device_type: str = "gpu"
     # Fraction of each ceiling actually reached, per operator class (1.0 = datasheet).
     efficiency: dict[str, float] = field(default_factory=dict)
@@ -63,7 +66,8 @@ class HardwareProfile:
             "vector_fp32_flops_per_s",
         ):
             _check_positive(self.name, name, getattr(self, name))
-        for name in ("tensor_int4_ops_per_s", "tensor_fp8_flops_per_s", "tensor_tf32_flops_per_s"):
+        for name in ("tensor_int4_ops_per_s", "tensor_fp8_flops_per_s", "tensor_tf32_flops_per_s",
+                     "tensor_fp32_flops_per_s"):
             value = getattr(self, name)
             if value is not None:
                 _check_positive(self.name, name, value)
@@ -85,7 +89,7 @@ class HardwareProfile:
 
         Fallbacks follow what the kernels do: INT4 without an INT4 tensor peak (Hopper) runs
         at the INT8 rate; FP32 matmuls run on the CUDA cores because PyTorch leaves TF32 off
-        by default; INT8/INT4 element-wise work runs in FP16 after dequantization.
+        by default (unless the profile gives a measured FP32 matrix rate, as CPU ones do); INT8/INT4 element-wise work runs in FP16 after dequantization.
         """
         if unit == "tensor":
             if precision == "fp16":
@@ -97,6 +101,8 @@ class HardwareProfile:
                     return self.tensor_int4_ops_per_s
                 return self.tensor_int8_ops_per_s
             if precision == "fp32":
+                if self.tensor_fp32_flops_per_s is not None:
+                    return self.tensor_fp32_flops_per_s
                 return self.vector_fp32_flops_per_s
         elif unit == "vector":
             if precision == "fp32":

@@ -8,7 +8,7 @@ Layout of a file (see docs/hardware.md)::
 
     name, description, device_type          top-level strings
     [memory]      capacity_gb, bandwidth_gb_per_s, onchip_buffer_kb
-    [tensor]      fp16_tflops, int8_tops, int4_tops?, fp8_tflops?, tf32_tflops?
+    [tensor]      fp16_tflops, int8_tops, int4_tops?, fp8_tflops?, tf32_tflops?, fp32_tflops?
     [vector]      fp16_tflops, fp32_tflops
     [efficiency]  matmul?, attention?, vector?, norm?     (fractions of the ceilings)
     [sources]     "<table>.<key>" = "where the number comes from"
@@ -53,6 +53,7 @@ NUMERIC_KEYS = (
     NumericKey("tensor", "int4_tops", "tensor_int4_ops_per_s", TERA, "TOP/s", False),
     NumericKey("tensor", "fp8_tflops", "tensor_fp8_flops_per_s", TERA, "TFLOP/s", False),
     NumericKey("tensor", "tf32_tflops", "tensor_tf32_flops_per_s", TERA, "TFLOP/s", False),
+    NumericKey("tensor", "fp32_tflops", "tensor_fp32_flops_per_s", TERA, "TFLOP/s", False),
     NumericKey("vector", "fp16_tflops", "vector_fp16_flops_per_s", TERA, "TFLOP/s", True),
     NumericKey("vector", "fp32_tflops", "vector_fp32_flops_per_s", TERA, "TFLOP/s", True),
 )

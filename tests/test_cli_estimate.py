@@ -22,8 +22,9 @@ def test_estimate_json_has_the_documented_keys(capsys):
                            "--stage", "all", "--format", "json")
     assert code == 0
     data = json.loads(out)
-    assert set(data["stages"]) == {"prefill", "decode"}
-    for totals in data["stages"].values():
+    # --stage all: every stage the request runs (no selection stage: nothing is pruned)
+    assert list(data["stages"]) == ["vision", "projector", "prefill", "decode"]
+    for totals in [*data["stages"].values(), data["end_to_end"]]:
         assert {"flops", "time_s", "memory_access_bytes", "activation_store_bytes"} <= set(totals)
     assert data["workload"]["num_prompt_tokens"] == 2088
     assert data["quant"] == {"weight_bits": 4, "act_bits": 4, "kv_bits": 4}
@@ -40,7 +41,7 @@ def test_estimate_llm_viewer_reproduces_table3_row(capsys):
 
 
 def test_estimate_breakdown_and_csv(capsys):
-    code, out, _ = run_cli(capsys, "estimate", "--breakdown", "--format", "csv")
+    code, out, _ = run_cli(capsys, "estimate", "--breakdown", "--stage", "prefill", "--format", "csv")
     lines = out.strip().splitlines()
     assert code == 0 and lines[0].startswith("stage,block,name")
     assert len(lines) == 1 + 16  # 15 per-layer operators + lm_head

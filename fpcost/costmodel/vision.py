@@ -25,6 +25,8 @@ Token and image counts may be ints or numpy integer arrays; only the model is br
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .errors import WorkloadError
 from .flash import flash_attention_row_block, flash_work
 from .llm import ADD_FLOPS_PER_ELEMENT, NORM_FLOPS_PER_ELEMENT, SOFTMAX_FLOPS_PER_ELEMENT
@@ -164,8 +166,9 @@ def _tower_output_ops(vision, b: _Builder, num_images, rows, flash_attention, on
         return [b.norm("post", "layernorm", rows, h, 1)]
     ops = [b.norm("post", "post_layernorm", rows, h, 1)]
     if vision.use_head:  # SigLIP's attention pooling: one probe query per image
+        q_proj = b.linear("head", "head_q_proj", num_images, h, h, 1)
         ops += [
-            b.linear("head", "head_q_proj", num_images, h, h, 1),
+            replace(q_proj, weight_bytes=q_proj.weight_bytes + h * b.w),  # + the probe vector
             b.linear("head", "head_kv_proj", rows, h, 2 * h, 1),
             *b.attention("head", num_images, vision.num_attention_heads, 1, vision.num_positions,
                          vision.head_dim, 1, flash_attention, onchip_buffer_bytes, prefix="head_"),

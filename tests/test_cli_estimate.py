@@ -93,9 +93,13 @@ def test_bad_input_gives_one_line_error(capsys, args, fragment):
 
 OPTION_VALUES = st.one_of(st.integers(-10, 10**6).map(str), st.floats(allow_nan=True).map(str),
                           st.sampled_from(["", "abc", "4", "16", "w4a16kv16", "a6000", "nan",
-                                           "-1", "0", "1e9", "llava-1.5-7b", "none"]))
+                                           "-1", "0", "1e9", "llava-1.5-7b", "none", "1344x336",
+                                           "0x5", "64,64", "all", "feature", "videollava",
+                                           "llava-next-7b", "selection", "-6,-2"]))
 OPTIONS = ["--model", "--hardware", "--bits", "--quant", "--tokens", "--visual-tokens",
-           "--text-tokens", "--keep-ratio", "--batch", "--accounting", "--stage", "--format"]
+           "--text-tokens", "--keep-ratio", "--batch", "--accounting", "--stage", "--format",
+           "--image-size", "--output-tokens", "--frame-tokens", "--vision-layers", "--vision-quant",
+           "--selection-layers"]
 
 
 @settings(max_examples=200, deadline=None)

@@ -167,3 +167,24 @@ def test_projector_hand_counts_and_weights():
         projector = LlavaMultiModalProjector(config)
     params = sum(p.numel() for p in projector.parameters())
     assert sum(op.weight_bytes for op in ops.values()) == 2 * params
+
+
+def test_builders_take_integer_arrays():
+    """The sweep calls the builders with numpy arrays of image and token counts: each entry
+    equals the scalar build."""
+    import numpy as np
+
+    from fpcost.costmodel.pruning import SelectionSpec, selection_ops
+
+    counts = np.array([1, 3, 16])
+    builders = [
+        lambda n: vision_tower_ops(CLIP_VIT_L14_336, FP16, n, 24, True, BUFFER),
+        lambda n: vision_tower_ops(CLIP_VIT_L14_336, FP16, n, 23, False, BUFFER),
+        lambda n: selection_ops(CLIP_VIT_L14_336, SelectionSpec(), n, 24),
+        lambda n: projector_ops(ProjectorSpec(1024, 4096), FP16, 576 * n),
+    ]
+    for build in builders:
+        for i, n in enumerate(counts):
+            for vector, scalar in zip(build(counts), build(int(n)), strict=True):
+                for field in FIELDS:
+                    assert np.broadcast_to(getattr(vector, field), counts.shape)[i] == getattr(scalar, field)

@@ -96,10 +96,14 @@ def test_cli_image_size_gives_the_transformers_count(capsys):
 
 def test_default_size_is_the_largest_pinpoint():
     assert default_image_size(LLAVA_NEXT_PINPOINTS) == (672, 672)
+    # without an image size: the nominal 5 x 576 the issue and the LLaVA-NeXT release quote
     layout = visual_layout(PRESETS["llava-next-7b"])
-    assert layout.num_visual_tokens == PRESETS["llava-next-7b"].default_num_visual_tokens == 2928
-    assert transformers_model_count(672, 672) == (5, 2928)
-    assert layout.num_projected_tokens == 5 * 576  # projected before unpadding, newlines are not
+    assert layout.num_visual_tokens == PRESETS["llava-next-7b"].default_num_visual_tokens == 2880
+    assert layout.num_images == 5
+    # with the size given: transformers' exact count, unpadding and 48 newline tokens included
+    exact = visual_layout(PRESETS["llava-next-7b"], (672, 672))
+    assert transformers_model_count(672, 672) == (5, 2928) == (exact.num_images, exact.num_visual_tokens)
+    assert layout.num_projected_tokens == exact.num_projected_tokens == 5 * 576  # before unpadding
 
 
 @pytest.mark.parametrize("text", ["0x336", "336x0", "-5x10", "12.5x336", "336", "axb", "336x336x3",

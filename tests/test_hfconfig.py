@@ -61,9 +61,9 @@ def test_video_and_next_kinds(tmp_path):
     assert load_config_json(write(tmp_path, video)).default_num_visual_tokens == 8 * 256
     nxt = {**LLAVA_15_7B, "model_type": "llava_next",
            "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]}
-    # a 672x672 image (the largest pinpoint): base 576 + 48x48 grid + 48 newline tokens, the
-    # count transformers' LLaVA-NeXT gives (not 5 x 576 = 2880: newlines are tokens too)
-    assert load_config_json(write(tmp_path, nxt)).default_num_visual_tokens == 2928
+    # nominal: base + 2x2 crops of the largest pinpoint, 5 x 576 (--image-size gives the exact
+    # count, 2928 for 672x672 with its 48 newline tokens; tests/test_anyres.py)
+    assert load_config_json(write(tmp_path, nxt)).default_num_visual_tokens == 2880
 
 
 @pytest.mark.parametrize("data, message", [

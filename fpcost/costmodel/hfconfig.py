@@ -149,10 +149,12 @@ def _multimodal_spec(data: dict, name: str, origin: str) -> ModelSpec:
                                     for p in pinpoints):
             raise ConfigError(f"{origin}: image_grid_pinpoints must be a list of [height, width] pairs")
         extra = {"image_grid_pinpoints": pinpoints}
-        # the token count transformers gives the largest pinpoint's image (anyres.py)
+        # nominal count: base image + the largest pinpoint's crops, before unpadding and
+        # newline tokens (2880 for llava-v1.6); --image-size gives transformers' exact count
         width, height = default_image_size(pinpoints)
-        visual_tokens = anyres_layout(width, height, pinpoints, vision.image_size, vision.patch_size,
-                                      tokens_per_image - vision.num_patches).num_visual_tokens
+        num_crops = anyres_layout(width, height, pinpoints, vision.image_size, vision.patch_size,
+                                  tokens_per_image - vision.num_patches).num_crops
+        visual_tokens = num_crops * tokens_per_image
     else:
         visual_tokens = tokens_per_image
     return ModelSpec(

@@ -60,8 +60,11 @@ def visual_layout(model: ModelSpec, image_size: tuple[int, int] | None = None) -
         width, height = image_size or default_image_size(model.image_grid_pinpoints)
         layout = anyres_layout(width, height, model.image_grid_pinpoints, vision.image_size,
                                vision.patch_size, keep_cls)
-        return VisualLayout(layout.num_crops, vision.num_positions, layout.num_visual_tokens,
-                            layout.num_crops * (vision.num_patches + keep_cls), layout)
+        projected = layout.num_crops * (vision.num_patches + keep_cls)
+        # Without an image size: the nominal count the model is quoted with (2880 = 5 x 576
+        # for llava-v1.6, before unpadding and newline tokens); with one, transformers' exact.
+        visual = layout.num_visual_tokens if image_size else model.default_num_visual_tokens
+        return VisualLayout(layout.num_crops, vision.num_positions, visual, projected, layout)
     visual = model.default_num_visual_tokens
     return VisualLayout(model.num_frames, vision.num_positions, visual, visual)
 

@@ -13,7 +13,7 @@ from fpcost.costmodel.accounting import ACCOUNTING_MODES
 from fpcost.costmodel.sweep import MAX_CONFIGURATIONS
 from fpcost.costmodel.units import GIGA, MILLI, TERA, VALID_BITS
 
-from .files import write_text_atomic
+from .files import write_atomic
 from .render import FORMATS, Column, render_table, scaled, stderr_console
 
 # The table view prints at most this many rows (CSV and JSON print all).
@@ -153,7 +153,7 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
     if output is None:
         click.echo(text, nl=False)
     else:
-        write_text_atomic(output, text)
+        write_atomic(output, text)
         stderr_console.print(f"wrote {len(frame):,} configurations to {output}")
 
 

@@ -196,12 +196,12 @@ def _model_totals(model, visual, devices, plans, batches, text, stages, accounti
     if "prefill" in stages:
         columns["prefill_speedup"] = np.full(shape, np.nan)
     for q, plan in enumerate(plans):
-        for indices, stack in _device_groups(devices, flash):
-            onchip = devices[indices[0]].onchip_buffer_bytes
+        graphs = _device_graphs(model, plan, stages, prompt, batch, accounting, flash, devices)
+        for indices, ops in graphs:
             largest = build_ops(model, plan, stages, max(rows_visual) + text, max(batches),
-                                accounting, flash, onchip)
+                                accounting, flash, devices[indices[0]].onchip_buffer_bytes)
             check_int64_range(largest, f"model {model.name!r}")
-            ops = build_ops(model, plan, stages, prompt, batch, accounting, flash, onchip)
+            stack = DeviceStack([devices[i] for i in indices])
             totals = stage_totals(ops, stack, (len(indices), len(rows_visual), len(batches)))
             for stage in stages:
                 for total in TOTALS:
@@ -239,13 +239,44 @@ class DeviceStack:
         return self._cache[key]
 
 
-def _device_groups(devices, flash_attention: bool) -> list[tuple[list[int], DeviceStack]]:
-    """Devices that share one operator graph (all of them, or under FlashAttention those
-    with the same on-chip buffer, which sets the tile size), as index lists and stacks."""
-    groups: dict = {}
+def _device_graphs(model, plan, stages, prompt, batch, accounting, flash, devices):
+    """[(device indices, operators)]: the devices that share one operator graph. The graph
+    depends on a device only through its on-chip buffer (the FlashAttention tile size);
+    graphs that come out identical for different buffer sizes are merged, so most sweeps
+    time one graph on all devices at once."""
+    graphs: list[tuple[list[int], list[Op]]] = []
+    by_buffer: dict[float, list[int]] = {}
     for i, device in enumerate(devices):
-        groups.setdefault(device.onchip_buffer_bytes if flash_attention else None, []).append(i)
-    return [(indices, DeviceStack([devices[i] for i in indices])) for indices in groups.values()]
+        by_buffer.setdefault(device.onchip_buffer_bytes if flash else None, []).append(i)
+    for indices in by_buffer.values():
+        ops = build_ops(model, plan, stages, prompt, batch, accounting, flash,
+                        devices[indices[0]].onchip_buffer_bytes)
+        for known_indices, known_ops in graphs:
+            if _same_ops(known_ops, ops):
+                known_indices.extend(indices)
+                break
+        else:
+            graphs.append((list(indices), ops))
+    return [(sorted(indices), ops) for indices, ops in graphs]
+
+
+def _same_ops(a: list[Op], b: list[Op]) -> bool:
+    """Whether two operator lists are identical, numeric fields compared element-wise."""
+    if len(a) != len(b):
+        return False
+    for x, y in zip(a, b, strict=True):
+        if (x.stage, x.block, x.name, x.op_class, x.precision, x.vector_precision, x.count) != (
+                y.stage, y.block, y.name, y.op_class, y.precision, y.vector_precision, y.count):
+            return False
+        if not all(_equal(getattr(x, f), getattr(y, f)) for f in _NUMERIC_FIELDS):
+            return False
+    return True
+
+
+def _equal(a, b) -> bool:
+    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
+        return np.shape(a) == np.shape(b) and bool(np.all(a == b))
+    return a == b
 
 
 def _column_order(stages) -> list[str]:

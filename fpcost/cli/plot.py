@@ -3,6 +3,7 @@ extra; ``fpcost.plot`` is imported only when a picture is drawn)."""
 
 from __future__ import annotations
 
+import importlib
 from pathlib import Path
 
 import click
@@ -32,9 +33,7 @@ flash_option = click.option("--flash-attention/--no-flash-attention", default=Fa
 
 def _plotting():
     """The plotting module; a one-line error (from the module) when matplotlib is missing."""
-    from fpcost import plot
-
-    return plot
+    return importlib.import_module("fpcost.plot")
 
 
 def _save(fig, output: Path) -> None:

@@ -60,7 +60,7 @@ accountings = st.sampled_from(["fpcost", "llm-viewer"])
 
 image_sizes = st.tuples(st.integers(1, 4096), st.integers(1, 4096))  # (width, height) px
 output_token_counts = st.integers(min_value=0, max_value=300)
-keep_ratios = st.floats(min_value=0.01, max_value=1.0, allow_nan=False)
+keep_ratios = st.floats(min_value=1e-3, max_value=1.0, allow_nan=False)
 vision_layer_modes = st.sampled_from(["all", "feature"])
 
 
@@ -107,3 +107,32 @@ def multimodal_models(draw):
     return ModelSpec(name="drawn", kind=kind, llm=llm, vision=vision,
                      projector=ProjectorSpec(vision.hidden_size, llm.hidden_size),
                      default_num_visual_tokens=tokens, **extra)
+
+
+# --- Sweeps (fpcost.costmodel.sweep) ----------------------------------------------------
+# Grids stay small (a few values per axis) and token counts and batches moderate, so that a
+# random LLM's integer counts fit the sweep's exact int64 arithmetic in most draws.
+
+keep_ratio_lists = st.lists(keep_ratios, min_size=1, max_size=5)
+visual_token_lists = st.lists(st.integers(0, 4096), min_size=1, max_size=5)
+sweep_batch_lists = st.lists(st.integers(1, 64), min_size=1, max_size=3)
+text_token_counts = st.integers(min_value=1, max_value=256)
+
+
+@st.composite
+def multimodal_specs(draw):
+    """A LLaVA-style ``ModelSpec``: a random Llama-family LLM behind the CLIP-336 tower,
+    with a random default number of visual tokens."""
+    from fpcost.costmodel.presets import CLIP_VIT_L14_336
+    from fpcost.costmodel.spec import ModelSpec, ProjectorSpec
+
+    llm = draw(llm_specs())
+    return ModelSpec(
+        name=f"random-{llm.hidden_size}x{llm.num_hidden_layers}", kind="llava", llm=llm,
+        vision=CLIP_VIT_L14_336, projector=ProjectorSpec(1024, llm.hidden_size),
+        default_num_visual_tokens=draw(st.integers(1, 4096)),
+    )
+
+
+preset_names = st.sampled_from(["llava-1.5-7b", "llava-1.5-13b", "videollava", "llava-next-7b"])
+sweep_models = st.one_of(preset_names, multimodal_specs())

@@ -26,6 +26,9 @@ class Selection:
     ``pivotal[b]`` / ``complementary[b]``: how ``kept[b]`` came about (freePruner);
     baselines put all kept tokens in ``pivotal`` and leave ``complementary`` empty.
     ``scores``: (B, num_patches) importance used to truncate or fill to a fixed budget.
+    ``filled[b]``: kept tokens that are neither pivotal nor complementary, added only to
+    reach a fixed budget or a minimum count (optional; empty when nothing was filled).
+    So ``kept[b]`` = ``pivotal[b]`` ∪ ``complementary[b]`` ∪ ``filled[b]``, disjoint.
     """
 
     kept: list[torch.Tensor]
@@ -33,6 +36,7 @@ class Selection:
     pivotal: list[torch.Tensor] = field(default_factory=list)
     complementary: list[torch.Tensor] = field(default_factory=list)
     scores: torch.Tensor | None = None
+    filled: list[torch.Tensor] = field(default_factory=list)
 
     @property
     def num_kept(self) -> list[int]:
@@ -45,6 +49,11 @@ class EncoderOutput:
 
     hidden_states: tuple[torch.Tensor, ...]  # every layer's output, each (B, N_tokens, D)
     selection: Selection
+    # Optional, set only by merging methods (PruMerge+): per sample (num_kept[b], D) features
+    # that replace the gathered ``hidden_states[feature_layer][b, prefix + kept[b]]``; they
+    # are computed from ``hidden_states[feature_layer]`` (patch tokens only, CLS dropped).
+    merged_features: list[torch.Tensor] | None = None
+    feature_layer: int | None = None
 
 
 class TokenPruner(Protocol):

@@ -175,13 +175,34 @@ def token_positions(kept: torch.Tensor, num_prefix: int, keep_prefix: bool) -> t
     return patches
 
 
-def gather_kept(features: torch.Tensor, selection: Selection, keep_prefix: bool) -> list[torch.Tensor]:
-    """Kept tokens of each image / frame from ``features`` (B, N_tokens, D'): list of (K_b, D')."""
+def gather_kept(features: torch.Tensor, encoded: EncoderOutput, layers: Sequence[int],
+                keep_prefix: bool) -> list[torch.Tensor]:
+    """Kept tokens of each image / frame from ``features`` (B, N_tokens, D'): list of (K_b, D').
+
+    A merging pruner's ``merged_features`` replace the gathered patch features (the prefix
+    tokens, when passed on, still come from ``features``); they are only valid for the one
+    feature layer they were computed from.
+    """
+    selection = encoded.selection
     num_prefix = features.shape[1] - selection.num_patches
-    return [
-        features[b, token_positions(kept, num_prefix, keep_prefix).to(features.device)]  # (K_b, D')
-        for b, kept in enumerate(selection.kept)
-    ]
+    merged = encoded.merged_features
+    if merged is not None:
+        num_states = len(encoded.hidden_states)
+        wanted = {layer % num_states for layer in layers}
+        if encoded.feature_layer is None or wanted != {encoded.feature_layer % num_states}:
+            raise PruningError(f"merged features come from layer {encoded.feature_layer}, "
+                               f"but the model reads vision_feature_layer {list(layers)}")
+    out = []
+    for b, kept in enumerate(selection.kept):
+        if merged is None:
+            out.append(features[b, token_positions(kept, num_prefix, keep_prefix).to(features.device)])
+            continue  # (K_b, D')
+        if merged[b].shape != (kept.numel(), features.shape[-1]):
+            raise PruningError(f"merged features {b} have shape {tuple(merged[b].shape)}, "
+                               f"expected ({kept.numel()}, {features.shape[-1]})")
+        prefix = features[b, :num_prefix] if keep_prefix else features[b, :0]  # (P, D')
+        out.append(torch.cat([prefix, merged[b].to(features.device, features.dtype)]))  # (P + K_b, D')
+    return out
 
 
 def drop_prefix(model: nn.Module, num_prefix: int) -> bool:

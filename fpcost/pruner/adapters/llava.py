@@ -44,12 +44,13 @@ def project_images(
     weight = next(tower.parameters())
     with torch.no_grad():
         encoded = run_pruner(pruner, tower, pixel_values.to(weight.device, weight.dtype))
-        features = layer_features(encoded, feature_layers(model))  # (B, N_tokens, D')
+        layers = feature_layers(model)
+        features = layer_features(encoded, layers)  # (B, N_tokens, D')
         selection = encoded.selection
         num_prefix = features.shape[1] - selection.num_patches
         if keep_prefix is None:
             keep_prefix = not drop_prefix(model, num_prefix)
-        kept = gather_kept(features, selection, keep_prefix)  # B x (K_b, D')
+        kept = gather_kept(features, encoded, layers, keep_prefix)  # B x (K_b, D')
         projector = find_module(model, "multi_modal_projector")
         projected = projector(torch.cat(kept, dim=0))  # (sum K_b, D_text)
     passed_on = selection.num_patches + (num_prefix if keep_prefix else 0)

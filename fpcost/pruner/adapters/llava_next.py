@@ -142,6 +142,9 @@ def generate_llava_next(
     with torch.no_grad():
         encoded = run_pruner(pruner, tower, crops.to(weight.device, weight.dtype))
         selection: Selection = encoded.selection
+        if encoded.merged_features is not None:
+            raise PruningError("merging pruners are not supported on LLaVA-NeXT: the packed budget "
+                               "selects crop tokens, which merged features no longer map to")
         features = layer_features(encoded, feature_layers(model))  # (sum C_i, N_tokens, D')
         num_prefix = features.shape[1] - selection.num_patches
         drop_prefix(model, num_prefix)  # checks there is a CLS to drop

@@ -16,7 +16,10 @@ from transformers.modeling_outputs import BaseModelOutputWithPooling
 from fpcost.pruner.adapters import SUPPORTED_MODELS, KeepAll, PruningError, generate_pruned
 
 GREEDY = {"max_new_tokens": 5, "do_sample": False}
-PROMPTS = [prompt(NUM_PATCHES, [1, 5, 6], [7, 8]), prompt(NUM_PATCHES, [1, 9], [10, 11, 12, 13, 14, 15])]
+PROMPTS = [
+    prompt(NUM_PATCHES, [1, 5, 6], [7, 8]),
+    prompt(NUM_PATCHES, [1, 9], [10, 11, 12, 13, 14, 15]),
+]
 
 
 @pytest.fixture(scope="module")
@@ -33,8 +36,12 @@ def _plain(model, ids, mask, pixels):
 def test_keep_all_equals_plain_generate(model, batch):
     ids, mask = left_padded(PROMPTS[:batch])
     pixels = pixel_values(batch, 3)
-    result = generate_pruned(model, {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
-                             KeepAll(), **GREEDY)
+    result = generate_pruned(
+        model,
+        {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
+        KeepAll(),
+        **GREEDY,
+    )
     assert torch.equal(result.sequences, _plain(model, ids, mask, pixels))
     assert torch.equal(result.input_ids, ids) and torch.equal(result.attention_mask, mask)
     assert result.num_kept == result.num_tokens == [NUM_PATCHES] * batch
@@ -43,8 +50,12 @@ def test_keep_all_equals_plain_generate(model, batch):
 def test_pruning_with_a_different_k_per_sample(model):
     ids, mask = left_padded(PROMPTS)
     pixels = pixel_values(2, 3)
-    result = generate_pruned(model, {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
-                             StridePruner((2, 3)), **GREEDY)
+    result = generate_pruned(
+        model,
+        {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
+        StridePruner((2, 3)),
+        **GREEDY,
+    )
     assert result.sequences.shape == (2, 5)
     assert result.num_kept_per_unit == [[8], [6]] and result.num_tokens == [16, 16]
     placeholders = (result.input_ids == IMAGE_TOKEN_ID).sum(dim=1).tolist()
@@ -59,11 +70,20 @@ def test_pruned_features_match_the_models_own_injection_path(model):
     """Cross-check against transformers' ``mm_encoder_outputs`` path fed by hand-pruned features."""
     ids, mask = left_padded(PROMPTS)
     pixels = pixel_values(2, 3)
-    result = generate_pruned(model, {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
-                             StridePruner((2, 3)), **GREEDY)
+    result = generate_pruned(
+        model,
+        {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels},
+        StridePruner((2, 3)),
+        **GREEDY,
+    )
     with torch.no_grad():
-        layer = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2]  # (2, 17, D)
-        feats = [model.model.multi_modal_projector(layer[b, 1 + torch.arange(0, 16, s)]) for b, s in enumerate((2, 3))]
+        layer = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[
+            -2
+        ]  # (2, 17, D)
+        feats = [
+            model.model.multi_modal_projector(layer[b, 1 + torch.arange(0, 16, s)])
+            for b, s in enumerate((2, 3))
+        ]
     reference = model.generate(
         input_ids=result.input_ids,
         attention_mask=result.attention_mask,
@@ -84,7 +104,10 @@ def test_two_images_in_one_sample(model):
 
 
 def _hooks(model):
-    return [(name, tuple(m._forward_hooks), tuple(m._forward_pre_hooks)) for name, m in model.named_modules()]
+    return [
+        (name, tuple(m._forward_hooks), tuple(m._forward_pre_hooks))
+        for name, m in model.named_modules()
+    ]
 
 
 def test_no_hooks_are_left_behind(model):
@@ -93,7 +116,9 @@ def test_no_hooks_are_left_behind(model):
     # states are requested; take the snapshot after that
     model.model.vision_tower(pixel_values(1), output_hidden_states=True)
     before = _hooks(model)
-    generate_pruned(model, {"input_ids": ids, "pixel_values": pixel_values(1)}, StridePruner(), **GREEDY)
+    generate_pruned(
+        model, {"input_ids": ids, "pixel_values": pixel_values(1)}, StridePruner(), **GREEDY
+    )
     assert _hooks(model) == before
 
 
@@ -108,7 +133,9 @@ def test_bad_inputs_raise(model):
     with pytest.raises(PruningError, match="unexpected inputs"):
         generate_pruned(model, {"input_ids": ids, "pixels": pixel_values(1)}, KeepAll())
     with pytest.raises(PruningError, match="budget applies to LLaVA-NeXT only"):
-        generate_pruned(model, {"input_ids": ids, "pixel_values": pixel_values(1)}, KeepAll(), budget=4)
+        generate_pruned(
+            model, {"input_ids": ids, "pixel_values": pixel_values(1)}, KeepAll(), budget=4
+        )
     with pytest.raises(PruningError, match="more placeholders of token 100 than the 1"):
         two = torch.cat([ids, ids[:, -NUM_PATCHES - 2 :]], dim=1)
         generate_pruned(model, {"input_ids": two, "pixel_values": pixel_values(1)}, KeepAll())

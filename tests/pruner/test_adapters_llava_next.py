@@ -9,7 +9,15 @@ Tiny AnyRes: 28 px crops of 4 x 4 patches, grids 1x2, 2x1, 2x2. Image sizes (H, 
 
 import pytest
 import torch
-from tiny_models import NUM_PATCHES, IMAGE_TOKEN_ID, StridePruner, left_padded, pixel_values, prompt, tiny_llava_next
+from tiny_models import (
+    IMAGE_TOKEN_ID,
+    NUM_PATCHES,
+    StridePruner,
+    left_padded,
+    pixel_values,
+    prompt,
+    tiny_llava_next,
+)
 
 from fpcost.pruner.adapters import KeepAll, PruningError, generate_pruned
 from fpcost.pruner.adapters.llava_next import NEWLINE, packed_sources
@@ -25,12 +33,18 @@ def model():
 
 
 def _inputs(batch, sizes=SIZES):
-    ids, mask = left_padded([
-        prompt(PACKED[0], [1, 5, 6], [7, 8]),
-        prompt(PACKED[1], [1, 9], [10, 11, 12, 13, 14]),
-    ][:batch])
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixel_values(batch, 8, 5),
-            "image_sizes": sizes[:batch]}
+    ids, mask = left_padded(
+        [
+            prompt(PACKED[0], [1, 5, 6], [7, 8]),
+            prompt(PACKED[1], [1, 9], [10, 11, 12, 13, 14]),
+        ][:batch]
+    )
+    return {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": pixel_values(batch, 8, 5),
+        "image_sizes": sizes[:batch],
+    }
 
 
 def _plain(model, inputs):
@@ -48,16 +62,24 @@ def test_tiny_sizes_pack_as_documented(model):
 def test_packed_source_map_reproduces_the_models_packing(model):
     """Gathering the projected crop tokens through the map gives the model's own packed features."""
     inputs = _inputs(2)
-    crops = torch.cat([inputs["pixel_values"][0, :3], inputs["pixel_values"][1, :5]])  # (8, 3, 28, 28)
+    crops = torch.cat(
+        [inputs["pixel_values"][0, :3], inputs["pixel_values"][1, :5]]
+    )  # (8, 3, 28, 28)
     with torch.no_grad():
         packed = model.model.get_image_features(inputs["pixel_values"], SIZES).pooler_output
         layer = model.model.vision_tower(crops, output_hidden_states=True).hidden_states[-2][:, 1:]
         projected = model.model.multi_modal_projector(layer).flatten(0, 1)  # (8 * 16, D)
-    for sources, expected in zip(packed_sources(model, [3, 5], NUM_PATCHES, SIZES), packed):
-        assert int((sources == NEWLINE).sum()) == expected.shape[0] - int((sources != NEWLINE).sum())
+    for sources, expected in zip(
+        packed_sources(model, [3, 5], NUM_PATCHES, SIZES), packed, strict=False
+    ):
+        assert int((sources == NEWLINE).sum()) == expected.shape[0] - int(
+            (sources != NEWLINE).sum()
+        )
         visual = sources != NEWLINE
         torch.testing.assert_close(projected[sources[visual]], expected[visual], rtol=0, atol=1e-6)
-        torch.testing.assert_close(expected[~visual], model.model.image_newline.expand(int((~visual).sum()), -1))
+        torch.testing.assert_close(
+            expected[~visual], model.model.image_newline.expand(int((~visual).sum()), -1)
+        )
 
 
 @pytest.mark.parametrize("batch", [1, 2])
@@ -71,9 +93,9 @@ def test_keep_all_equals_plain_generate(model, batch, budget):
 
 def test_keep_all_with_two_images_of_one_size(model):
     inputs = _inputs(2, sizes=torch.tensor([[10, 50], [10, 50]]))
-    inputs["input_ids"], inputs["attention_mask"] = left_padded([
-        prompt(PACKED[0], [1, 5, 6], [7, 8]), prompt(PACKED[0], [1, 9], [10, 11, 12, 13, 14])
-    ])
+    inputs["input_ids"], inputs["attention_mask"] = left_padded(
+        [prompt(PACKED[0], [1, 5, 6], [7, 8]), prompt(PACKED[0], [1, 9], [10, 11, 12, 13, 14])]
+    )
     result = generate_pruned(model, inputs, KeepAll(), **GREEDY)
     assert torch.equal(result.sequences, _plain(model, inputs))
 
@@ -82,7 +104,7 @@ def test_keep_all_with_two_images_of_one_size(model):
 def test_budget_is_exact_after_unpadding(model, budget):
     inputs = _inputs(2)
     result = generate_pruned(model, inputs, StridePruner((2, 3)), budget=budget, **GREEDY)
-    expected = [min(budget, v) + n for v, n in zip(VISUAL, NEWLINES)]
+    expected = [min(budget, v) + n for v, n in zip(VISUAL, NEWLINES, strict=False)]
     assert result.num_kept == expected
     assert (result.input_ids == IMAGE_TOKEN_ID).sum(dim=1).tolist() == expected
     assert result.sequences.shape == (2, 5)

@@ -29,7 +29,9 @@ def test_right_padded_input_comes_out_left_padded():
 def test_adjacent_runs_are_split_by_expected_length():
     # two images back to back in sample 0, one in sample 1; a unit may keep nothing
     ids = torch.tensor([[1, IMG, IMG, IMG, IMG, 5], [1, 2, 3, IMG, IMG, 6]])
-    out = rebuild_prompt(ids, None, [Segment(IMG, 2, 1), Segment(IMG, 2, 0), Segment(IMG, 2, 2)], PAD)
+    out = rebuild_prompt(
+        ids, None, [Segment(IMG, 2, 1), Segment(IMG, 2, 0), Segment(IMG, 2, 2)], PAD
+    )
     assert out.input_ids.tolist() == [[PAD, PAD, PAD, 1, IMG, 5], [1, 2, 3, IMG, IMG, 6]]
     assert out.segments == [[0, 1], [2]]
     assert per_sample([10, 20, 30], out.segments) == [[10, 20], [30]]
@@ -47,7 +49,10 @@ def test_images_and_videos_are_matched_per_token_id():
     "segments, message",
     [
         ([Segment(IMG, 3, 1)], "more placeholders"),
-        ([Segment(IMG, 3, 1), Segment(IMG, 3, 1), Segment(IMG, 3, 1)], "2 visual inputs of token 100, but 3"),
+        (
+            [Segment(IMG, 3, 1), Segment(IMG, 3, 1), Segment(IMG, 3, 1)],
+            "2 visual inputs of token 100, but 3",
+        ),
         ([Segment(IMG, 2, 1), Segment(IMG, 4, 1)], "expected a run of 4"),
     ],
 )

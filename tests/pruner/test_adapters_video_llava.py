@@ -1,4 +1,5 @@
-"""Video-LLaVA adapter: per-frame selection, each frame's CLS kept; keep-all equals plain generate."""
+"""Video-LLaVA adapter: per-frame selection with each frame's CLS kept; keep-all equals
+plain generate."""
 
 import pytest
 import torch
@@ -37,26 +38,40 @@ def _plain(model, ids, mask, **pixels):
 def test_keep_all_equals_plain_generate_on_videos(model, batch):
     ids, mask = left_padded(VIDEO_PROMPTS[:batch])
     videos = pixel_values(batch, 5, FRAMES)  # (B, F, 3, 28, 28)
-    result = generate_pruned(model, {"input_ids": ids, "attention_mask": mask, "pixel_values_videos": videos},
-                             KeepAll(), **GREEDY)
+    result = generate_pruned(
+        model,
+        {"input_ids": ids, "attention_mask": mask, "pixel_values_videos": videos},
+        KeepAll(),
+        **GREEDY,
+    )
     assert torch.equal(result.sequences, _plain(model, ids, mask, pixel_values_videos=videos))
     assert result.num_kept_per_unit == [[FRAME_TOKENS] * FRAMES] * batch
 
 
 def _mixed_prompts():
     """Sample 0: image then video; sample 1: video then image (different lengths)."""
-    return left_padded([
-        prompt(NUM_PATCHES, [1, 5], [6]) + [VIDEO_TOKEN_ID] * (FRAMES * FRAME_TOKENS) + [7],
-        prompt(FRAMES * FRAME_TOKENS, [1, 9], [10, 11, 12], VIDEO_TOKEN_ID) + [IMAGE_TOKEN_ID] * NUM_PATCHES,
-    ])
+    return left_padded(
+        [
+            prompt(NUM_PATCHES, [1, 5], [6]) + [VIDEO_TOKEN_ID] * (FRAMES * FRAME_TOKENS) + [7],
+            prompt(FRAMES * FRAME_TOKENS, [1, 9], [10, 11, 12], VIDEO_TOKEN_ID)
+            + [IMAGE_TOKEN_ID] * NUM_PATCHES,
+        ]
+    )
 
 
 def test_keep_all_equals_plain_generate_on_images_and_videos(model):
     ids, mask = _mixed_prompts()
     images, videos = pixel_values(2, 6), pixel_values(2, 7, FRAMES)
-    inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": images, "pixel_values_videos": videos}
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": images,
+        "pixel_values_videos": videos,
+    }
     result = generate_pruned(model, inputs, KeepAll(), **GREEDY)
-    assert torch.equal(result.sequences, _plain(model, ids, mask, pixel_values=images, pixel_values_videos=videos))
+    assert torch.equal(
+        result.sequences, _plain(model, ids, mask, pixel_values=images, pixel_values_videos=videos)
+    )
     # images drop CLS ("default" strategy), frames keep it
     assert result.num_tokens_per_unit == [[16, 17, 17, 17], [17, 17, 17, 16]]
 
@@ -64,7 +79,12 @@ def test_keep_all_equals_plain_generate_on_images_and_videos(model):
 def test_per_frame_pruning_keeps_each_frames_cls(model):
     ids, mask = _mixed_prompts()
     images, videos = pixel_values(2, 6), pixel_values(2, 7, FRAMES)
-    inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": images, "pixel_values_videos": videos}
+    inputs = {
+        "input_ids": ids,
+        "attention_mask": mask,
+        "pixel_values": images,
+        "pixel_values_videos": videos,
+    }
     result = generate_pruned(model, inputs, StridePruner((2, 4, 8)), **GREEDY)
     assert result.sequences.shape == (2, 5)
     # images: strides 2, 4 -> 8, 4 patches; frames: strides 2, 4, 8, 2, 4, 8 -> 1 CLS + 8, 4, 2
@@ -73,7 +93,9 @@ def test_per_frame_pruning_keeps_each_frames_cls(model):
     assert result.selections["image"].num_kept == [8, 4]
     assert (result.input_ids == VIDEO_TOKEN_ID).sum(dim=1).tolist() == [17, 17]
     assert (result.input_ids == IMAGE_TOKEN_ID).sum(dim=1).tolist() == [8, 4]
-    assert result.attention_mask.sum(dim=1).tolist() == [a - b for a, b in zip(mask.sum(dim=1).tolist(), [42, 46])]
+    assert result.attention_mask.sum(dim=1).tolist() == [
+        a - b for a, b in zip(mask.sum(dim=1).tolist(), [42, 46], strict=False)
+    ]
 
 
 def test_missing_pixels_raise(model):
@@ -81,4 +103,6 @@ def test_missing_pixels_raise(model):
     with pytest.raises(PruningError, match="neither pixel_values nor pixel_values_videos"):
         generate_pruned(model, {"input_ids": ids}, KeepAll())
     with pytest.raises(PruningError, match="pixel_values_videos must be"):
-        generate_pruned(model, {"input_ids": ids, "pixel_values_videos": pixel_values(1)}, KeepAll())
+        generate_pruned(
+            model, {"input_ids": ids, "pixel_values_videos": pixel_values(1)}, KeepAll()
+        )

@@ -98,7 +98,9 @@ def tiny_llava_next(seed: int = 0) -> LlavaNextForConditionalGeneration:
     return _finish(LlavaNextForConditionalGeneration(config))
 
 
-def left_padded(prompts: list[list[int]], pad_token_id: int = PAD_TOKEN_ID) -> tuple[torch.Tensor, torch.Tensor]:
+def left_padded(
+    prompts: list[list[int]], pad_token_id: int = PAD_TOKEN_ID
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Left-pad token lists into ``input_ids`` and ``attention_mask``, both (B, L)."""
     length = max(len(p) for p in prompts)
     input_ids = torch.full((len(prompts), length), pad_token_id, dtype=torch.long)
@@ -109,7 +111,9 @@ def left_padded(prompts: list[list[int]], pad_token_id: int = PAD_TOKEN_ID) -> t
     return input_ids, attention_mask
 
 
-def prompt(num_image_tokens: int, prefix: list[int], suffix: list[int], token_id: int = IMAGE_TOKEN_ID) -> list[int]:
+def prompt(
+    num_image_tokens: int, prefix: list[int], suffix: list[int], token_id: int = IMAGE_TOKEN_ID
+) -> list[int]:
     """``prefix + [token_id] * num_image_tokens + suffix``, as a processor would expand it."""
     return list(prefix) + [token_id] * num_image_tokens + list(suffix)
 
@@ -133,7 +137,12 @@ class StridePruner:
         outputs = vision_model(pixel_values, output_hidden_states=True)
         num_patches = NUM_PATCHES if pixel_values.shape[-1] == IMAGE_SIZE else None
         assert num_patches is not None
-        kept = [torch.arange(0, num_patches, self.strides[i % len(self.strides)]) for i in range(pixel_values.shape[0])]
-        scores = -torch.arange(num_patches, dtype=torch.float32).expand(pixel_values.shape[0], -1)  # (B, N)
+        kept = [
+            torch.arange(0, num_patches, self.strides[i % len(self.strides)])
+            for i in range(pixel_values.shape[0])
+        ]
+        scores = -torch.arange(num_patches, dtype=torch.float32).expand(
+            pixel_values.shape[0], -1
+        )  # (B, N)
         selection = Selection(kept=kept, num_patches=num_patches, pivotal=kept, scores=scores)
         return EncoderOutput(tuple(outputs.hidden_states), selection)

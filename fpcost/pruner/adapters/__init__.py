@@ -40,7 +40,12 @@ SUPPORTED_MODELS: dict[str, Callable[..., PrunedGeneration]] = {
 }
 
 _ACCEPTED_INPUTS = {
-    "input_ids", "attention_mask", "pixel_values", "pixel_values_images", "pixel_values_videos", "image_sizes",
+    "input_ids",
+    "attention_mask",
+    "pixel_values",
+    "pixel_values_images",
+    "pixel_values_videos",
+    "image_sizes",
 }
 # Processor outputs the LLM does not need once the prompt is fed as embeddings.
 _IGNORED_INPUTS = {"token_type_ids", "mm_token_type_ids"}
@@ -76,7 +81,9 @@ def generate_pruned(
     adapter = adapter_for(model)
     unknown = set(inputs) - _ACCEPTED_INPUTS - _IGNORED_INPUTS
     if unknown:
-        raise PruningError(f"unexpected inputs {sorted(unknown)}; accepted: {sorted(_ACCEPTED_INPUTS)}")
+        raise PruningError(
+            f"unexpected inputs {sorted(unknown)}; accepted: {sorted(_ACCEPTED_INPUTS)}"
+        )
     if "input_ids" not in inputs:
         raise PruningError("inputs need input_ids with the processor's visual placeholders")
     if adapter is generate_llava_next:

@@ -20,6 +20,7 @@ from torch import nn
 from fpcost.costmodel.errors import FpcostError
 from fpcost.pruner.api import EncoderOutput, Selection
 
+
 class PruningError(FpcostError):
     """A model, input or selection the pruning backend cannot use."""
 
@@ -66,12 +67,16 @@ class PrunedGeneration:
 class KeepAll:
     """A pruner that keeps every patch: the adapters' identity, for equality tests."""
 
-    def encode_and_select(self, vision_model: nn.Module, pixel_values: torch.Tensor) -> EncoderOutput:
+    def encode_and_select(
+        self, vision_model: nn.Module, pixel_values: torch.Tensor
+    ) -> EncoderOutput:
         outputs = vision_model(pixel_values, output_hidden_states=True)
         hidden_states = tuple(outputs.hidden_states)
         num_patches = num_patch_tokens(vision_model, pixel_values)
         kept = [torch.arange(num_patches) for _ in range(pixel_values.shape[0])]
-        return EncoderOutput(hidden_states, Selection(kept=kept, num_patches=num_patches, pivotal=kept))
+        return EncoderOutput(
+            hidden_states, Selection(kept=kept, num_patches=num_patches, pivotal=kept)
+        )
 
 
 def num_patch_tokens(vision_model: nn.Module, pixel_values: torch.Tensor) -> int:
@@ -88,7 +93,8 @@ def find_module(model: nn.Module, name: str) -> nn.Module:
     found = [module for path, module in model.named_modules() if path.rsplit(".", 1)[-1] == name]
     if len(found) != 1:
         raise PruningError(
-            f"{type(model).__name__} has {len(found)} submodules named {name!r}; expected exactly one"
+            f"{type(model).__name__} has {len(found)} submodules named {name!r}; "
+            "expected exactly one"
         )
     return found[0]
 
@@ -98,7 +104,8 @@ def find_parameter(model: nn.Module, name: str) -> nn.Parameter:
     found = [p for path, p in model.named_parameters() if path.rsplit(".", 1)[-1] == name]
     if len(found) != 1:
         raise PruningError(
-            f"{type(model).__name__} has {len(found)} parameters named {name!r}; expected exactly one"
+            f"{type(model).__name__} has {len(found)} parameters named {name!r}; "
+            "expected exactly one"
         )
     return found[0]
 
@@ -125,7 +132,9 @@ def select_strategy(model: nn.Module) -> str:
     """``config.vision_feature_select_strategy``: "default" drops the CLS token, "full" keeps it."""
     strategy = getattr(model.config, "vision_feature_select_strategy", "default")
     if strategy not in ("default", "full"):
-        raise PruningError(f"vision_feature_select_strategy ({strategy!r}) must be 'default' or 'full'")
+        raise PruningError(
+            f"vision_feature_select_strategy ({strategy!r}) must be 'default' or 'full'"
+        )
     return strategy
 
 
@@ -133,8 +142,10 @@ def run_pruner(pruner, vision_model: nn.Module, pixel_values: torch.Tensor) -> E
     """Run ``pruner`` once and check its output against the contract in ``api.py``."""
     encoded = pruner.encode_and_select(vision_model, pixel_values)
     if not isinstance(encoded, EncoderOutput):
-        raise PruningError(f"{type(pruner).__name__}.encode_and_select returned {type(encoded).__name__}, "
-                           "not EncoderOutput")
+        raise PruningError(
+            f"{type(pruner).__name__}.encode_and_select returned {type(encoded).__name__}, "
+            "not EncoderOutput"
+        )
     batch = pixel_values.shape[0]
     selection = encoded.selection
     if len(encoded.hidden_states) == 0:
@@ -144,7 +155,8 @@ def run_pruner(pruner, vision_model: nn.Module, pixel_values: torch.Tensor) -> E
     num_tokens = encoded.hidden_states[-1].shape[1]
     if not 0 <= num_tokens - selection.num_patches <= 1:
         raise PruningError(
-            f"selection covers {selection.num_patches} patches but the encoder emits {num_tokens} tokens"
+            f"selection covers {selection.num_patches} patches but the encoder emits "
+            f"{num_tokens} tokens"
         )
     for b, kept in enumerate(selection.kept):
         if kept.numel() and (int(kept.min()) < 0 or int(kept.max()) >= selection.num_patches):
@@ -155,12 +167,17 @@ def run_pruner(pruner, vision_model: nn.Module, pixel_values: torch.Tensor) -> E
 
 
 def layer_features(encoded: EncoderOutput, layers: Sequence[int]) -> torch.Tensor:
-    """The feature layer(s) LLaVA reads, concatenated along the width: (B, N_tokens, D * len(layers))."""
+    """The feature layer(s) LLaVA reads, concatenated along the width:
+    (B, N_tokens, D * len(layers))."""
     num_states = len(encoded.hidden_states)
     for layer in layers:
         if not -num_states <= layer < num_states:
-            raise PruningError(f"vision_feature_layer {layer} is out of range for {num_states} hidden states")
-    return torch.cat([encoded.hidden_states[layer] for layer in layers], dim=-1)  # (B, N_tokens, D')
+            raise PruningError(
+                f"vision_feature_layer {layer} is out of range for {num_states} hidden states"
+            )
+    return torch.cat(
+        [encoded.hidden_states[layer] for layer in layers], dim=-1
+    )  # (B, N_tokens, D')
 
 
 def token_positions(kept: torch.Tensor, num_prefix: int, keep_prefix: bool) -> torch.Tensor:
@@ -171,12 +188,15 @@ def token_positions(kept: torch.Tensor, num_prefix: int, keep_prefix: bool) -> t
     """
     patches = kept.to(torch.long) + num_prefix
     if keep_prefix and num_prefix:
-        return torch.cat([torch.arange(num_prefix, dtype=torch.long, device=patches.device), patches])
+        return torch.cat(
+            [torch.arange(num_prefix, dtype=torch.long, device=patches.device), patches]
+        )
     return patches
 
 
-def gather_kept(features: torch.Tensor, encoded: EncoderOutput, layers: Sequence[int],
-                keep_prefix: bool) -> list[torch.Tensor]:
+def gather_kept(
+    features: torch.Tensor, encoded: EncoderOutput, layers: Sequence[int], keep_prefix: bool
+) -> list[torch.Tensor]:
     """Kept tokens of each image / frame from ``features`` (B, N_tokens, D'): list of (K_b, D').
 
     A merging pruner's ``merged_features`` replace the gathered patch features (the prefix
@@ -190,18 +210,26 @@ def gather_kept(features: torch.Tensor, encoded: EncoderOutput, layers: Sequence
         num_states = len(encoded.hidden_states)
         wanted = {layer % num_states for layer in layers}
         if encoded.feature_layer is None or wanted != {encoded.feature_layer % num_states}:
-            raise PruningError(f"merged features come from layer {encoded.feature_layer}, "
-                               f"but the model reads vision_feature_layer {list(layers)}")
+            raise PruningError(
+                f"merged features come from layer {encoded.feature_layer}, "
+                f"but the model reads vision_feature_layer {list(layers)}"
+            )
     out = []
     for b, kept in enumerate(selection.kept):
         if merged is None:
-            out.append(features[b, token_positions(kept, num_prefix, keep_prefix).to(features.device)])
+            out.append(
+                features[b, token_positions(kept, num_prefix, keep_prefix).to(features.device)]
+            )
             continue  # (K_b, D')
         if merged[b].shape != (kept.numel(), features.shape[-1]):
-            raise PruningError(f"merged features {b} have shape {tuple(merged[b].shape)}, "
-                               f"expected ({kept.numel()}, {features.shape[-1]})")
+            raise PruningError(
+                f"merged features {b} have shape {tuple(merged[b].shape)}, "
+                f"expected ({kept.numel()}, {features.shape[-1]})"
+            )
         prefix = features[b, :num_prefix] if keep_prefix else features[b, :0]  # (P, D')
-        out.append(torch.cat([prefix, merged[b].to(features.device, features.dtype)]))  # (P + K_b, D')
+        out.append(
+            torch.cat([prefix, merged[b].to(features.device, features.dtype)])
+        )  # (P + K_b, D')
     return out
 
 
@@ -232,7 +260,9 @@ def embed_and_generate(
         mask = (input_ids == token_id).unsqueeze(-1).to(embeds.device)  # (B, L, 1)
         num_slots = int(mask.sum())
         if num_slots != feats.shape[0]:
-            raise PruningError(f"rebuilt prompt has {num_slots} placeholders for token {token_id} "
-                               f"but {feats.shape[0]} features")
+            raise PruningError(
+                f"rebuilt prompt has {num_slots} placeholders for token {token_id} "
+                f"but {feats.shape[0]} features"
+            )
         embeds = embeds.masked_scatter(mask, feats.to(embeds.device, embeds.dtype))
     return model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)

@@ -30,7 +30,11 @@ from fpcost.pruner.api import Selection
 
 
 def project_images(
-    model: nn.Module, tower: nn.Module, pixel_values: torch.Tensor, pruner, keep_prefix: bool | None = None
+    model: nn.Module,
+    tower: nn.Module,
+    pixel_values: torch.Tensor,
+    pruner,
+    keep_prefix: bool | None = None,
 ) -> tuple[list[int], list[int], torch.Tensor, Selection]:
     """Prune and project a batch of images (or frames) (B, C, H, W) through ``tower``.
 
@@ -40,7 +44,10 @@ def project_images(
     Video-LLaVA frames pass ``True``.
     """
     if pixel_values.dim() != 4:
-        raise PruningError(f"pixel_values must be (batch, channels, height, width), got {tuple(pixel_values.shape)}")
+        raise PruningError(
+            f"pixel_values must be (batch, channels, height, width), "
+            f"got {tuple(pixel_values.shape)}"
+        )
     weight = next(tower.parameters())
     with torch.no_grad():
         encoded = run_pruner(pruner, tower, pixel_values.to(weight.device, weight.dtype))
@@ -75,9 +82,12 @@ def generate_llava(
     tower = find_module(model, "vision_tower")
     num_tokens, num_kept, projected, selection = project_images(model, tower, pixel_values, pruner)
     token_id = config_token_id(model, "image_token_id", "image_token_index")
-    segments = [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept)]
+    segments = [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=False)]
     prompt = rebuild_prompt(
-        inputs["input_ids"], inputs.get("attention_mask"), segments, pad_token_id(model, generate_kwargs)
+        inputs["input_ids"],
+        inputs.get("attention_mask"),
+        segments,
+        pad_token_id(model, generate_kwargs),
     )
     sequences = embed_and_generate(
         model, prompt.input_ids, prompt.attention_mask, {token_id: projected}, generate_kwargs

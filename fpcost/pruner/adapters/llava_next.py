@@ -65,26 +65,41 @@ def _pack_method(model: nn.Module) -> Callable:
     raise PruningError(f"{type(model).__name__} has no pack_image_features()")
 
 
-def _crops(model: nn.Module, pixel_values: torch.Tensor, image_sizes: torch.Tensor) -> tuple[torch.Tensor, list[int]]:
+def _crops(
+    model: nn.Module, pixel_values: torch.Tensor, image_sizes: torch.Tensor
+) -> tuple[torch.Tensor, list[int]]:
     """All crops of all images, (sum C_i, C, H, W), and the crop count C_i per image."""
     to_num_crops = _model_function(model, "image_size_to_num_patches")
     num_crops = [
-        int(to_num_crops(image_size=size, grid_pinpoints=model.config.image_grid_pinpoints,
-                         patch_size=model.config.vision_config.image_size))
+        int(
+            to_num_crops(
+                image_size=size,
+                grid_pinpoints=model.config.image_grid_pinpoints,
+                patch_size=model.config.vision_config.image_size,
+            )
+        )
         for size in image_sizes
     ]
     if pixel_values.dim() == 5:  # (num_images, max_crops, C, H, W), padded with empty crops
         if pixel_values.shape[0] != len(num_crops):
-            raise PruningError(f"pixel_values holds {pixel_values.shape[0]} images but image_sizes {len(num_crops)}")
-        pixel_values = torch.cat([pv[:n] for pv, n in zip(pixel_values, num_crops)], dim=0)  # (sum C_i, C, H, W)
+            raise PruningError(
+                f"pixel_values holds {pixel_values.shape[0]} images "
+                f"but image_sizes {len(num_crops)}"
+            )
+        pixel_values = torch.cat(
+            [pv[:n] for pv, n in zip(pixel_values, num_crops, strict=False)], dim=0
+        )  # (sum C_i, C, H, W)
     elif pixel_values.dim() != 4 or pixel_values.shape[0] != sum(num_crops):
-        raise PruningError(f"pixel_values of shape {tuple(pixel_values.shape)} do not hold the "
-                           f"{sum(num_crops)} crops image_sizes implies")
+        raise PruningError(
+            f"pixel_values of shape {tuple(pixel_values.shape)} do not hold the "
+            f"{sum(num_crops)} crops image_sizes implies"
+        )
     return pixel_values, num_crops
 
 
-def packed_sources(model: nn.Module, num_crops: list[int], num_patches: int,
-                   image_sizes: torch.Tensor) -> list[torch.Tensor]:
+def packed_sources(
+    model: nn.Module, num_crops: list[int], num_patches: int, image_sizes: torch.Tensor
+) -> list[torch.Tensor]:
     """Per image, the flat source index (crop * num_patches + patch) at each packed position,
     or NEWLINE: packed through the model's own ``pack_image_features``. List of (L_i,)."""
     total = sum(num_crops) * num_patches
@@ -96,8 +111,9 @@ def packed_sources(model: nn.Module, num_crops: list[int], num_patches: int,
     return [p[:, 0].round().to(torch.long) for p in packed]  # each (L_i,)
 
 
-def choose_positions(sources: torch.Tensor, kept: torch.Tensor, scores: torch.Tensor,
-                     budget: int | None) -> torch.Tensor:
+def choose_positions(
+    sources: torch.Tensor, kept: torch.Tensor, scores: torch.Tensor, budget: int | None
+) -> torch.Tensor:
     """Packed positions kept for one image: chosen visual positions plus every newline.
 
     ``sources`` (L,) from ``packed_sources``; ``kept`` (sum C_i * N,) bool and ``scores``
@@ -109,7 +125,9 @@ def choose_positions(sources: torch.Tensor, kept: torch.Tensor, scores: torch.Te
         chosen = positions[kept[src]]
     else:
         order = torch.sort(-scores[src], stable=True).indices  # best score first, ties by position
-        order = order[torch.sort((~kept[src][order]).to(torch.int8), stable=True).indices]  # kept first
+        order = order[
+            torch.sort((~kept[src][order]).to(torch.int8), stable=True).indices
+        ]  # kept first
         chosen = positions[order[: min(budget, positions.numel())]]
     newlines = torch.nonzero(sources == NEWLINE).squeeze(1)
     return torch.sort(torch.cat([chosen, newlines])).values
@@ -127,13 +145,17 @@ def generate_llava_next(
     ``inputs``: ``input_ids`` (B, L), optional ``attention_mask`` (B, L), ``pixel_values``
     (num_images, max_crops, C, H, W) and ``image_sizes`` (num_images, 2) as (height, width).
     """
-    if budget is not None and (isinstance(budget, bool) or not isinstance(budget, int) or budget < 1):
+    if budget is not None and (
+        isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
+    ):
         raise PruningError(f"budget ({budget!r}) must be a positive number of tokens per image")
     if inputs.get("image_sizes") is None:
         raise PruningError("LLaVA-NeXT inputs need image_sizes (num_images, 2)")
     if select_strategy(model) != "default":
-        raise PruningError("LLaVA-NeXT packs a square grid of patch tokens; only the 'default' "
-                           "vision_feature_select_strategy is supported")
+        raise PruningError(
+            "LLaVA-NeXT packs a square grid of patch tokens; only the 'default' "
+            "vision_feature_select_strategy is supported"
+        )
     image_sizes = torch.as_tensor(inputs["image_sizes"]).cpu()
     tower = find_module(model, "vision_tower")
     weight = next(tower.parameters())
@@ -143,8 +165,10 @@ def generate_llava_next(
         encoded = run_pruner(pruner, tower, crops.to(weight.device, weight.dtype))
         selection: Selection = encoded.selection
         if encoded.merged_features is not None:
-            raise PruningError("merging pruners are not supported on LLaVA-NeXT: the packed budget "
-                               "selects crop tokens, which merged features no longer map to")
+            raise PruningError(
+                "merging pruners are not supported on LLaVA-NeXT: the packed budget "
+                "selects crop tokens, which merged features no longer map to"
+            )
         features = layer_features(encoded, feature_layers(model))  # (sum C_i, N_tokens, D')
         num_prefix = features.shape[1] - selection.num_patches
         drop_prefix(model, num_prefix)  # checks there is a CLS to drop
@@ -162,20 +186,29 @@ def generate_llava_next(
 
         sources = packed_sources(model, num_crops, selection.num_patches, image_sizes)
         positions = [choose_positions(s, kept, scores, budget) for s in sources]
-        picked = [s[p] for s, p in zip(sources, positions)]  # per image (L'_i,): source or NEWLINE
+        picked = [
+            s[p] for s, p in zip(sources, positions, strict=False)
+        ]  # per image (L'_i,): source or NEWLINE
         # Project the chosen tokens once, in source order (the model's own row order).
         chosen = torch.sort(torch.cat([p[p != NEWLINE] for p in picked])).values  # (M,)
         projector = find_module(model, "multi_modal_projector")
         projected = projector(features[chosen.to(features.device)])  # (M, D_text)
         newline = find_parameter(model, "image_newline").to(projected.dtype)  # (D_text,)
         table = torch.cat([projected, newline[None]], dim=0)  # (M + 1, D_text); row M = newline
-        rows = [torch.where(p == NEWLINE, chosen.numel(), torch.searchsorted(chosen, p)) for p in picked]
+        rows = [
+            torch.where(p == NEWLINE, chosen.numel(), torch.searchsorted(chosen, p)) for p in picked
+        ]
         image_features = table[torch.cat(rows).to(table.device)]  # (sum L'_i, D_text)
 
     token_id = config_token_id(model, "image_token_id", "image_token_index")
-    segments = [Segment(token_id, s.numel(), p.numel()) for s, p in zip(sources, picked)]
+    segments = [
+        Segment(token_id, s.numel(), p.numel()) for s, p in zip(sources, picked, strict=False)
+    ]
     prompt = rebuild_prompt(
-        inputs["input_ids"], inputs.get("attention_mask"), segments, pad_token_id(model, generate_kwargs)
+        inputs["input_ids"],
+        inputs.get("attention_mask"),
+        segments,
+        pad_token_id(model, generate_kwargs),
     )
     sequences = embed_and_generate(
         model, prompt.input_ids, prompt.attention_mask, {token_id: image_features}, generate_kwargs

@@ -55,19 +55,25 @@ def rebuild_prompt(
     if attention_mask is None:
         attention_mask = torch.ones_like(input_ids)
     if attention_mask.shape != input_ids.shape:
-        raise PruningError(f"attention_mask shape {tuple(attention_mask.shape)} differs from "
-                           f"input_ids shape {tuple(input_ids.shape)}")
+        raise PruningError(
+            f"attention_mask shape {tuple(attention_mask.shape)} differs from "
+            f"input_ids shape {tuple(input_ids.shape)}"
+        )
     queues: dict[int, list[int]] = {}
     for index, segment in enumerate(segments):
         if segment.num_tokens < 1 or segment.num_kept < 0:
-            raise PruningError(f"segment {index} has {segment.num_tokens} tokens and keeps {segment.num_kept}")
+            raise PruningError(
+                f"segment {index} has {segment.num_tokens} tokens and keeps {segment.num_kept}"
+            )
         queues.setdefault(segment.token_id, []).append(index)
     cursor = {token_id: 0 for token_id in queues}
 
     rows: list[list[int]] = []
     held: list[list[int]] = []
-    for b, (ids_row, mask_row) in enumerate(zip(input_ids.tolist(), attention_mask.tolist())):
-        tokens = [t for t, m in zip(ids_row, mask_row) if m]
+    for b, (ids_row, mask_row) in enumerate(
+        zip(input_ids.tolist(), attention_mask.tolist(), strict=False)
+    ):
+        tokens = [t for t, m in zip(ids_row, mask_row, strict=False) if m]
         out: list[int] = []
         mine: list[int] = []
         i = 0
@@ -79,15 +85,18 @@ def rebuild_prompt(
                 continue
             queue = queues[token]
             if cursor[token] >= len(queue):
-                raise PruningError(f"sample {b} has more placeholders of token {token} than the "
-                                   f"{len(queue)} visual inputs provide")
+                raise PruningError(
+                    f"sample {b} has more placeholders of token {token} than the "
+                    f"{len(queue)} visual inputs provide"
+                )
             index = queue[cursor[token]]
             cursor[token] += 1
             segment = segments[index]
             run = tokens[i : i + segment.num_tokens]
             if len(run) != segment.num_tokens or any(t != token for t in run):
                 raise PruningError(
-                    f"sample {b}: expected a run of {segment.num_tokens} placeholders of token {token} "
+                    f"sample {b}: expected a run of {segment.num_tokens} placeholders of token "
+                    f"{token} "
                     f"at position {i}, found {sum(t == token for t in run)}"
                 )
             out.extend([token] * segment.num_kept)
@@ -97,8 +106,10 @@ def rebuild_prompt(
         held.append(mine)
     for token, queue in queues.items():
         if cursor[token] != len(queue):
-            raise PruningError(f"the prompt has placeholders for {cursor[token]} visual inputs of token "
-                               f"{token}, but {len(queue)} were given")
+            raise PruningError(
+                f"the prompt has placeholders for {cursor[token]} visual inputs of token "
+                f"{token}, but {len(queue)} were given"
+            )
 
     length = max((len(row) for row in rows), default=0)
     new_ids = torch.full((len(rows), length), pad_token_id, dtype=input_ids.dtype)  # (B, L')

@@ -56,11 +56,12 @@ def generate_video_llava(
         num_tokens, num_kept, features[token_id], selections["image"] = project_images(
             model, tower, images, pruner
         )
-        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept)]
+        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=False)]
     if videos is not None:
         if videos.dim() != 5:
             raise PruningError(
-                f"pixel_values_videos must be (videos, frames, channels, height, width), got {tuple(videos.shape)}"
+                "pixel_values_videos must be (videos, frames, channels, height, width), "
+                f"got {tuple(videos.shape)}"
             )
         token_id = config_token_id(model, "video_token_id", "video_token_index")
         tower = find_module(model, "video_tower")
@@ -68,12 +69,17 @@ def generate_video_llava(
         num_tokens, num_kept, features[token_id], selections["video"] = project_images(
             model, tower, frames, pruner, keep_prefix=True
         )
-        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept)]
+        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=False)]
 
     prompt = rebuild_prompt(
-        inputs["input_ids"], inputs.get("attention_mask"), segments, pad_token_id(model, generate_kwargs)
+        inputs["input_ids"],
+        inputs.get("attention_mask"),
+        segments,
+        pad_token_id(model, generate_kwargs),
     )
-    sequences = embed_and_generate(model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs)
+    sequences = embed_and_generate(
+        model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs
+    )
     num_tokens_all = [s.num_tokens for s in segments]
     num_kept_all = [s.num_kept for s in segments]
     return PrunedGeneration(

@@ -54,6 +54,9 @@ class EncoderOutput:
     # are computed from ``hidden_states[feature_layer]`` (patch tokens only, CLS dropped).
     merged_features: list[torch.Tensor] | None = None
     feature_layer: int | None = None
+    # Optional: wall time spent on selection proper (attention capture + scoring + choosing),
+    # in seconds, excluding the encoder's own forward pass.
+    selection_time_s: float | None = None
 
 
 class TokenPruner(Protocol):

@@ -70,7 +70,7 @@ def test_packed_source_map_reproduces_the_models_packing(model):
         layer = model.model.vision_tower(crops, output_hidden_states=True).hidden_states[-2][:, 1:]
         projected = model.model.multi_modal_projector(layer).flatten(0, 1)  # (8 * 16, D)
     for sources, expected in zip(
-        packed_sources(model, [3, 5], NUM_PATCHES, SIZES), packed, strict=False
+        packed_sources(model, [3, 5], NUM_PATCHES, SIZES), packed, strict=True
     ):
         assert int((sources == NEWLINE).sum()) == expected.shape[0] - int(
             (sources != NEWLINE).sum()
@@ -104,7 +104,7 @@ def test_keep_all_with_two_images_of_one_size(model):
 def test_budget_is_exact_after_unpadding(model, budget):
     inputs = _inputs(2)
     result = generate_pruned(model, inputs, StridePruner((2, 3)), budget=budget, **GREEDY)
-    expected = [min(budget, v) + n for v, n in zip(VISUAL, NEWLINES, strict=False)]
+    expected = [min(budget, v) + n for v, n in zip(VISUAL, NEWLINES, strict=True)]
     assert result.num_kept == expected
     assert (result.input_ids == IMAGE_TOKEN_ID).sum(dim=1).tolist() == expected
     assert result.sequences.shape == (2, 5)

@@ -94,7 +94,7 @@ def test_per_frame_pruning_keeps_each_frames_cls(model):
     assert (result.input_ids == VIDEO_TOKEN_ID).sum(dim=1).tolist() == [17, 17]
     assert (result.input_ids == IMAGE_TOKEN_ID).sum(dim=1).tolist() == [8, 4]
     assert result.attention_mask.sum(dim=1).tolist() == [
-        a - b for a, b in zip(mask.sum(dim=1).tolist(), [42, 46], strict=False)
+        a - b for a, b in zip(mask.sum(dim=1).tolist(), [42, 46], strict=True)
     ]
 
 

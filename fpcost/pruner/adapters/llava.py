@@ -82,7 +82,7 @@ def generate_llava(
     tower = find_module(model, "vision_tower")
     num_tokens, num_kept, projected, selection = project_images(model, tower, pixel_values, pruner)
     token_id = config_token_id(model, "image_token_id", "image_token_index")
-    segments = [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=False)]
+    segments = [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
     prompt = rebuild_prompt(
         inputs["input_ids"],
         inputs.get("attention_mask"),

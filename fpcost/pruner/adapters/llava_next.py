@@ -87,7 +87,7 @@ def _crops(
                 f"but image_sizes {len(num_crops)}"
             )
         pixel_values = torch.cat(
-            [pv[:n] for pv, n in zip(pixel_values, num_crops, strict=False)], dim=0
+            [pv[:n] for pv, n in zip(pixel_values, num_crops, strict=True)], dim=0
         )  # (sum C_i, C, H, W)
     elif pixel_values.dim() != 4 or pixel_values.shape[0] != sum(num_crops):
         raise PruningError(
@@ -124,10 +124,10 @@ def choose_positions(
     if budget is None:
         chosen = positions[kept[src]]
     else:
-        order = torch.sort(-scores[src], stable=True).indices  # best score first, ties by position
-        order = order[
-            torch.sort((~kept[src][order]).to(torch.int8), stable=True).indices
-        ]  # kept first
+        # best score first, ties by position; then, stably, the pruner's kept tokens first
+        order = torch.sort(-scores[src], stable=True).indices  # (V,)
+        unkept = (~kept[src][order]).to(torch.int8)  # (V,) 0 = kept
+        order = order[torch.sort(unkept, stable=True).indices]  # (V,)
         chosen = positions[order[: min(budget, positions.numel())]]
     newlines = torch.nonzero(sources == NEWLINE).squeeze(1)
     return torch.sort(torch.cat([chosen, newlines])).values
@@ -186,9 +186,8 @@ def generate_llava_next(
 
         sources = packed_sources(model, num_crops, selection.num_patches, image_sizes)
         positions = [choose_positions(s, kept, scores, budget) for s in sources]
-        picked = [
-            s[p] for s, p in zip(sources, positions, strict=False)
-        ]  # per image (L'_i,): source or NEWLINE
+        # per image (L'_i,): the source index at each kept packed position, or NEWLINE
+        picked = [s[p] for s, p in zip(sources, positions, strict=True)]
         # Project the chosen tokens once, in source order (the model's own row order).
         chosen = torch.sort(torch.cat([p[p != NEWLINE] for p in picked])).values  # (M,)
         projector = find_module(model, "multi_modal_projector")
@@ -202,7 +201,7 @@ def generate_llava_next(
 
     token_id = config_token_id(model, "image_token_id", "image_token_index")
     segments = [
-        Segment(token_id, s.numel(), p.numel()) for s, p in zip(sources, picked, strict=False)
+        Segment(token_id, s.numel(), p.numel()) for s, p in zip(sources, picked, strict=True)
     ]
     prompt = rebuild_prompt(
         inputs["input_ids"],

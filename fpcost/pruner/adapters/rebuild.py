@@ -71,9 +71,9 @@ def rebuild_prompt(
     rows: list[list[int]] = []
     held: list[list[int]] = []
     for b, (ids_row, mask_row) in enumerate(
-        zip(input_ids.tolist(), attention_mask.tolist(), strict=False)
+        zip(input_ids.tolist(), attention_mask.tolist(), strict=True)
     ):
-        tokens = [t for t, m in zip(ids_row, mask_row, strict=False) if m]
+        tokens = [t for t, m in zip(ids_row, mask_row, strict=True) if m]
         out: list[int] = []
         mine: list[int] = []
         i = 0

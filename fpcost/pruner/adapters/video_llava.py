@@ -56,7 +56,7 @@ def generate_video_llava(
         num_tokens, num_kept, features[token_id], selections["image"] = project_images(
             model, tower, images, pruner
         )
-        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=False)]
+        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
     if videos is not None:
         if videos.dim() != 5:
             raise PruningError(
@@ -69,7 +69,7 @@ def generate_video_llava(
         num_tokens, num_kept, features[token_id], selections["video"] = project_images(
             model, tower, frames, pruner, keep_prefix=True
         )
-        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=False)]
+        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
 
     prompt = rebuild_prompt(
         inputs["input_ids"],

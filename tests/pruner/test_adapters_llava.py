@@ -151,3 +151,63 @@ def test_a_pruner_breaking_the_contract_raises(model):
     ids, _ = left_padded(PROMPTS[:1])
     with pytest.raises(PruningError, match="not sorted and unique"):
         generate_pruned(model, {"input_ids": ids, "pixel_values": pixel_values(1)}, Unsorted())
+
+
+def test_full_strategy_and_several_feature_layers():
+    """ "full" passes the CLS feature on (always kept); several layers are concatenated."""
+    model = tiny_llava(seed=1, vision_feature_layer=[-3, -2], vision_feature_select_strategy="full")
+    ids, mask = left_padded(
+        [prompt(NUM_PATCHES + 1, [1, 5], [6]), prompt(NUM_PATCHES + 1, [1], [7])]
+    )
+    pixels = pixel_values(2, 9)
+    inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
+    result = generate_pruned(model, inputs, KeepAll(), **GREEDY)
+    assert torch.equal(result.sequences, _plain(model, ids, mask, pixels))
+    pruned = generate_pruned(model, inputs, StridePruner((2, 4)), **GREEDY)
+    assert pruned.num_kept_per_unit == [[1 + 8], [1 + 4]]
+
+
+class _Merging(StridePruner):
+    """Replaces each kept patch feature by the mean of the feature layer's patches."""
+
+    def encode_and_select(self, vision_model, pixels):
+        out = super().encode_and_select(vision_model, pixels)
+        layer = out.hidden_states[-2][:, 1:]  # (B, N, D)
+        out.merged_features = [
+            layer[b].mean(0, keepdim=True).expand(k.numel(), -1)  # (K_b, D)
+            for b, k in enumerate(out.selection.kept)
+        ]
+        out.feature_layer = len(out.hidden_states) - 2
+        return out
+
+
+def test_merged_features_replace_the_gathered_ones(model):
+    ids, mask = left_padded(PROMPTS)
+    pixels = pixel_values(2, 3)
+    inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels}
+    result = generate_pruned(model, inputs, _Merging((2, 3)), **GREEDY)
+    with torch.no_grad():
+        layer = model.model.vision_tower(pixels, output_hidden_states=True).hidden_states[-2]
+        feats = [
+            model.model.multi_modal_projector(layer[b, 1:].mean(0, keepdim=True).expand(k, -1))
+            for b, k in enumerate((8, 6))
+        ]
+    reference = model.generate(
+        input_ids=result.input_ids,
+        attention_mask=result.attention_mask,
+        mm_encoder_outputs={"image": BaseModelOutputWithPooling(pooler_output=feats)},
+        **GREEDY,
+    )
+    assert torch.equal(result.sequences, reference[:, result.input_ids.shape[1] :])
+
+
+def test_merged_features_from_another_layer_raise(model):
+    class WrongLayer(_Merging):
+        def encode_and_select(self, vision_model, pixels):
+            out = super().encode_and_select(vision_model, pixels)
+            out.feature_layer = -1
+            return out
+
+    ids, _ = left_padded(PROMPTS[:1])
+    with pytest.raises(PruningError, match="merged features come from layer -1"):
+        generate_pruned(model, {"input_ids": ids, "pixel_values": pixel_values(1)}, WrongLayer())

@@ -2,6 +2,8 @@
 
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from fpcost.pruner.adapters import PruningError, Segment, rebuild_prompt
 from fpcost.pruner.adapters.rebuild import pad_token_id, per_sample
@@ -80,3 +82,51 @@ def test_pad_token_id_prefers_the_caller():
 
     assert pad_token_id(Model(), {"pad_token_id": 3}) == 3
     assert pad_token_id(Model(), {}) == 7
+
+
+@st.composite
+def prompts_with_units(draw):
+    """A batch of prompts: text tokens (1..9) around visual units of IMG or VID, each unit a
+    run of ``num_tokens`` placeholders that keeps ``num_kept``; random padding side."""
+    batch = draw(st.integers(1, 4))
+    rows, units = [], []  # units in prompt order: (sample, Segment)
+    for b in range(batch):
+        row = draw(st.lists(st.integers(1, 9), max_size=4))
+        for _ in range(draw(st.integers(0, 3))):
+            token = draw(st.sampled_from([IMG, VID]))
+            n = draw(st.integers(1, 6))
+            units.append((b, Segment(token, n, draw(st.integers(0, n)))))
+            row += [token] * n + draw(st.lists(st.integers(1, 9), max_size=3))
+        rows.append(row)
+    length = max(len(r) for r in rows)
+    left = draw(st.booleans())
+    ids = torch.full((batch, length), PAD)
+    mask = torch.zeros((batch, length), dtype=torch.long)
+    for b, row in enumerate(rows):
+        start = length - len(row) if left else 0
+        ids[b, start : start + len(row)] = torch.tensor(row, dtype=torch.long)
+        mask[b, start : start + len(row)] = 1
+    return ids, mask, units
+
+
+@settings(max_examples=60, deadline=None)
+@given(prompts_with_units())
+def test_rebuild_invariants(case):
+    ids, mask, units = case
+    # the adapters list segments per modality in feature order: images first, then videos
+    segments = [s for _, s in units if s.token_id == IMG] + [
+        s for _, s in units if s.token_id == VID
+    ]
+    out = rebuild_prompt(ids, mask, segments, PAD)
+    for b in range(ids.shape[0]):
+        mine = [s for sample, s in units if sample == b]
+        row, keep = out.input_ids[b].tolist(), out.attention_mask[b].tolist()
+        first = keep.index(1) if 1 in keep else len(keep)
+        assert keep == [0] * first + [1] * (len(keep) - first)  # left-padded
+        tokens = row[first:]
+        old = [t for t, m in zip(ids[b].tolist(), mask[b].tolist(), strict=True) if m]
+        # text tokens survive, in order; placeholders shrink to the kept counts
+        assert [t for t in tokens if t not in (IMG, VID)] == [t for t in old if t not in (IMG, VID)]
+        for token in (IMG, VID):
+            assert tokens.count(token) == sum(s.num_kept for s in mine if s.token_id == token)
+        assert [segments[i] for i in out.segments[b]] == mine

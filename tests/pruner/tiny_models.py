@@ -63,13 +63,15 @@ def _finish(model: torch.nn.Module) -> torch.nn.Module:
     return model
 
 
-def tiny_llava(seed: int = 0) -> LlavaForConditionalGeneration:
+def tiny_llava(seed: int = 0, **overrides) -> LlavaForConditionalGeneration:
+    """``overrides`` go to ``LlavaConfig`` (e.g. ``vision_feature_layer=[-3, -2]``)."""
     torch.manual_seed(seed)
     config = LlavaConfig(
         vision_config=_vision_config(),
         text_config=_text_config(),
         image_token_index=IMAGE_TOKEN_ID,
         image_seq_length=NUM_PATCHES,
+        **overrides,
     )
     return _finish(LlavaForConditionalGeneration(config))
 

@@ -211,3 +211,19 @@ def test_merged_features_from_another_layer_raise(model):
     ids, _ = left_padded(PROMPTS[:1])
     with pytest.raises(PruningError, match="merged features come from layer -1"):
         generate_pruned(model, {"input_ids": ids, "pixel_values": pixel_values(1)}, WrongLayer())
+
+
+def test_return_dict_in_generate_keeps_the_full_output(model):
+    ids, mask = left_padded(PROMPTS)
+    inputs = {"input_ids": ids, "attention_mask": mask, "pixel_values": pixel_values(2, 3)}
+    result = generate_pruned(
+        model,
+        inputs,
+        StridePruner((2, 3)),
+        return_dict_in_generate=True,
+        output_scores=True,
+        **GREEDY,
+    )
+    assert result.sequences.shape == (2, 5)
+    assert len(result.generate_output.scores) == 5
+    assert torch.equal(torch.stack(result.generate_output.scores, 1).argmax(-1), result.sequences)

@@ -39,6 +39,8 @@ class PrunedGeneration:
     (a frame's CLS, LLaVA-NeXT newlines) are counted in both.
     ``selections``: the pruner's raw selection per modality ("image", "video"), indexed
     over all images / frames / crops of the batch in order.
+    ``generate_output``: ``generate``'s own output when it is more than a tensor
+    (``return_dict_in_generate=True``: scores, logits, ...); else None.
     """
 
     sequences: torch.Tensor
@@ -47,6 +49,7 @@ class PrunedGeneration:
     num_tokens_per_unit: list[list[int]]
     num_kept_per_unit: list[list[int]]
     selections: dict[str, Selection] = field(default_factory=dict)
+    generate_output: object | None = None  # generate()'s full output, if it returned a dict
 
     @property
     def num_tokens(self) -> list[int]:
@@ -251,18 +254,28 @@ def embed_and_generate(
     attention_mask: torch.Tensor,
     features: Mapping[int, torch.Tensor],
     generate_kwargs: Mapping[str, object],
-) -> torch.Tensor:
+) -> tuple[torch.Tensor, object | None]:
     """Embed ``input_ids`` (B, L), scatter each ``features[token_id]`` (sum K, D) into that
-    token's placeholders in row-major order, and ``generate`` from the embeddings."""
+    token's placeholders in row-major order, and ``generate`` from the embeddings.
+
+    Returns the new tokens (B, T_new) and, when ``generate`` returned more than a tensor
+    (``return_dict_in_generate=True``), that whole output.
+    """
+    embedding = model.get_input_embeddings()
+    device = embedding.weight.device
+    input_ids, attention_mask = input_ids.to(device), attention_mask.to(device)
     with torch.no_grad():
-        embeds = model.get_input_embeddings()(input_ids)  # (B, L, D)
-    for token_id, feats in features.items():
-        mask = (input_ids == token_id).unsqueeze(-1).to(embeds.device)  # (B, L, 1)
-        num_slots = int(mask.sum())
-        if num_slots != feats.shape[0]:
-            raise PruningError(
-                f"rebuilt prompt has {num_slots} placeholders for token {token_id} "
-                f"but {feats.shape[0]} features"
-            )
-        embeds = embeds.masked_scatter(mask, feats.to(embeds.device, embeds.dtype))
-    return model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+        embeds = embedding(input_ids)  # (B, L, D)
+        for token_id, feats in features.items():
+            mask = (input_ids == token_id).unsqueeze(-1)  # (B, L, 1)
+            num_slots = int(mask.sum())
+            if num_slots != feats.shape[0]:
+                raise PruningError(
+                    f"rebuilt prompt has {num_slots} placeholders for token {token_id} "
+                    f"but {feats.shape[0]} features"
+                )
+            embeds = embeds.masked_scatter(mask, feats.to(device, embeds.dtype))
+    output = model.generate(inputs_embeds=embeds, attention_mask=attention_mask, **generate_kwargs)
+    if isinstance(output, torch.Tensor):
+        return output, None
+    return output.sequences, output

@@ -89,7 +89,7 @@ def generate_llava(
         segments,
         pad_token_id(model, generate_kwargs),
     )
-    sequences = embed_and_generate(
+    sequences, raw = embed_and_generate(
         model, prompt.input_ids, prompt.attention_mask, {token_id: projected}, generate_kwargs
     )
     return PrunedGeneration(
@@ -98,5 +98,6 @@ def generate_llava(
         attention_mask=prompt.attention_mask,
         num_tokens_per_unit=per_sample(num_tokens, prompt.segments),
         num_kept_per_unit=per_sample(num_kept, prompt.segments),
+        generate_output=raw,
         selections={"image": selection},
     )

@@ -209,7 +209,7 @@ def generate_llava_next(
         segments,
         pad_token_id(model, generate_kwargs),
     )
-    sequences = embed_and_generate(
+    sequences, raw = embed_and_generate(
         model, prompt.input_ids, prompt.attention_mask, {token_id: image_features}, generate_kwargs
     )
     return PrunedGeneration(
@@ -218,5 +218,6 @@ def generate_llava_next(
         attention_mask=prompt.attention_mask,
         num_tokens_per_unit=per_sample([s.num_tokens for s in segments], prompt.segments),
         num_kept_per_unit=per_sample([s.num_kept for s in segments], prompt.segments),
+        generate_output=raw,
         selections={"image": selection},
     )

@@ -77,7 +77,7 @@ def generate_video_llava(
         segments,
         pad_token_id(model, generate_kwargs),
     )
-    sequences = embed_and_generate(
+    sequences, raw = embed_and_generate(
         model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs
     )
     num_tokens_all = [s.num_tokens for s in segments]
@@ -88,5 +88,6 @@ def generate_video_llava(
         attention_mask=prompt.attention_mask,
         num_tokens_per_unit=per_sample(num_tokens_all, prompt.segments),
         num_kept_per_unit=per_sample(num_kept_all, prompt.segments),
+        generate_output=raw,
         selections=selections,
     )

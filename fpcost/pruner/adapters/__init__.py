@@ -4,7 +4,19 @@
 it dispatches on the model's class, prunes the visual tokens, rebuilds the prompt and
 returns a ``PrunedGeneration``. No class is patched and no hook is left behind: the
 adapters only call the instance's own submodules (vision tower, projector, input
-embeddings, ``pack_image_features``) and ``generate(inputs_embeds=...)``.
+embeddings, ``pack_image_features``) and ``generate(inputs_embeds=...)``, so there is
+nothing to attach or undo and no context manager is needed.
+
+Example::
+
+    inputs = processor(images=image, text=prompt, return_tensors="pt")
+    result = generate_pruned(model, inputs, get_pruner("freepruner"), max_new_tokens=32)
+    result.sequences        # (B, T_new) new tokens
+    result.num_kept         # LLM visual tokens per sample after pruning
+    result.input_length     # prompt length the LLM read (shrinks with pruning)
+
+With ``KeepAll()`` (or ``get_pruner("keep-all")``) the result equals plain ``generate``
+token for token (tests/pruner/test_adapters_*.py).
 """
 
 from __future__ import annotations

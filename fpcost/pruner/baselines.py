@@ -54,25 +54,21 @@ def _evenly_spaced(values: torch.Tensor, count: int) -> torch.Tensor:
 def uniform_grid_indices(rows: int, cols: int, count: int) -> torch.Tensor:
     """Exactly ``count`` sorted patch indices spread evenly over a ``rows x cols`` grid.
 
-    A grid of about ``count`` points with equal spacing on both axes is laid over the patch
-    grid (points at cell centres); surplus points are thinned evenly, and a shortfall is
-    filled with evenly spaced patches from the rest, in raster order."""
+    A lattice of ``n_rows x n_cols >= count`` points at cell centres is laid over the patch
+    grid, with the shape that leaves the largest gap between points smallest (then the
+    fewest surplus points, then the squarest lattice); surplus points are thinned evenly,
+    in raster order."""
     num = rows * cols
     if count >= num:
         return torch.arange(num)
-    stride = math.sqrt(num / count)  # patches between grid points, both axes
-    n_rows = max(1, min(rows, round(rows / stride)))
-    n_cols = max(1, min(cols, math.ceil(count / n_rows)))
+    shapes = [(r, math.ceil(count / r)) for r in range(1, rows + 1) if math.ceil(count / r) <= cols]
+    n_rows, n_cols = min(
+        shapes, key=lambda s: (max(rows / s[0], cols / s[1]), s[0] * s[1] - count, abs(s[0] - s[1]))
+    )
     r = ((torch.arange(n_rows) + 0.5) * rows / n_rows).floor().long()  # (n_rows,)
     c = ((torch.arange(n_cols) + 0.5) * cols / n_cols).floor().long()  # (n_cols,)
     grid = (r[:, None] * cols + c[None, :]).flatten()  # (n_rows * n_cols,) raster order
-    grid = _evenly_spaced(grid, count)
-    if grid.numel() < count:
-        rest = torch.ones(num, dtype=torch.bool)
-        rest[grid] = False
-        extra = _evenly_spaced(rest.nonzero().squeeze(-1), count - grid.numel())
-        grid = torch.cat([grid, extra])
-    return grid.sort().values
+    return _evenly_spaced(grid, count).sort().values
 
 
 def cls_attention_scores(attn: torch.Tensor, num_prefix_tokens: int) -> torch.Tensor:

@@ -122,7 +122,7 @@ def prune(images, encoder_name, model_path, method, ratio, budget, seed, k, star
                 results.append(result)
             except PruningError as exc:
                 failures.append(str(path))
-                stderr_console.print(f"skipped {path}: {exc}", markup=False, highlight=False)
+                stderr_console.print(f"skipped {path}: {exc}", markup=False, highlight=False, soft_wrap=True)
             progress.advance(task)
 
     rows = [r.to_dict() for r in results]

@@ -179,7 +179,10 @@ def _encoder_from_directory(directory: Path, image_size: int | None) -> Encoder:
         config = config_class(**{k: v for k, v in vision.items() if k != "model_type"})
         config._attn_implementation = "sdpa"
         model = getattr(transformers, class_name)(config)
-        missing, unexpected = model.load_state_dict(_load_tower_state(directory, marker), strict=False)
+        state = _load_tower_state(directory, marker)
+        if not hasattr(model, "vision_model"):  # transformers 5 dropped the inner wrapper
+            state = {k.removeprefix("vision_model."): v for k, v in state.items()}
+        missing, _ = model.load_state_dict(state, strict=False)
         if missing:
             raise PruningError(f"vision tower weights in {directory} miss {len(missing)} tensors, e.g. {missing[0]}")
     elif model_type in _BARE:

@@ -18,7 +18,7 @@ DINOv2; ``query``/``key``: older DINOv2 and ViT), in module order, which is laye
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -85,13 +85,16 @@ def attention_from_qk(
 ) -> torch.Tensor:
     """Per-head softmax(q kᵀ · scale) in fp32, reduced over heads.
 
-    ``q``, ``k``: (B, T, H * D) projection outputs. Returns (B, T, T) fp32."""
-    batch, tokens, width = q.shape
+    ``q``: (B, R, H * D) projections of the R query tokens wanted (R = T for the full map);
+    ``k``: (B, T, H * D). Returns (B, R, T) fp32."""
+    batch, rows, width = q.shape
+    tokens = k.shape[1]
     head_dim = width // num_heads
-    q = q.float().view(batch, tokens, num_heads, head_dim).transpose(1, 2)  # (B, H, T, D)
-    k = k.float().view(batch, tokens, num_heads, head_dim).transpose(1, 2)  # (B, H, T, D)
-    logits = torch.matmul(q, k.transpose(-1, -2)) * scale  # (B, H, T, T)
-    return aggregate_heads(torch.softmax(logits, dim=-1), head_reduce)  # (B, T, T)
+    # scale the (R, D) queries, not the (R, T) logits: fewer multiplications
+    q = (q.float() * scale).view(batch, rows, num_heads, head_dim).transpose(1, 2)  # (B, H, R, D)
+    k = k.float().view(batch, tokens, num_heads, head_dim).permute(0, 2, 3, 1)  # (B, H, D, T)
+    logits = torch.matmul(q, k)  # (B, H, R, T)
+    return aggregate_heads(torch.softmax(logits, dim=-1), head_reduce)  # (B, R, T)
 
 
 class AttentionCapture:
@@ -102,6 +105,11 @@ class AttentionCapture:
     non-negative i) and, if ``keep_keys``, ``keys[i]`` its (B, T, H * D) key projection.
     A later forward pass overwrites them. ``num_layers`` is the encoder depth found;
     ``elapsed_s`` the wall time spent inside the hooks, in seconds.
+
+    ``query_rows(layer, maps_so_far)``, if given, may return the (R,) token indices whose
+    attention rows a layer needs (None: all). Only those rows are computed; the others of
+    ``maps[layer]`` stay zero and ``rows[layer]`` records which were filled. freePruner uses
+    it for the complementary layer, which reads only the pivotal tokens' rows.
     """
 
     def __init__(
@@ -110,11 +118,14 @@ class AttentionCapture:
         layers: Sequence[int] | None = None,
         head_reduce: str = "mean",
         keep_keys: bool = False,
+        query_rows: Callable[[int, dict[int, torch.Tensor]], torch.Tensor | None] | None = None,
     ):
         self.model = model
         self.head_reduce = head_reduce
         self.keep_keys = keep_keys
         self.keys: dict[int, torch.Tensor] = {}
+        self.rows: dict[int, torch.Tensor] = {}
+        self.query_rows = query_rows
         self.elapsed_s = 0.0
         self.attention_layers = find_attention_layers(model)
         self.num_layers = len(self.attention_layers)
@@ -131,9 +142,17 @@ class AttentionCapture:
             pending[role] = output.detach()
             if len(pending) == 2:
                 del self._pending[layer.index]
-                self.maps[layer.index] = attention_from_qk(
-                    pending["q"], pending["k"], layer.num_heads, layer.scale, self.head_reduce
-                )
+                q, k = pending["q"], pending["k"]
+                rows = self.query_rows(layer.index, self.maps) if self.query_rows else None
+                if rows is None:
+                    self.maps[layer.index] = attention_from_qk(q, k, layer.num_heads, layer.scale, self.head_reduce)
+                    self.rows.pop(layer.index, None)
+                else:
+                    partial = attention_from_qk(q[:, rows], k, layer.num_heads, layer.scale, self.head_reduce)
+                    full = partial.new_zeros(q.shape[0], k.shape[1], k.shape[1])  # (B, T, T)
+                    full[:, rows] = partial  # (B, R, T) rows filled
+                    self.maps[layer.index] = full
+                    self.rows[layer.index] = rows
                 if self.keep_keys:
                     self.keys[layer.index] = pending["k"]
             self.elapsed_s += time.perf_counter() - start

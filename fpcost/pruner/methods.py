@@ -40,6 +40,7 @@ from fpcost.pruner.errors import PruningError
 from fpcost.pruner.selection import (
     FreePrunerConfig,
     apply_budget,
+    pivotal_tokens,
     resolve_layer,
     select_freepruner,
 )
@@ -93,6 +94,10 @@ class _Pruner:
     def capture_layers(self, num_layers: int) -> tuple[int, ...]:
         return ()
 
+    def query_rows(self, num_layers: int, num_patches: int):
+        """Optional ``AttentionCapture.query_rows`` callback (None: full maps)."""
+        return None
+
     def choose(self, run: EncoderRun) -> tuple[Selection, list[torch.Tensor] | None, int | None]:
         raise NotImplementedError
 
@@ -109,7 +114,10 @@ class _Pruner:
                 num_layers = len(find_attention_layers(vision_model))
                 layers = self.capture_layers(num_layers)
             if layers:
-                capture = AttentionCapture(vision_model, layers, self.head_reduce, self.keep_keys)
+                capture = AttentionCapture(
+                    vision_model, layers, self.head_reduce, self.keep_keys,
+                    query_rows=self.query_rows(num_layers, rows * cols),
+                )
                 with capture:
                     outputs = vision_model(pixel_values, output_hidden_states=True)
                 maps, keys, hook_s = capture.maps, capture.keys, capture.elapsed_s
@@ -153,6 +161,24 @@ class FreePruner(_Pruner):
 
     def capture_layers(self, num_layers: int) -> tuple[int, ...]:
         return self.config.layers_needed(num_layers)
+
+    def query_rows(self, num_layers: int, num_patches: int):
+        """The complementary layer reads only pivotal rows: when every pivotal layer runs
+        before it, compute just those rows (about a third of the map at the defaults)."""
+        pivotal_layers = self.config.pivotal_layers(num_layers)
+        comp_layer = resolve_layer(self.config.complementary_layer, num_layers, "complementary_layer")
+        if comp_layer <= max(pivotal_layers):
+            return None
+        config = self.config
+
+        def rows(layer: int, maps: dict[int, torch.Tensor]) -> torch.Tensor | None:
+            if layer != comp_layer or any(p not in maps for p in pivotal_layers):
+                return None
+            num_prefix = maps[pivotal_layers[0]].shape[-1] - num_patches
+            pivotal, _ = pivotal_tokens(maps, config, num_layers, num_prefix)  # (B, N)
+            return num_prefix + pivotal.any(dim=0).nonzero().squeeze(-1)  # (R,) token rows
+
+        return rows
 
     def choose(self, run: EncoderRun):
         config = self.config

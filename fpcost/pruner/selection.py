@@ -42,18 +42,20 @@ class FreePrunerConfig:
     Layer indices count encoder layers from 0 (layer i's attention is the one computed inside
     encoder layer i); negative values count from the end as in Python, so -1 is the last layer.
 
-    - ``pivotal_start_layer`` / ``pivotal_end_layer`` (L_s, L): -6 / -2, read as Algorithm 1's
+    - ``pivotal_start_layer`` / ``pivotal_end_layer`` (L_s, L): -4 / -2, read as Algorithm 1's
       ``range(L_s, L)``: a Python slice of the encoder's layers, end excluded, negative values
       from the end and out-of-range values clamped as slices are. With the defaults the pivotal
-      layers end where the complementary ("penultimate", -2) layer begins: 6..9 of DINOv2-S's
-      12, 18..21 of CLIP-L's 24, 0..1 of a 4-layer test encoder. The paper takes pivotal tokens
-      from the middle-to-deep layers where r_l is sparse and large (Fig. 4) and shows the
-      contribution fading at the penultimate layer; four layers keep the captured maps few (the
-      overhead budget, benchmarks/pruning_overhead.py).
-    - ``k``: 96 tokens per layer (1/6 of 576). The paper gives no value. Tuned with the layers
-      above so that the mean keep ratio of the real DINOv2-S/14 over scikit-image's photographs
-      at 336 px is close to the paper's 50% (docs/pruning.md has the sweep and per-image
-      numbers). A k above the patch count selects every token.
+      layers are the two just before the complementary ("penultimate", -2) layer: 8..9 of
+      DINOv2-S's 12, 20..21 of CLIP-L's 24, 0..1 of a 4-layer test encoder. The paper takes
+      pivotal tokens from the deeper layers where r_l is large (Fig. 4) and shows it fading at
+      the penultimate layer. Each captured layer costs a recomputation of its attention
+      (about 2% of a DINOv2-S forward on this CPU), so two pivotal layers keep the whole
+      selection within the 5% overhead budget (benchmarks/pruning_overhead.py); wider ranges
+      are a parameter away.
+    - ``k``: 144 tokens per layer (a quarter of 576). The paper gives no value. Tuned with the
+      layers above so that the mean keep ratio of the real DINOv2-S/14 over scikit-image's
+      photographs at 336 px is the paper's 50% (docs/pruning.md has the sweep and the
+      per-image numbers). A k above the patch count selects every token.
     - ``complementary_layer``: -2, the layer LLaVA-1.5 reads its image features from
       (``vision_feature_layer=-2``), which is the paper's "penultimate layer".
     - ``head_reduce``: "mean". Eq. 3 is written for one map; the paper's Fig. 4 is
@@ -68,9 +70,9 @@ class FreePrunerConfig:
       count, as the paper does for LLaVA-NeXT (App. 6.2): truncate or fill, see ``apply_budget``.
     """
 
-    pivotal_start_layer: int = -6
+    pivotal_start_layer: int = -4
     pivotal_end_layer: int = -2
-    k: int = 96
+    k: int = 144
     complementary_layer: int = -2
     head_reduce: str = "mean"
     include_cls: bool = False
@@ -163,17 +165,30 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.scatter_(-1, order[:, : min(k, num)], True)
 
 
+def _order_statistics(x: torch.Tensor, positions: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """The values at sorted positions ``lo <= hi`` (hi <= lo + 1) of each row of x (..., n),
+    without a full sort: a partial top-k from the nearer end, then its two extreme values."""
+    n = x.shape[-1]
+    lo, hi = positions
+    if hi + 1 <= n - lo:  # from below: the hi + 1 smallest values; hi is their max
+        smallest = torch.topk(x, hi + 1, dim=-1, largest=False, sorted=False).values
+        top = torch.topk(smallest, min(2, hi + 1), dim=-1).values  # (..., 1 or 2) descending
+        return top[..., hi - lo], top[..., 0]
+    largest = torch.topk(x, n - lo, dim=-1, sorted=False).values  # from above: lo is their min
+    bottom = torch.topk(largest, min(2, n - lo), dim=-1, largest=False).values  # ascending
+    return bottom[..., 0], bottom[..., hi - lo]
+
+
 def quartiles(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """Q1 and Q3 of each row of ``x`` (..., n) exactly as ``numpy.percentile(x, [25, 75],
     axis=-1)`` computes them (default method "linear"), in float64.
 
     numpy's linear method: virtual index v = (n - 1) q, a = x_(floor v), b = x_(floor v + 1)
     (clamped to the last element), t = v - floor v; result a + (b - a) t, or b - (b - a)(1 - t)
-    when t >= 0.5 (numpy's ``_lerp``). Sorting in the input dtype and casting the picked
-    values to float64 gives the same numbers as sorting the float64 cast.
+    when t >= 0.5 (numpy's ``_lerp``). The order statistics are picked in the input dtype and
+    cast to float64, which gives the same numbers as sorting the float64 cast.
     """
     n = x.shape[-1]
-    ordered = torch.sort(x, dim=-1).values  # (..., n)
     out = []
     for q in (Q1, Q3):
         virtual = (n - 1) * q
@@ -182,8 +197,7 @@ def quartiles(x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         if virtual >= n - 1:
             lo = hi = n - 1
         t = virtual - lo
-        a = ordered[..., lo].double()
-        b = ordered[..., hi].double()
+        a, b = (v.double() for v in _order_statistics(x, (lo, hi)))
         diff = b - a
         out.append(b - diff * (1 - t) if t >= 0.5 else a + diff * t)
     return out[0], out[1]
@@ -247,6 +261,26 @@ def _mask_to_indices(mask: torch.Tensor) -> list[torch.Tensor]:
     return [row.nonzero().squeeze(-1).to(torch.int64) for row in mask]
 
 
+def pivotal_tokens(
+    maps: Mapping[int, torch.Tensor],
+    config: FreePrunerConfig,
+    num_layers: int,
+    num_prefix_tokens: int,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Union over the pivotal layers of each layer's top-k by contribution degree.
+
+    Returns the (B, N) bool pivotal mask and the (B, N) mean contribution degree over the
+    pivotal layers (the score used for budgets)."""
+    degrees = [
+        contribution_degree(maps[layer], num_prefix_tokens, config.include_cls)
+        for layer in config.pivotal_layers(num_layers)
+    ]
+    pivotal = torch.zeros_like(degrees[0], dtype=torch.bool)  # (B, N)
+    for r in degrees:
+        pivotal |= top_k_mask(r, config.k)
+    return pivotal, torch.stack(degrees).mean(dim=0)  # (B, N), (B, N)
+
+
 def select_freepruner(
     maps: Mapping[int, torch.Tensor],
     config: FreePrunerConfig,
@@ -277,11 +311,7 @@ def select_freepruner(
             )
         check_finite(maps[layer], layer)
 
-    degrees = [contribution_degree(maps[layer], num_prefix_tokens, config.include_cls) for layer in pivotal_layers]
-    pivotal = torch.zeros_like(degrees[0], dtype=torch.bool)  # (B, N)
-    for r in degrees:
-        pivotal |= top_k_mask(r, config.k)
-    scores = torch.stack(degrees).mean(dim=0)  # (B, N)
+    pivotal, scores = pivotal_tokens(maps, config, num_layers, num_prefix_tokens)
     comp = complementary_mask(
         maps[comp_layer], pivotal, num_prefix_tokens, config.include_cls, config.iqr_factor
     )

@@ -109,3 +109,26 @@ def test_layer_out_of_range_is_a_clear_error():
     model, _ = _pair("clip")
     with pytest.raises(PruningError, match=r"layer \(3\) is out of range for a 3-layer encoder"):
         AttentionCapture(model, layers=[3])
+
+
+def test_query_rows_computes_only_those_rows():
+    model, _ = _pair("clip")
+    pixels = torch.randn(2, 3, 28, 28)
+    with torch.no_grad(), AttentionCapture(model) as full:
+        model(pixels)
+    wanted = torch.tensor([0, 5, 9])
+    asked = []
+
+    def rows(layer, maps_so_far):
+        asked.append((layer, sorted(maps_so_far)))
+        return wanted if layer == 2 else None
+
+    with torch.no_grad(), AttentionCapture(model, query_rows=rows) as partial:
+        model(pixels)
+    assert asked == [(0, []), (1, [0]), (2, [0, 1])]
+    torch.testing.assert_close(partial.maps[1], full.maps[1])
+    torch.testing.assert_close(partial.maps[2][:, wanted], full.maps[2][:, wanted])
+    others = torch.ones(17, dtype=torch.bool)
+    others[wanted] = False
+    assert (partial.maps[2][:, others] == 0).all()
+    assert partial.rows[2].tolist() == [0, 5, 9] and 1 not in partial.rows

@@ -182,3 +182,16 @@ def test_resolve_count():
     assert resolve_count(576, ratio=0.5) == 288
     assert resolve_count(576, ratio=1e-6) == 1
     assert resolve_count(576, count=576) == 576
+
+
+def test_freepruner_row_restricted_capture_equals_full_maps(clip, pixels):
+    from fpcost.pruner.capture import AttentionCapture
+    from fpcost.pruner.selection import FreePrunerConfig, select_freepruner
+
+    config = FreePrunerConfig(k=3)  # pivotal layers 0..1, complementary layer 2 (rows only)
+    out = get_pruner("freepruner", config=config).encode_and_select(clip, pixels)
+    with torch.no_grad(), AttentionCapture(clip) as capture:
+        clip(pixels)
+    full = select_freepruner(capture.maps, config, 4, 1)
+    for field in ("kept", "pivotal", "complementary"):
+        assert [t.tolist() for t in getattr(out.selection, field)] == [t.tolist() for t in getattr(full, field)]

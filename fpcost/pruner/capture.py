@@ -119,6 +119,7 @@ class AttentionCapture:
         head_reduce: str = "mean",
         keep_keys: bool = False,
         query_rows: Callable[[int, dict[int, torch.Tensor]], torch.Tensor | None] | None = None,
+        attention_layers: list[AttentionLayer] | None = None,
     ):
         self.model = model
         self.head_reduce = head_reduce
@@ -127,7 +128,8 @@ class AttentionCapture:
         self.rows: dict[int, torch.Tensor] = {}
         self.query_rows = query_rows
         self.elapsed_s = 0.0
-        self.attention_layers = find_attention_layers(model)
+        # ``attention_layers``: the result of ``find_attention_layers(model)`` if already known
+        self.attention_layers = attention_layers if attention_layers is not None else find_attention_layers(model)
         self.num_layers = len(self.attention_layers)
         wanted = range(self.num_layers) if layers is None else layers
         self.layers = sorted({resolve_layer(i, self.num_layers) for i in wanted})

@@ -110,13 +110,16 @@ class _Pruner:
         hook_s, num_layers = 0.0, 0
         with torch.no_grad():
             layers: tuple[int, ...] = ()
+            attention_layers = None
             if type(self).capture_layers is not _Pruner.capture_layers:
-                num_layers = len(find_attention_layers(vision_model))
+                attention_layers = find_attention_layers(vision_model)
+                num_layers = len(attention_layers)
                 layers = self.capture_layers(num_layers)
             if layers:
                 capture = AttentionCapture(
                     vision_model, layers, self.head_reduce, self.keep_keys,
                     query_rows=self.query_rows(num_layers, rows * cols),
+                    attention_layers=attention_layers,
                 )
                 with capture:
                     outputs = vision_model(pixel_values, output_hidden_states=True)

@@ -14,8 +14,18 @@ import sys
 from pathlib import Path
 
 PHOTOS = (
-    "astronaut", "camera", "chelsea", "clock", "coffee", "coins",
-    "hubble_deep_field", "immunohistochemistry", "moon", "retina", "rocket", "text",
+    "astronaut",
+    "camera",
+    "chelsea",
+    "clock",
+    "coffee",
+    "coins",
+    "hubble_deep_field",
+    "immunohistochemistry",
+    "moon",
+    "retina",
+    "rocket",
+    "text",
 )
 
 

@@ -33,14 +33,16 @@ TARGET_OVERHEAD = 0.05
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's)")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (default: torch's)"
+    )
     parser.add_argument("--image-size", type=int, default=336)
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
 
-    from skimage import data
     from PIL import Image
+    from skimage import data
 
     encoder = load_encoder("dinov2-s14", image_size=args.image_size)
     crop = encoder.crop(Image.fromarray(data.astronaut()))
@@ -68,12 +70,20 @@ def main() -> None:
     pruned = statistics.median(pruned_s)
     selection = statistics.median(selection_s)
     layers = pruner.capture_layers(encoder.model.config.num_hidden_layers)
-    print(f"encoder: dinov2-s14 at {encoder.image_size} px, {encoder.num_patches} patch tokens, "
-          f"SDPA, {torch.get_num_threads()} threads, {args.repeats} interleaved repeats (median)")
-    print(f"freePruner default config: captured layers {list(layers)}, kept {out.selection.num_kept[0]} tokens")
+    print(
+        f"encoder: dinov2-s14 at {encoder.image_size} px, {encoder.num_patches} patch tokens, "
+        f"SDPA, {torch.get_num_threads()} threads, {args.repeats} interleaved repeats (median)"
+    )
+    print(
+        "freePruner default config: captured layers "
+        f"{list(layers)}, kept {out.selection.num_kept[0]} tokens"
+    )
     print(f"forward alone           : {base / MILLI:8.1f} ms")
     print(f"forward + freePruner    : {pruned / MILLI:8.1f} ms  (+{(pruned - base) / base:.1%})")
-    print(f"selection_time_s        : {selection / MILLI:8.1f} ms  ({selection / base:.1%} of the forward)")
+    print(
+        f"selection_time_s        : {selection / MILLI:8.1f} "
+        f"ms  ({selection / base:.1%} of the forward)"
+    )
     verdict = "meets" if selection / base <= TARGET_OVERHEAD else "misses"
     print(f"overhead target {TARGET_OVERHEAD:.0%}: {verdict} (selection / forward)")
 

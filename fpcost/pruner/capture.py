@@ -75,7 +75,8 @@ def find_attention_layers(model: nn.Module) -> list[AttentionLayer]:
     if not layers:
         raise PruningError(
             f"no attention layers with q/k projections found in {type(model).__name__}; "
-            "supported: modules with q_proj/k_proj or query/key linear layers (CLIP, SigLIP, DINOv2)"
+            "supported: modules with q_proj/k_proj or "
+            "query/key linear layers (CLIP, SigLIP, DINOv2)"
         )
     return layers
 
@@ -129,7 +130,9 @@ class AttentionCapture:
         self.query_rows = query_rows
         self.elapsed_s = 0.0
         # ``attention_layers``: the result of ``find_attention_layers(model)`` if already known
-        self.attention_layers = attention_layers if attention_layers is not None else find_attention_layers(model)
+        self.attention_layers = (
+            attention_layers if attention_layers is not None else find_attention_layers(model)
+        )
         self.num_layers = len(self.attention_layers)
         wanted = range(self.num_layers) if layers is None else layers
         self.layers = sorted({resolve_layer(i, self.num_layers) for i in wanted})
@@ -147,10 +150,14 @@ class AttentionCapture:
                 q, k = pending["q"], pending["k"]
                 rows = self.query_rows(layer.index, self.maps) if self.query_rows else None
                 if rows is None:
-                    self.maps[layer.index] = attention_from_qk(q, k, layer.num_heads, layer.scale, self.head_reduce)
+                    self.maps[layer.index] = attention_from_qk(
+                        q, k, layer.num_heads, layer.scale, self.head_reduce
+                    )
                     self.rows.pop(layer.index, None)
                 else:
-                    partial = attention_from_qk(q[:, rows], k, layer.num_heads, layer.scale, self.head_reduce)
+                    partial = attention_from_qk(
+                        q[:, rows], k, layer.num_heads, layer.scale, self.head_reduce
+                    )
                     full = partial.new_zeros(q.shape[0], k.shape[1], k.shape[1])  # (B, T, T)
                     full[:, rows] = partial  # (B, R, T) rows filled
                     self.maps[layer.index] = full

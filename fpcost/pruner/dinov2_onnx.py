@@ -120,7 +120,9 @@ def read_backbone_state_dict(onnx_path: Path | str) -> dict[str, torch.Tensor]:
             cls_pos = torch.from_numpy(array.copy())  # (1, 1, D)
     if cls_pos is None or patch_pos is None:
         raise PruningError(f"no position embeddings found in {onnx_path}")
-    state["embeddings.position_embeddings"] = torch.cat([cls_pos, patch_pos], dim=1)  # (1, 1+37*37, D)
+    state["embeddings.position_embeddings"] = torch.cat(
+        [cls_pos, patch_pos], dim=1
+    )  # (1, 1+37*37, D)
     return state
 
 

@@ -144,7 +144,9 @@ def _load_tower_state(directory: Path, marker: str) -> dict[str, torch.Tensor]:
 
     files = sorted(directory.glob("*.safetensors"))
     if not files:
-        raise PruningError(f"no weights at {directory}: expected *.safetensors files of the checkpoint")
+        raise PruningError(
+            f"no weights at {directory}: expected *.safetensors files of the checkpoint"
+        )
     state = {}
     for file in files:
         for name, tensor in load_file(str(file)).items():
@@ -173,7 +175,10 @@ def _encoder_from_directory(directory: Path, image_size: int | None) -> Encoder:
         vision = raw.get(config_key) or {}
         vision_type = vision.get("model_type", "clip_vision_model")
         if vision_type not in _BARE:
-            raise PruningError(f"vision tower type {vision_type!r} of {directory} is not supported; valid: {', '.join(_BARE)}")
+            raise PruningError(
+                f"vision tower type {vision_type!r} of {directory} "
+                f"is not supported; valid: {', '.join(_BARE)}"
+            )
         class_name, mean, std = _BARE[vision_type]
         config_class = getattr(transformers, class_name).config_class
         config = config_class(**{k: v for k, v in vision.items() if k != "model_type"})
@@ -184,7 +189,10 @@ def _encoder_from_directory(directory: Path, image_size: int | None) -> Encoder:
             state = {k.removeprefix("vision_model."): v for k, v in state.items()}
         missing, _ = model.load_state_dict(state, strict=False)
         if missing:
-            raise PruningError(f"vision tower weights in {directory} miss {len(missing)} tensors, e.g. {missing[0]}")
+            raise PruningError(
+                f"vision tower weights in {directory} miss "
+                f"{len(missing)} tensors, e.g. {missing[0]}"
+            )
     elif model_type in _BARE:
         class_name, mean, std = _BARE[model_type]
         try:
@@ -196,13 +204,19 @@ def _encoder_from_directory(directory: Path, image_size: int | None) -> Encoder:
             raise PruningError(f"cannot load {class_name} from {directory}: {message}") from None
     else:
         valid = ", ".join([*_BARE, *_TOWERS])
-        raise PruningError(f"model_type {model_type!r} in {config_path} is not supported; valid: {valid}")
+        raise PruningError(
+            f"model_type {model_type!r} in {config_path} is not supported; valid: {valid}"
+        )
 
     config = model.config
     patch = config.patch_size if isinstance(config.patch_size, int) else config.patch_size[0]
     crop = processor.get("crop_size") or processor.get("size") or {}
     native = crop.get("height", crop.get("shortest_edge")) if isinstance(crop, dict) else crop
-    size = image_size or native or (config.image_size if isinstance(config.image_size, int) else config.image_size[0])
+    size = (
+        image_size
+        or native
+        or (config.image_size if isinstance(config.image_size, int) else config.image_size[0])
+    )
     if class_name != "Dinov2Model" and size != config.image_size:
         raise PruningError(
             f"image size {size} px does not match {class_name}'s position embeddings "
@@ -245,13 +259,19 @@ def _load_encoder(name_or_path: str, image_size: int | None) -> Encoder:
         model = build_dinov2_s14()
         size = image_size or DINOV2_S14_IMAGE_SIZE
         if size < model.config.patch_size:
-            raise PruningError(f"image size ({size}) must be at least one {model.config.patch_size}-px patch")
-        return Encoder(name_or_path, model, size, model.config.patch_size, IMAGENET_MEAN, IMAGENET_STD)
+            raise PruningError(
+                f"image size ({size}) must be at least one {model.config.patch_size}-px patch"
+            )
+        return Encoder(
+            name_or_path, model, size, model.config.patch_size, IMAGENET_MEAN, IMAGENET_STD
+        )
     path = Path(name_or_path).expanduser()
     if path.is_dir():
         return _encoder_from_directory(path, image_size)
     if path.exists():
-        raise PruningError(f"no weights at {path}: expected a directory with config.json and weights")
+        raise PruningError(
+            f"no weights at {path}: expected a directory with config.json and weights"
+        )
     looks_like_id = name_or_path.count("/") == 1 and not name_or_path.startswith((".", "/", "~"))
     if looks_like_id:
         try:

@@ -76,7 +76,9 @@ def _patch_grid(vision_model: nn.Module, pixel_values: torch.Tensor) -> tuple[in
     elif isinstance(patch, int):
         patch_h = patch_w = patch
     else:
-        raise PruningError(f"{type(vision_model).__name__} has no config.patch_size; cannot count patches")
+        raise PruningError(
+            f"{type(vision_model).__name__} has no config.patch_size; cannot count patches"
+        )
     return pixel_values.shape[-2] // patch_h, pixel_values.shape[-1] // patch_w
 
 
@@ -101,9 +103,13 @@ class _Pruner:
     def choose(self, run: EncoderRun) -> tuple[Selection, list[torch.Tensor] | None, int | None]:
         raise NotImplementedError
 
-    def encode_and_select(self, vision_model: nn.Module, pixel_values: torch.Tensor) -> EncoderOutput:
+    def encode_and_select(
+        self, vision_model: nn.Module, pixel_values: torch.Tensor
+    ) -> EncoderOutput:
         if pixel_values.ndim != 4:
-            raise PruningError(f"pixel_values must be (B, C, H, W); got shape {tuple(pixel_values.shape)}")
+            raise PruningError(
+                f"pixel_values must be (B, C, H, W); got shape {tuple(pixel_values.shape)}"
+            )
         rows, cols = _patch_grid(vision_model, pixel_values)
         maps: dict[int, torch.Tensor] = {}
         keys: dict[int, torch.Tensor] = {}
@@ -117,7 +123,10 @@ class _Pruner:
                 layers = self.capture_layers(num_layers)
             if layers:
                 capture = AttentionCapture(
-                    vision_model, layers, self.head_reduce, self.keep_keys,
+                    vision_model,
+                    layers,
+                    self.head_reduce,
+                    self.keep_keys,
                     query_rows=self.query_rows(num_layers, rows * cols),
                     attention_layers=attention_layers,
                 )
@@ -130,7 +139,8 @@ class _Pruner:
             num_prefix = int(hidden_states[-1].shape[1]) - rows * cols
             if num_prefix < 0:
                 raise PruningError(
-                    f"encoder emits {hidden_states[-1].shape[1]} tokens, fewer than its {rows}x{cols} patches"
+                    f"encoder emits {hidden_states[-1].shape[1]} "
+                    f"tokens, fewer than its {rows}x{cols} patches"
                 )
             run = EncoderRun(maps, keys, hidden_states, num_layers, num_prefix, rows, cols)
             start = time.perf_counter()
@@ -150,7 +160,9 @@ class FreePruner(_Pruner):
 
     name = "freepruner"
 
-    def __init__(self, config: FreePrunerConfig | None = None, ratio: float | None = None, **params):
+    def __init__(
+        self, config: FreePrunerConfig | None = None, ratio: float | None = None, **params
+    ):
         self.config = config if config is not None else FreePrunerConfig(**params)
         if config is not None and params:
             raise PruningError(f"give a config or parameters ({', '.join(params)}), not both")
@@ -158,7 +170,9 @@ class FreePruner(_Pruner):
             if not 0 < ratio <= 1:
                 raise PruningError(f"ratio ({ratio}) must be in (0, 1]")
             if self.config.budget is not None:
-                raise PruningError(f"give a ratio ({ratio}) or a budget ({self.config.budget}), not both")
+                raise PruningError(
+                    f"give a ratio ({ratio}) or a budget ({self.config.budget}), not both"
+                )
         self.ratio = ratio
         self.head_reduce = self.config.head_reduce
 
@@ -169,7 +183,9 @@ class FreePruner(_Pruner):
         """The complementary layer reads only pivotal rows: when every pivotal layer runs
         before it, compute just those rows (about a third of the map at the defaults)."""
         pivotal_layers = self.config.pivotal_layers(num_layers)
-        comp_layer = resolve_layer(self.config.complementary_layer, num_layers, "complementary_layer")
+        comp_layer = resolve_layer(
+            self.config.complementary_layer, num_layers, "complementary_layer"
+        )
         if comp_layer <= max(pivotal_layers):
             return None
         config = self.config
@@ -187,7 +203,11 @@ class FreePruner(_Pruner):
         config = self.config
         if self.ratio is not None:
             config = replace(config, budget=resolve_count(run.num_patches, ratio=self.ratio))
-        return select_freepruner(run.maps, config, run.num_layers, run.num_prefix_tokens), None, None
+        return (
+            select_freepruner(run.maps, config, run.num_layers, run.num_prefix_tokens),
+            None,
+            None,
+        )
 
 
 class _CountedBaseline(_Pruner):
@@ -198,7 +218,9 @@ class _CountedBaseline(_Pruner):
             raise PruningError(f"give a ratio ({ratio}) or a count ({count}), not both")
         if ratio is not None and not 0 < ratio <= 1:
             raise PruningError(f"ratio ({ratio}) must be in (0, 1]")
-        if count is not None and (isinstance(count, bool) or not isinstance(count, int) or count < 1):
+        if count is not None and (
+            isinstance(count, bool) or not isinstance(count, int) or count < 1
+        ):
             raise PruningError(f"count ({count!r}) must be an integer >= 1")
         self.ratio, self.count = ratio, count
         self.match = FreePrunerConfig() if ratio is None and count is None else None
@@ -213,7 +235,9 @@ class _CountedBaseline(_Pruner):
     def counts(self, run: EncoderRun) -> list[int]:
         """Tokens to keep per sample."""
         if self.match is not None:
-            return select_freepruner(run.maps, self.match, run.num_layers, run.num_prefix_tokens).num_kept
+            return select_freepruner(
+                run.maps, self.match, run.num_layers, run.num_prefix_tokens
+            ).num_kept
         return [resolve_count(run.num_patches, self.ratio, self.count)] * run.batch
 
 
@@ -260,7 +284,11 @@ class ClsPruner(_CountedBaseline):
         scores = cls_attention_scores(run.maps[layer], run.num_prefix_tokens)  # (B, N)
         counts = self.counts(run)
         kept = [top_count_indices(scores[b : b + 1], n)[0] for b, n in enumerate(counts)]
-        return Selection(kept=kept, num_patches=run.num_patches, pivotal=kept, scores=scores), None, None
+        return (
+            Selection(kept=kept, num_patches=run.num_patches, pivotal=kept, scores=scores),
+            None,
+            None,
+        )
 
 
 class PruMergePlusPruner(_Pruner):
@@ -313,12 +341,15 @@ class PruMergePlusPruner(_Pruner):
             target = resolve_count(run.num_patches, self.ratio, self.count)
             kept = apply_budget(kept, outliers, scores, torch.full((run.batch,), target))
         indices = [row.nonzero().squeeze(-1) for row in kept]
-        selection = Selection(kept=indices, num_patches=run.num_patches, pivotal=indices, scores=scores)
+        selection = Selection(
+            kept=indices, num_patches=run.num_patches, pivotal=indices, scores=scores
+        )
         if not self.merge:
             return selection, None, None
         if not -len(run.hidden_states) <= self.feature_layer < len(run.hidden_states):
             raise PruningError(
-                f"feature_layer ({self.feature_layer}) is out of range for {len(run.hidden_states)} hidden states"
+                f"feature_layer ({self.feature_layer}) is out of "
+                f"range for {len(run.hidden_states)} hidden states"
             )
         features = run.hidden_states[self.feature_layer][:, p:]  # (B, N, D)
         keys = run.keys[layer][:, p:]  # (B, N, H * D)
@@ -338,7 +369,14 @@ class KeepAllPruner(_Pruner):
 
 PRUNERS: dict[str, type[_Pruner]] = {
     cls.name: cls
-    for cls in (FreePruner, RandomPruner, UniformPruner, ClsPruner, PruMergePlusPruner, KeepAllPruner)
+    for cls in (
+        FreePruner,
+        RandomPruner,
+        UniformPruner,
+        ClsPruner,
+        PruMergePlusPruner,
+        KeepAllPruner,
+    )
 }
 METHODS = tuple(PRUNERS)
 
@@ -361,6 +399,7 @@ def get_pruner(name: str, **params) -> _Pruner:
     unknown = sorted(set(params) - set(valid))
     if unknown:
         raise PruningError(
-            f"unknown parameter(s) for method {name!r}: {', '.join(unknown)}; valid: {', '.join(valid) or 'none'}"
+            f"unknown parameter(s) for method {name!r}: "
+            f"{', '.join(unknown)}; valid: {', '.join(valid) or 'none'}"
         )
     return PRUNERS[name](**params)

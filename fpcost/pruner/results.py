@@ -129,7 +129,8 @@ def read_kept_counts(path: Path | str) -> list[int]:
     version = document.get("fpcost_prune_version") if isinstance(document, dict) else None
     if version != RESULTS_VERSION:
         raise PruningError(
-            f"{path} is not an fpcost prune results file (fpcost_prune_version {version!r}, expected {RESULTS_VERSION})"
+            f"{path} is not an fpcost prune results file "
+            f"(fpcost_prune_version {version!r}, expected {RESULTS_VERSION})"
         )
     counts = [image.get("num_kept") for image in document.get("images", [])]
     if not counts or not all(isinstance(c, int) and c >= 0 for c in counts):

@@ -39,7 +39,9 @@ def prune_image(encoder: Encoder, pruner, path: Path | str) -> tuple[ImageResult
         num_tokens=selection.num_patches,
         kept_indices=selection.kept[0].tolist(),
         pivotal_indices=selection.pivotal[0].tolist() if selection.pivotal else [],
-        complementary_indices=selection.complementary[0].tolist() if selection.complementary else [],
+        complementary_indices=selection.complementary[0].tolist()
+        if selection.complementary
+        else [],
         filled_indices=filled,
         selection_time_s=float(output.selection_time_s or 0.0),
         grid=encoder.grid,
@@ -50,7 +52,12 @@ def prune_image(encoder: Encoder, pruner, path: Path | str) -> tuple[ImageResult
 def save_overlay(result: ImageResult, crop: Image.Image, patch_size: int, path: Path) -> None:
     """Write the overlay PNG of ``result`` to ``path`` atomically (temp file + os.replace)."""
     image = draw_overlay(
-        crop, result.grid, patch_size, result.pivotal_indices, result.complementary_indices, result.filled_indices
+        crop,
+        result.grid,
+        patch_size,
+        result.pivotal_indices,
+        result.complementary_indices,
+        result.filled_indices,
     )
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
     os.close(fd)

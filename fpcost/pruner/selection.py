@@ -99,7 +99,8 @@ class FreePrunerConfig:
         layers = tuple(range(num_layers)[self.pivotal_start_layer : self.pivotal_end_layer])
         if not layers:
             raise PruningError(
-                f"pivotal layers [{self.pivotal_start_layer}:{self.pivotal_end_layer}] select no layer "
+                f"pivotal layers [{self.pivotal_start_layer}:{self.pivotal_end_layer}] "
+                "select no layer "
                 f"of a {num_layers}-layer encoder; give a start before the (exclusive) end"
             )
         return layers
@@ -165,7 +166,9 @@ def top_k_mask(scores: torch.Tensor, k: int) -> torch.Tensor:
     return mask.scatter_(-1, order[:, : min(k, num)], True)
 
 
-def _order_statistics(x: torch.Tensor, positions: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+def _order_statistics(
+    x: torch.Tensor, positions: tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """The values at sorted positions ``lo <= hi`` (hi <= lo + 1) of each row of x (..., n),
     without a full sort: a partial top-k from the nearer end, then its two extreme values."""
     n = x.shape[-1]
@@ -230,7 +233,9 @@ def complementary_mask(
     rows = attn[:, p + rows_needed, :]  # (B, R, T)
     if not include_cls:
         rows = rows[:, :, p:]  # (B, R, N)
-    outliers = iqr_outlier_mask(rows, iqr_factor)[:, :, rows.shape[-1] - pivotal.shape[-1] :]  # (B, R, N)
+    outliers = iqr_outlier_mask(rows, iqr_factor)[
+        :, :, rows.shape[-1] - pivotal.shape[-1] :
+    ]  # (B, R, N)
     is_pivot_row = pivotal[:, rows_needed].unsqueeze(-1)  # (B, R, 1)
     return (outliers & is_pivot_row).any(dim=1)  # (B, N)
 
@@ -302,12 +307,14 @@ def select_freepruner(
     shape = maps[comp_layer].shape
     if len(shape) != 3 or shape[1] != shape[2] or shape[1] <= num_prefix_tokens:
         raise PruningError(
-            f"attention maps must be (B, T, T) with T > {num_prefix_tokens} prefix tokens; got {tuple(shape)}"
+            "attention maps must be (B, T, T) with T > "
+            f"{num_prefix_tokens} prefix tokens; got {tuple(shape)}"
         )
     for layer in (*pivotal_layers, comp_layer):
         if maps[layer].shape != shape:
             raise PruningError(
-                f"attention at layer {layer} has shape {tuple(maps[layer].shape)}, expected {tuple(shape)}"
+                f"attention at layer {layer} has shape "
+                f"{tuple(maps[layer].shape)}, expected {tuple(shape)}"
             )
         check_finite(maps[layer], layer)
 

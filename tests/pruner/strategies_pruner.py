@@ -83,13 +83,16 @@ def attention_case(
     generator = torch.Generator().manual_seed(seed)
     tokens = num_prefix + num_patches
     maps = {
-        layer: _rows(regime, (batch, tokens, tokens), generator, dtype) for layer in range(num_layers)
+        layer: _rows(regime, (batch, tokens, tokens), generator, dtype)
+        for layer in range(num_layers)
     }
     return AttentionCase(maps, num_layers, num_prefix, num_patches, regime)
 
 
 @st.composite
-def freepruner_config(draw, case: AttentionCase, with_budget: bool | None = None) -> FreePrunerConfig:
+def freepruner_config(
+    draw, case: AttentionCase, with_budget: bool | None = None
+) -> FreePrunerConfig:
     """A valid config for ``case``'s encoder: layers in range (negative or not), k from 1 to
     beyond N, either CLS treatment, optional min_keep / budget."""
     n_layers = case.num_layers

@@ -71,7 +71,9 @@ def test_only_requested_layers_are_hooked_and_hooks_are_removed():
             model(torch.zeros(1, 3, 28, 28))
     assert hooked == [True, False, True]
     assert sorted(capture.maps) == [0, 2]
-    assert all(not layer.q_proj._forward_hooks and not layer.k_proj._forward_hooks for layer in layers)
+    assert all(
+        not layer.q_proj._forward_hooks and not layer.k_proj._forward_hooks for layer in layers
+    )
     assert capture.elapsed_s > 0
 
 
@@ -90,7 +92,9 @@ def test_hooks_are_removed_on_error():
     finally:
         failing.remove()
     assert sorted(capture.maps) == [0, 1]
-    assert all(not layer.q_proj._forward_hooks and not layer.k_proj._forward_hooks for layer in layers)
+    assert all(
+        not layer.q_proj._forward_hooks and not layer.k_proj._forward_hooks for layer in layers
+    )
 
 
 def test_layers_found_by_walking_in_order():
@@ -101,7 +105,9 @@ def test_layers_found_by_walking_in_order():
 
 
 def test_no_attention_layers_is_a_clear_error():
-    with pytest.raises(PruningError, match="no attention layers with q/k projections found in Linear"):
+    with pytest.raises(
+        PruningError, match="no attention layers with q/k projections found in Linear"
+    ):
         AttentionCapture(torch.nn.Linear(3, 3))
 
 

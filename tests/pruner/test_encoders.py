@@ -18,7 +18,14 @@ from transformers import (
     SiglipVisionModel,
 )
 
-from fpcost.pruner.encoders import CLIP_MEAN, SIGLIP_MEAN, load_encoder, normalize, resize_and_crop, to_rgb
+from fpcost.pruner.encoders import (
+    CLIP_MEAN,
+    SIGLIP_MEAN,
+    load_encoder,
+    normalize,
+    resize_and_crop,
+    to_rgb,
+)
 from fpcost.pruner.errors import PruningError
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, image_size=28, patch_size=7)
@@ -29,13 +36,20 @@ def saved(tmp_path_factory):
     torch.manual_seed(0)
     root = tmp_path_factory.mktemp("encoders")
     CLIPVisionModel(CLIPVisionConfig(intermediate_size=64, **TINY)).save_pretrained(root / "clip")
-    SiglipVisionModel(SiglipVisionConfig(intermediate_size=64, **TINY)).save_pretrained(root / "siglip")
+    SiglipVisionModel(SiglipVisionConfig(intermediate_size=64, **TINY)).save_pretrained(
+        root / "siglip"
+    )
     Dinov2Model(Dinov2Config(**TINY)).save_pretrained(root / "dinov2")
     llava = LlavaForConditionalGeneration(
         LlavaConfig(
             vision_config=CLIPVisionConfig(intermediate_size=64, **TINY),
-            text_config=LlamaConfig(hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                                    num_attention_heads=4, vocab_size=128),
+            text_config=LlamaConfig(
+                hidden_size=32,
+                intermediate_size=64,
+                num_hidden_layers=1,
+                num_attention_heads=4,
+                vocab_size=128,
+            ),
             image_token_index=100,
         )
     )
@@ -43,11 +57,14 @@ def saved(tmp_path_factory):
     return root, llava
 
 
-@pytest.mark.parametrize("name, class_name, mean", [
-    ("clip", "CLIPVisionModel", CLIP_MEAN),
-    ("siglip", "SiglipVisionModel", SIGLIP_MEAN),
-    ("dinov2", "Dinov2Model", (0.485, 0.456, 0.406)),
-])
+@pytest.mark.parametrize(
+    "name, class_name, mean",
+    [
+        ("clip", "CLIPVisionModel", CLIP_MEAN),
+        ("siglip", "SiglipVisionModel", SIGLIP_MEAN),
+        ("dinov2", "Dinov2Model", (0.485, 0.456, 0.406)),
+    ],
+)
 def test_load_bare_encoders(saved, name, class_name, mean):
     encoder = load_encoder(str(saved[0] / name))
     assert type(encoder.model).__name__ == class_name
@@ -73,21 +90,36 @@ def test_processor_config_overrides_normalisation(saved, tmp_path):
 
     shutil.copytree(saved[0] / "dinov2", tmp_path / "dino")
     (tmp_path / "dino" / "preprocessor_config.json").write_text(
-        json.dumps({"image_mean": [0.1, 0.2, 0.3], "image_std": [1, 1, 1], "crop_size": {"height": 14, "width": 14}})
+        json.dumps(
+            {
+                "image_mean": [0.1, 0.2, 0.3],
+                "image_std": [1, 1, 1],
+                "crop_size": {"height": 14, "width": 14},
+            }
+        )
     )
     encoder = load_encoder(str(tmp_path / "dino"))
     assert encoder.mean == (0.1, 0.2, 0.3) and encoder.image_size == 14 and encoder.num_patches == 4
 
 
 def test_clip_rejects_other_sizes(saved):
-    with pytest.raises(PruningError, match="image size 56 px does not match CLIPVisionModel's position embeddings"):
+    with pytest.raises(
+        PruningError, match="image size 56 px does not match CLIPVisionModel's position embeddings"
+    ):
         load_encoder(str(saved[0] / "clip"), image_size=56)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ("nowhere/at-all", "no weights at nowhere/at-all: not a local directory, not in the local Hugging Face cache"),
-    ("./relative/missing", "no weights at ./relative/missing"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        (
+            "nowhere/at-all",
+            "no weights at nowhere/at-all: not a local "
+            "directory, not in the local Hugging Face cache",
+        ),
+        ("./relative/missing", "no weights at ./relative/missing"),
+    ],
+)
 def test_missing_sources(bad, message):
     with pytest.raises(PruningError, match=message):
         load_encoder(bad)
@@ -98,7 +130,9 @@ def test_directory_errors(tmp_path):
         load_encoder(str(tmp_path))
     (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
     (tmp_path / "model.safetensors").write_bytes(b"")
-    with pytest.raises(PruningError, match="model_type 'bert' .* is not supported; valid: clip_vision_model"):
+    with pytest.raises(
+        PruningError, match="model_type 'bert' .* is not supported; valid: clip_vision_model"
+    ):
         load_encoder(str(tmp_path))
     file = tmp_path / "weights.bin"
     file.write_bytes(b"x")

@@ -12,8 +12,14 @@ from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import METHODS, get_pruner, method_parameters
 
 # 56 px / 7 px patches: an 8 x 8 grid of 64 patch tokens, 4 layers
-TINY = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=4, num_attention_heads=4,
-            image_size=56, patch_size=7)
+TINY = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    image_size=56,
+    patch_size=7,
+)
 NUM_PATCHES = 64
 
 
@@ -65,7 +71,9 @@ def test_keep_all_keeps_everything(clip, pixels):
 
 def test_freepruner_reports_its_parts(clip, pixels):
     out = get_pruner("freepruner", k=4).encode_and_select(clip, pixels)
-    for kept, pivotal, comp in zip(out.selection.kept, out.selection.pivotal, out.selection.complementary, strict=True):
+    for kept, pivotal, comp in zip(
+        out.selection.kept, out.selection.pivotal, out.selection.complementary, strict=True
+    ):
         assert set(pivotal.tolist()) | set(comp.tolist()) == set(kept.tolist())
         assert 4 <= len(pivotal) <= 4 * 2  # top-4 of the 2 pivotal layers (0..1 of 4)
     assert out.selection.scores.shape == (3, NUM_PATCHES)
@@ -73,13 +81,24 @@ def test_freepruner_reports_its_parts(clip, pixels):
 
 @pytest.mark.parametrize("method", ["random", "uniform", "cls", "prumerge+"])
 def test_counts_and_ratios_are_exact(method, clip, pixels):
-    assert get_pruner(method, count=10).encode_and_select(clip, pixels).selection.num_kept == [10] * 3
-    assert get_pruner(method, ratio=0.25).encode_and_select(clip, pixels).selection.num_kept == [16] * 3
+    assert (
+        get_pruner(method, count=10).encode_and_select(clip, pixels).selection.num_kept == [10] * 3
+    )
+    assert (
+        get_pruner(method, ratio=0.25).encode_and_select(clip, pixels).selection.num_kept
+        == [16] * 3
+    )
 
 
 def test_freepruner_budget_and_ratio(clip, pixels):
-    assert get_pruner("freepruner", k=4, budget=20).encode_and_select(clip, pixels).selection.num_kept == [20] * 3
-    assert get_pruner("freepruner", k=4, ratio=0.5).encode_and_select(clip, pixels).selection.num_kept == [32] * 3
+    assert (
+        get_pruner("freepruner", k=4, budget=20).encode_and_select(clip, pixels).selection.num_kept
+        == [20] * 3
+    )
+    assert (
+        get_pruner("freepruner", k=4, ratio=0.5).encode_and_select(clip, pixels).selection.num_kept
+        == [32] * 3
+    )
 
 
 @pytest.mark.parametrize("method", ["random", "uniform", "cls"])
@@ -90,7 +109,12 @@ def test_baselines_match_freepruner_count_by_default(method, clip, pixels):
 
 def test_random_is_seeded(clip, pixels):
     def draw(seed):
-        return [k.tolist() for k in get_pruner("random", count=10, seed=seed).encode_and_select(clip, pixels).selection.kept]
+        return [
+            k.tolist()
+            for k in get_pruner("random", count=10, seed=seed)
+            .encode_and_select(clip, pixels)
+            .selection.kept
+        ]
 
     assert draw(3) == draw(3)
     assert draw(3) != draw(4)
@@ -103,7 +127,9 @@ def test_cls_uses_cls_attention(clip, siglip, pixels):
         top = scores[b].topk(5).indices.sort().values
         assert kept.tolist() == top.tolist()
     # SigLIP has no CLS token: scores are the mean attention received
-    assert get_pruner("cls", count=5).encode_and_select(siglip, pixels).selection.num_kept == [5] * 3
+    assert (
+        get_pruner("cls", count=5).encode_and_select(siglip, pixels).selection.num_kept == [5] * 3
+    )
 
 
 def test_prumerge_plus_merges_features(clip, pixels):
@@ -128,8 +154,16 @@ def test_prumerge_plus_without_neighbours_is_a_plain_gather(clip, pixels):
 @pytest.mark.parametrize(
     "name, params, message",
     [
-        ("nope", {}, r"unknown method 'nope'; valid: freepruner, random, uniform, cls, prumerge\+, keep-all"),
-        ("random", {"k": 3}, r"unknown parameter\(s\) for method 'random': k; valid: ratio, count, seed"),
+        (
+            "nope",
+            {},
+            r"unknown method 'nope'; valid: freepruner, random, uniform, cls, prumerge\+, keep-all",
+        ),
+        (
+            "random",
+            {"k": 3},
+            r"unknown parameter\(s\) for method 'random': k; valid: ratio, count, seed",
+        ),
         ("random", {"ratio": 1.5}, r"ratio \(1.5\) must be in \(0, 1\]"),
         ("uniform", {"ratio": 0.0}, r"ratio \(0.0\) must be in \(0, 1\]"),
         ("cls", {"count": 0}, r"count \(0\) must be an integer >= 1"),
@@ -148,13 +182,17 @@ def test_parameter_errors(name, params, message):
 def test_count_above_patch_count_is_an_error(clip, pixels):
     with pytest.raises(PruningError, match=r"count \(65\) must be in 1..64"):
         get_pruner("uniform", count=65).encode_and_select(clip, pixels)
-    with pytest.raises(PruningError, match=r"budget \(65\) exceeds the number of patch tokens \(64\)"):
+    with pytest.raises(
+        PruningError, match=r"budget \(65\) exceeds the number of patch tokens \(64\)"
+    ):
         get_pruner("freepruner", budget=65).encode_and_select(clip, pixels)
 
 
 def test_none_parameters_mean_defaults():
     assert get_pruner("random", ratio=None, count=None, seed=None).match is not None
-    assert "budget" in method_parameters("freepruner") and "ratio" in method_parameters("freepruner")
+    assert "budget" in method_parameters("freepruner") and "ratio" in method_parameters(
+        "freepruner"
+    )
 
 
 @settings(max_examples=80, deadline=None)
@@ -194,4 +232,6 @@ def test_freepruner_row_restricted_capture_equals_full_maps(clip, pixels):
         clip(pixels)
     full = select_freepruner(capture.maps, config, 4, 1)
     for field in ("kept", "pivotal", "complementary"):
-        assert [t.tolist() for t in getattr(out.selection, field)] == [t.tolist() for t in getattr(full, field)]
+        assert [t.tolist() for t in getattr(out.selection, field)] == [
+            t.tolist() for t in getattr(full, field)
+        ]

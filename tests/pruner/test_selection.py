@@ -30,7 +30,11 @@ def _as_sets(selection):
     return [
         (set(k.tolist()), set(p.tolist()), set(c.tolist()), set(f.tolist()))
         for k, p, c, f in zip(
-            selection.kept, selection.pivotal, selection.complementary, selection.filled, strict=True
+            selection.kept,
+            selection.pivotal,
+            selection.complementary,
+            selection.filled,
+            strict=True,
         )
     ]
 
@@ -46,7 +50,9 @@ def test_contribution_degree_by_hand():
     # rows 1..2, columns 1..2: sums 0.8, 0.9 minus diagonal 0.6, 0.6
     torch.testing.assert_close(contribution_degree(attn, 1), torch.tensor([[0.2, 0.3]]))
     # CLS row taking part: columns 1..2 summed over all rows: 1.1, 1.1 minus 0.6, 0.6
-    torch.testing.assert_close(contribution_degree(attn, 1, include_cls=True), torch.tensor([[0.5, 0.5]]))
+    torch.testing.assert_close(
+        contribution_degree(attn, 1, include_cls=True), torch.tensor([[0.5, 0.5]])
+    )
 
 
 def test_top_k_breaks_ties_towards_lower_index():
@@ -72,7 +78,9 @@ def test_small_selection_by_hand():
     comp_layer = torch.full((1, 5, 5), 0.1)
     comp_layer[0, 3] = torch.tensor([0.1, 0.6, 0.1, 0.1, 0.1])  # patch 2's row: patch 0 stands out
     maps = {0: pivotal_layer, 1: comp_layer}
-    config = FreePrunerConfig(pivotal_start_layer=0, pivotal_end_layer=1, k=1, complementary_layer=1)
+    config = FreePrunerConfig(
+        pivotal_start_layer=0, pivotal_end_layer=1, k=1, complementary_layer=1
+    )
     selection = select_freepruner(maps, config, num_layers=2, num_prefix_tokens=1)
     assert selection.kept[0].tolist() == [0, 2]
     assert selection.pivotal[0].tolist() == [2]
@@ -106,7 +114,9 @@ def test_config_errors(params, message):
 
 
 def test_layer_errors():
-    with pytest.raises(PruningError, match=r"complementary_layer \(-13\) is out of range for a 12-layer"):
+    with pytest.raises(
+        PruningError, match=r"complementary_layer \(-13\) is out of range for a 12-layer"
+    ):
         FreePrunerConfig(complementary_layer=-13).layers_needed(12)
     with pytest.raises(PruningError, match=r"pivotal layers \[5:3\] select no layer"):
         FreePrunerConfig(pivotal_start_layer=5, pivotal_end_layer=3).pivotal_layers(12)
@@ -118,13 +128,17 @@ def test_layer_errors():
 def test_nan_attention_is_a_clear_error():
     maps = {i: torch.full((2, 5, 5), 0.2) for i in range(4)}
     maps[1][1, 2, 3] = float("nan")
-    with pytest.raises(PruningError, match=r"attention at encoder layer 1 is not finite .* sample 1"):
+    with pytest.raises(
+        PruningError, match=r"attention at encoder layer 1 is not finite .* sample 1"
+    ):
         select_freepruner(maps, FreePrunerConfig(), num_layers=4, num_prefix_tokens=1)
 
 
 def test_budget_above_patch_count_is_an_error():
     maps = {i: torch.full((1, 5, 5), 0.2) for i in range(4)}
-    with pytest.raises(PruningError, match=r"budget \(5\) exceeds the number of patch tokens \(4\)"):
+    with pytest.raises(
+        PruningError, match=r"budget \(5\) exceeds the number of patch tokens \(4\)"
+    ):
         select_freepruner(maps, FreePrunerConfig(budget=5), num_layers=4, num_prefix_tokens=1)
 
 
@@ -146,7 +160,9 @@ def test_selection_invariants(data):
     n = case.num_patches
     assert selection.num_patches == n
     assert len(selection.kept) == case.batch
-    for kept, (kept_set, pivotal, comp, filled) in zip(selection.kept, _as_sets(selection), strict=True):
+    for kept, (kept_set, pivotal, comp, filled) in zip(
+        selection.kept, _as_sets(selection), strict=True
+    ):
         values = kept.tolist()
         assert values == sorted(set(values))  # sorted, unique
         assert all(0 <= i < n for i in values)  # patch indices only: a CLS token is never selected
@@ -202,7 +218,9 @@ def test_permutation_equivariant(data):
     case = data.draw(attention_case(regimes=("random",), dtype=torch.float64))
     config = data.draw(freepruner_config(case))
     n, p = case.num_patches, case.num_prefix
-    perm = torch.tensor(data.draw(st.permutations(range(n))))  # new position j holds old token perm[j]
+    perm = torch.tensor(
+        data.draw(st.permutations(range(n)))
+    )  # new position j holds old token perm[j]
     order = torch.cat([torch.arange(p), p + perm])  # prefix tokens stay first
     permuted = {layer: m[:, order][:, :, order] for layer, m in case.maps.items()}
     original = _select(case, config)

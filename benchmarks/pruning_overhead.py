@@ -37,6 +37,9 @@ def main() -> None:
         "--threads", type=int, default=None, help="torch threads (default: torch's)"
     )
     parser.add_argument("--image-size", type=int, default=336)
+    parser.add_argument("--start-layer", type=int, help="freePruner L_s (default: the config's)")
+    parser.add_argument("--end-layer", type=int, help="freePruner L, exclusive (default: the config's)")
+    parser.add_argument("--k", type=int, help="freePruner k (default: the config's)")
     args = parser.parse_args()
     if args.threads:
         torch.set_num_threads(args.threads)
@@ -47,7 +50,9 @@ def main() -> None:
     encoder = load_encoder("dinov2-s14", image_size=args.image_size)
     crop = encoder.crop(Image.fromarray(data.astronaut()))
     pixels = encoder.pixel_values([crop])
-    pruner = get_pruner("freepruner")
+    pruner = get_pruner(
+        "freepruner", pivotal_start_layer=args.start_layer, pivotal_end_layer=args.end_layer, k=args.k
+    )
 
     def forward() -> None:
         with torch.no_grad():
@@ -75,7 +80,7 @@ def main() -> None:
         f"SDPA, {torch.get_num_threads()} threads, {args.repeats} interleaved repeats (median)"
     )
     print(
-        "freePruner default config: captured layers "
+        f"freePruner (k={pruner.config.k}): captured layers "
         f"{list(layers)}, kept {out.selection.num_kept[0]} tokens"
     )
     print(f"forward alone           : {base / MILLI:8.1f} ms")

@@ -75,7 +75,7 @@ def test_freepruner_reports_its_parts(clip, pixels):
         out.selection.kept, out.selection.pivotal, out.selection.complementary, strict=True
     ):
         assert set(pivotal.tolist()) | set(comp.tolist()) == set(kept.tolist())
-        assert 4 <= len(pivotal) <= 4 * 2  # top-4 of the 2 pivotal layers (0..1 of 4)
+        assert len(pivotal) == 4  # top-4 of the one pivotal layer (1 of 4)
     assert out.selection.scores.shape == (3, NUM_PATCHES)
 
 
@@ -226,7 +226,8 @@ def test_freepruner_row_restricted_capture_equals_full_maps(clip, pixels):
     from fpcost.pruner.capture import AttentionCapture
     from fpcost.pruner.selection import FreePrunerConfig, select_freepruner
 
-    config = FreePrunerConfig(k=3)  # pivotal layers 0..1, complementary layer 2 (rows only)
+    # pivotal layers 0..1, complementary layer 2 (rows only)
+    config = FreePrunerConfig(pivotal_start_layer=0, k=3)
     out = get_pruner("freepruner", config=config).encode_and_select(clip, pixels)
     with torch.no_grad(), AttentionCapture(clip) as capture:
         clip(pixels)

@@ -120,9 +120,9 @@ def test_layer_errors():
         FreePrunerConfig(complementary_layer=-13).layers_needed(12)
     with pytest.raises(PruningError, match=r"pivotal layers \[5:3\] select no layer"):
         FreePrunerConfig(pivotal_start_layer=5, pivotal_end_layer=3).pivotal_layers(12)
-    # the defaults: layers 8..9 and 10 of a 12-layer encoder; 0..1 and 2 of a 4-layer one
-    assert FreePrunerConfig().layers_needed(12) == (8, 9, 10)
-    assert FreePrunerConfig().layers_needed(4) == (0, 1, 2)
+    # the defaults: layers 9 and 10 of a 12-layer encoder; 1 and 2 of a 4-layer one
+    assert FreePrunerConfig().layers_needed(12) == (9, 10)
+    assert FreePrunerConfig().layers_needed(4) == (1, 2)
 
 
 def test_nan_attention_is_a_clear_error():

@@ -38,7 +38,7 @@ def main() -> None:
     )
     parser.add_argument("--image-size", type=int, default=336)
     parser.add_argument("--start-layer", type=int, help="freePruner L_s (default: the config's)")
-    parser.add_argument("--end-layer", type=int, help="freePruner L, exclusive (default: the config's)")
+    parser.add_argument("--end-layer", type=int, help="freePruner L, exclusive (default: config's)")
     parser.add_argument("--k", type=int, help="freePruner k (default: the config's)")
     args = parser.parse_args()
     if args.threads:
@@ -50,9 +50,8 @@ def main() -> None:
     encoder = load_encoder("dinov2-s14", image_size=args.image_size)
     crop = encoder.crop(Image.fromarray(data.astronaut()))
     pixels = encoder.pixel_values([crop])
-    pruner = get_pruner(
-        "freepruner", pivotal_start_layer=args.start_layer, pivotal_end_layer=args.end_layer, k=args.k
-    )
+    layers = {"pivotal_start_layer": args.start_layer, "pivotal_end_layer": args.end_layer}
+    pruner = get_pruner("freepruner", k=args.k, **layers)
 
     def forward() -> None:
         with torch.no_grad():

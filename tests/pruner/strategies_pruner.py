@@ -1,7 +1,8 @@
 """Hypothesis strategies for the pruner's selection tests — the one place they live.
 
-``attention_case()`` draws a batch of head-aggregated attention maps for every layer of a
-small encoder, in one of several regimes that stress the selection rules:
+``attention_case()`` draws a batch of per-head attention maps (1-4 heads) for every layer of a
+small encoder, aggregated over heads by mean or max as the capture does, in one of several
+regimes that stress the selection rules:
 
 - ``random``: row-wise softmax of normal logits (continuous, practically tie-free);
 - ``ties``: rows built from a handful of repeated values (many exact ties);
@@ -20,7 +21,7 @@ from dataclasses import dataclass
 import torch
 from hypothesis import strategies as st
 
-from fpcost.pruner.selection import FreePrunerConfig
+from fpcost.pruner.selection import FreePrunerConfig, aggregate_heads
 
 REGIMES = ("random", "ties", "uniform", "onehot", "mixed")
 
@@ -73,8 +74,10 @@ def attention_case(
     max_patches: int = 30,
     dtype=torch.float32,
 ) -> AttentionCase:
-    """A batch of attention maps for every layer of an encoder of 2..6 layers."""
+    """A batch of head-aggregated attention maps for every layer of a 2..6-layer encoder."""
     batch = draw(st.integers(1, max_batch))
+    heads = draw(st.integers(1, 4))
+    head_reduce = draw(st.sampled_from(["mean", "max"]))
     num_patches = draw(st.integers(1, max_patches))
     num_prefix = draw(st.sampled_from([0, 1]))
     num_layers = draw(st.integers(2, 6))
@@ -82,10 +85,10 @@ def attention_case(
     seed = draw(st.integers(0, 2**31 - 1))
     generator = torch.Generator().manual_seed(seed)
     tokens = num_prefix + num_patches
-    maps = {
-        layer: _rows(regime, (batch, tokens, tokens), generator, dtype)
-        for layer in range(num_layers)
-    }
+    maps = {}
+    for layer in range(num_layers):
+        per_head = _rows(regime, (batch, heads, tokens, tokens), generator, dtype)  # (B, H, T, T)
+        maps[layer] = aggregate_heads(per_head, head_reduce).to(dtype)  # (B, T, T)
     return AttentionCase(maps, num_layers, num_prefix, num_patches, regime)
 
 

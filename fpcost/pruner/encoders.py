@@ -91,7 +91,7 @@ class Encoder:
 
     def pixel_values(self, crops: list[Image.Image]) -> torch.Tensor:
         """Normalised (B, 3, S, S) float32 from crops made by ``crop``."""
-        return torch.stack([normalize(c, self.mean, self.std) for c in crops])
+        return torch.stack([normalize(c, self.mean, self.std) for c in crops])  # (B, 3, S, S)
 
 
 def to_rgb(image: Image.Image) -> Image.Image:
@@ -124,7 +124,8 @@ def normalize(image: Image.Image, mean, std) -> torch.Tensor:
     """RGB image -> (3, H, W) float32, scaled to [0, 1] then (x - mean) / std."""
     array = np.asarray(image, dtype=np.float32) / 255.0  # (H, W, 3)
     pixels = torch.from_numpy(array).permute(2, 0, 1)  # (3, H, W)
-    return (pixels - torch.tensor(mean).view(3, 1, 1)) / torch.tensor(std).view(3, 1, 1)
+    mean_t, std_t = torch.tensor(mean).view(3, 1, 1), torch.tensor(std).view(3, 1, 1)  # (3, 1, 1)
+    return (pixels - mean_t) / std_t  # (3, H, W)
 
 
 def _read_json(path: Path) -> dict:

@@ -210,7 +210,7 @@ def iqr_outlier_mask(x: torch.Tensor, factor: float = 1.5) -> torch.Tensor:
     """(..., n) -> bool (..., n): entries strictly above Q3 + factor * (Q3 - Q1) of their row."""
     q1, q3 = quartiles(x)
     fence = q3 + factor * (q3 - q1)  # (...,) float64
-    return x.double() > fence.unsqueeze(-1)
+    return x.double() > fence.unsqueeze(-1)  # (..., n) vs (..., 1)
 
 
 def complementary_mask(

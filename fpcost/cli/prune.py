@@ -25,6 +25,16 @@ from fpcost.costmodel.units import MILLI
 # Kept in step with fpcost.pruner.methods.METHODS (a test checks); listed here so that
 # building the command does not import torch.
 METHOD_NAMES = ("freepruner", "random", "uniform", "cls", "prumerge+", "keep-all")
+# FreePrunerConfig's defaults, for the help text only (a test keeps them in step).
+FREEPRUNER_DEFAULTS: dict[str, Any] = {
+    "k": 192,
+    "pivotal_start_layer": -3,
+    "pivotal_end_layer": -2,
+    "complementary_layer": -2,
+    "head_reduce": "mean",
+    "include_cls": False,
+}
+_D = {key: f"  [default: {value}]" for key, value in FREEPRUNER_DEFAULTS.items()}
 
 COLUMNS = (
     Column("image", "image", justify="left"),
@@ -92,15 +102,25 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     help="Number of patch tokens to keep (freepruner: fixed budget; baselines: count).",
 )
 @click.option("--seed", type=int, help="Seed of the random method.  [default: 0]")
-@click.option("--k", type=int, help="freepruner: pivotal tokens per layer.  [default: 96]")
-@click.option("--start-layer", type=int, help="freepruner: first pivotal layer L_s.  [default: -6]")
+@click.option(
+    "--k",
+    type=int,
+    help="freepruner: pivotal tokens per layer." + _D["k"],
+)
+@click.option(
+    "--start-layer",
+    type=int,
+    help="freepruner: first pivotal layer L_s." + _D["pivotal_start_layer"],
+)
 @click.option(
     "--end-layer",
     type=int,
-    help="freepruner: pivotal layers end before L (exclusive).  [default: -2]",
+    help="freepruner: pivotal layers end before L (exclusive)." + _D["pivotal_end_layer"],
 )
 @click.option(
-    "--complementary-layer", type=int, help="freepruner: the 'penultimate' layer.  [default: -2]"
+    "--complementary-layer",
+    type=int,
+    help="freepruner: the 'penultimate' layer." + _D["complementary_layer"],
 )
 @click.option(
     "--head-reduce",

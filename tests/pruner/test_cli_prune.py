@@ -128,8 +128,15 @@ def test_every_method(capsys, model_dir, images, method):
     assert row["num_kept"] == expected
 
 
-def test_method_names_match_the_library():
+def test_method_names_and_help_defaults_match_the_library():
+    from dataclasses import asdict
+
+    from fpcost.cli.prune import FREEPRUNER_DEFAULTS
+    from fpcost.pruner.selection import FreePrunerConfig
+
     assert METHOD_NAMES == METHODS
+    defaults = asdict(FreePrunerConfig())
+    assert FREEPRUNER_DEFAULTS == {key: defaults[key] for key in FREEPRUNER_DEFAULTS}
 
 
 def test_overlay_and_results_file(capsys, model_dir, images, tmp_path):

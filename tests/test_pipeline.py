@@ -98,19 +98,24 @@ def test_zero_output_tokens(a6000):
 
 
 def test_selection_hand_counts():
-    """CLIP ViT-L/14-336, one image, default selection: layers 18..22 recomputed (4 pivotal
-    + the penultimate), 16 heads × 577² scores each, fp32."""
+    """CLIP ViT-L/14-336, one image, default selection: pivotal layer 21 (range(24)[-3:-2])
+    recomputed in full, 16 heads × 577² scores in fp32; the penultimate layer 22 only for the
+    pivotal rows, at most k = 192 of them."""
     ops = {op.name: op for op in selection_ops(CLIP_VIT_L14_336, SelectionSpec(), 1, 24)}
     scores = 16 * 577 * 577
-    assert ops["map_qk"].count == 5 and ops["column_sum"].count == 4 and ops["top_k"].count == 4
+    assert SelectionSpec().resolved_layers(24) == (21, 22)
+    assert ops["map_qk"].count == 1 and ops["column_sum"].count == 1 and ops["top_k"].count == 1
     assert ops["map_qk"].tensor_flops == 2 * 16 * 577 * 64 * 577
     assert ops["map_qk"].precision == "fp32"
     assert ops["map_qk"].act_read_bytes == 2 * 577 * 1024 * 2  # captured q and k, 16-bit
     assert ops["map_softmax"].act_write_bytes == scores * 4
     assert ops["map_head_mean"].act_write_bytes == 577 * 577 * 4
-    # pivotal tokens: at most 4 layers × k = 384 rows of 577 entries, quartiles by sorting
-    assert ops["iqr_threshold"].act_read_bytes == 384 * 577 * 4
-    assert SelectionSpec().resolved_layers(24) == (18, 19, 20, 21, 22)
+    # the complementary layer: 192 query rows against all 577 keys
+    assert ops["complementary_rows_qk"].tensor_flops == 2 * 16 * 192 * 64 * 577
+    assert ops["complementary_rows_qk"].act_read_bytes == (192 + 577) * 1024 * 2
+    assert ops["complementary_rows_softmax"].act_write_bytes == 16 * 192 * 577 * 4
+    # IQR thresholds over those rows, quartiles by sorting
+    assert ops["iqr_threshold"].act_read_bytes == 192 * 577 * 4
 
 
 def test_selection_errors():
@@ -215,7 +220,7 @@ def test_cli_json_shape(capsys):
     assert data["end_to_end"]["time_s"] == pytest.approx(sum(t["time_s"] for t in data["stages"].values()))
     assert data["ttft_s"] + 16 * data["tpot_s"] == pytest.approx(data["end_to_end_latency_s"])
     assert data["workload"]["num_visual_tokens"] == 512 and data["workload"]["pruned"]
-    assert data["settings"]["selection"]["selection_layers"] == [18, 19, 20, 21, 22]
+    assert data["settings"]["selection"]["selection_layers"] == [21, 22]
     assert {"weight_bytes", "kv_cache_bytes", "peak_activation_bytes", "fits", "max_batch_size"} \
         <= set(data["memory"])
 

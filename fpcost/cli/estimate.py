@@ -62,12 +62,12 @@ OPERATOR_COLUMNS = (
 
 
 def parse_layers(text: str) -> tuple[int, ...]:
-    """``"-6,-5,-4,-3,-2"`` → a tuple of layer indices."""
+    """``"-3,-2"`` → a tuple of layer indices."""
     try:
         return tuple(int(p) for p in text.split(","))
     except ValueError:
         raise WorkloadError(f"--selection-layers {text!r} must be comma-separated integer layer "
-                            "indices (e.g. -6,-5,-4,-3,-2)") from None
+                            "indices (e.g. -3,-2)") from None
 
 
 def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
@@ -182,7 +182,7 @@ def _settings(result: Estimate) -> dict:
               metavar="wNaNkvN", help="Bit widths of the vision tower and projector.")
 @click.option("--selection-layers", default=None, metavar="L,L,...",
               help="Encoder layers whose attention freePruner's selection recomputes "
-                   "[default: -6,-5,-4,-3,-2].")
+                   "[default: -3,-2: pivotal layer -3, complementary -2].")
 @click.option("--stage", type=click.Choice(ALL_STAGES + ("all",)), default="all", show_default=True,
               help="Stage to estimate; all = every stage the request runs (selection only when "
                    "pruning).")

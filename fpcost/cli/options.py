@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 import functools
-import json
 from pathlib import Path
 
 import click
 
 from fpcost.costmodel.accounting import ACCOUNTING_MODES
-from fpcost.costmodel.errors import ConfigError, WorkloadError
 from fpcost.costmodel.hfconfig import load_config_json
 from fpcost.costmodel.presets import get_preset
 from fpcost.costmodel.quant import QuantPlan
@@ -79,25 +77,8 @@ def accounting_option(func):
 
 
 def read_tokens_file(path: Path) -> list[dict]:
-    """The per-image kept counts from a results file written by ``fpcost prune --output``."""
-    try:
-        data = json.loads(Path(path).read_text(encoding="utf-8"))
-    except FileNotFoundError:
-        raise ConfigError(f"tokens file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"tokens file {str(path)!r} is not a readable JSON file: {exc}") from None
-    images = data.get("images") if isinstance(data, dict) else None
-    if not isinstance(images, list) or not images:
-        raise ConfigError(
-            f"tokens file {str(path)!r} has no 'images' list; write one with `fpcost prune --output`"
-        )
-    rows = []
-    for i, entry in enumerate(images):
-        kept = entry.get("num_kept") if isinstance(entry, dict) else None
-        if isinstance(kept, bool) or not isinstance(kept, int) or kept < 1:
-            raise WorkloadError(
-                f"tokens file {str(path)!r}: images[{i}].num_kept = {kept!r} must be a positive integer"
-            )
-        rows.append({"image": str(entry.get("image", i)), "num_kept": kept,
-                     "num_tokens": entry.get("num_tokens")})
-    return rows
+    """The per-image kept counts from a results file written by ``fpcost prune --output``
+    (read without torch: ``fpcost.pruner.results`` imports none)."""
+    from fpcost.pruner.results import read_results
+
+    return read_results(path)

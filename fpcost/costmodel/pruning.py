@@ -5,9 +5,11 @@ The tower runs on SDPA, so the attention maps are not materialized; the pruner h
 and k projections of the layers it reads and recomputes each head's map in fp32
 (DESIGN.md §5). Per image (frame, crop) of T tokens (CLS included), H heads of width d:
 
-- for every selection layer: ``map_qk`` q·kᵀ per head in fp32 (fp32 matmuls run on the CUDA
+- for every pivotal layer: ``map_qk`` q·kᵀ per head in fp32 (fp32 matmuls run on the CUDA
   cores: PyTorch leaves TF32 off), reading the captured 16-bit q and k; ``map_softmax`` in
   fp32; ``map_head_mean`` averaging the H maps into one T × T map;
+- for the complementary layer, the same three on the pivotal tokens' query rows only
+  (``complementary_rows_*``: the pruner computes just those rows);
 - for every pivotal layer (the selection layers other than the complementary one):
   ``column_sum`` r_l[i] = Σ_rows A[:, i] − A[i, i]; ``top_k`` (a sort: T·⌈log₂T⌉ comparisons);
 - once: ``iqr_threshold`` over the rows of the complementary (penultimate) layer's map of
@@ -16,7 +18,9 @@ and k projections of the layers it reads and recomputes each head's map in fp32
   bound min(pivotal layers × k, patches).
 
 The defaults mirror ``fpcost.pruner.selection.FreePrunerConfig``: pivotal layers L_s..L =
-range(L)[-6:-2] (four layers), complementary layer -2 (the one LLaVA reads), k = 96.
+range(L)[-3:-2] (one layer), complementary layer -2 (the one LLaVA reads), k = 192 — the
+setting that keeps 50% of the tokens on real photographs within a 5% overhead budget
+(docs/pruning.md).
 """
 
 from __future__ import annotations
@@ -41,9 +45,9 @@ class SelectionSpec:
     end); ``complementary_layer``: the layer whose rows give the complementary tokens;
     ``k``: top tokens per pivotal layer."""
 
-    selection_layers: tuple[int, ...] = (-6, -5, -4, -3, -2)
+    selection_layers: tuple[int, ...] = (-3, -2)
     complementary_layer: int = -2
-    k: int = 96
+    k: int = 192
 
     def __post_init__(self) -> None:
         if not self.selection_layers or not all(
@@ -58,8 +62,11 @@ class SelectionSpec:
         """Selection layers as sorted, unique, non-negative indices of a ``num_layers`` tower."""
         return tuple(sorted({_resolve(i, num_layers) for i in self.selection_layers}))
 
+    def complementary_layer_resolved(self, num_layers: int) -> int:
+        return _resolve(self.complementary_layer, num_layers)
+
     def pivotal_layers(self, num_layers: int) -> tuple[int, ...]:
-        complementary = _resolve(self.complementary_layer, num_layers)
+        complementary = self.complementary_layer_resolved(num_layers)
         return tuple(i for i in self.resolved_layers(num_layers) if i != complementary)
 
 
@@ -105,14 +112,28 @@ def selection_ops(
     def op(name, op_class, count, **terms):
         return Op(stage, block, name, op_class, "fp32", "fp32", count, **terms)
 
-    ops = [
-        op("map_qk", ATTENTION, len(layers), tensor_flops=matmul_flops(n * heads * t, d, t),
-           act_read_bytes=2 * n * t * heads * d * a, act_write_bytes=per_head * f),
-        op("map_softmax", VECTOR, len(layers), vector_flops=SOFTMAX_FLOPS_PER_ELEMENT * per_head,
-           act_read_bytes=per_head * f, act_write_bytes=per_head * f),
-        op("map_head_mean", VECTOR, len(layers), vector_flops=per_head,
-           act_read_bytes=per_head * f, act_write_bytes=maps * f),
-    ]
+    # Pivotal layers: full T × T maps. The complementary layer only needs the rows of the
+    # pivotal tokens (fpcost.pruner computes just those): num_pivotal query rows, not T.
+    complementary_only = selection.complementary_layer_resolved(vision.num_hidden_layers) not in (
+        selection.pivotal_layers(vision.num_hidden_layers))
+    full_layers = len(layers) - int(complementary_only)
+    ops = []
+    for name, count, rows_per_image in (("map", full_layers, t),
+                                        ("complementary_rows", int(complementary_only), num_pivotal)):
+        if count == 0:
+            continue
+        q_rows = n * rows_per_image
+        per_head_maps = q_rows * heads * t  # elements of all heads' (rows × T) maps
+        ops += [
+            op(f"{name}_qk", ATTENTION, count, tensor_flops=matmul_flops(q_rows * heads, d, t),
+               act_read_bytes=(q_rows + n * t) * heads * d * a,  # the q rows and every key
+               act_write_bytes=per_head_maps * f),
+            op(f"{name}_softmax", VECTOR, count,
+               vector_flops=SOFTMAX_FLOPS_PER_ELEMENT * per_head_maps,
+               act_read_bytes=per_head_maps * f, act_write_bytes=per_head_maps * f),
+            op(f"{name}_head_mean", VECTOR, count, vector_flops=per_head_maps,
+               act_read_bytes=per_head_maps * f, act_write_bytes=q_rows * t * f),
+        ]
     if pivotal:
         ops += [
             op("column_sum", VECTOR, pivotal, vector_flops=maps + n * t,

@@ -1,7 +1,7 @@
 """Per-image pruning results and the results file ``fpcost prune --output`` writes.
 
 No torch here: ``fpcost estimate --tokens-from FILE`` can read the file without loading the
-pruning backend (``read_kept_counts``).
+pruning backend (``read_results``).
 
 Schema (version 1), a JSON object::
 
@@ -120,19 +120,29 @@ def write_json_atomic(path: Path | str, payload: Any) -> None:
         raise
 
 
-def read_kept_counts(path: Path | str) -> list[int]:
-    """``images[*].num_kept`` of a results file, checked against the schema version."""
+def read_results(path: Path | str) -> list[dict[str, Any]]:
+    """``image``, ``num_tokens`` and ``num_kept`` of every image of a results file, checked
+    against the schema version (what ``fpcost estimate --tokens-from`` reads)."""
     try:
-        document = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise PruningError(f"cannot read pruning results {path}: {exc}") from None
+        document = json.loads(Path(path).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise PruningError(f"pruning results file {str(path)!r} does not exist") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PruningError(f"cannot read pruning results {str(path)!r}: {exc}") from None
     version = document.get("fpcost_prune_version") if isinstance(document, dict) else None
     if version != RESULTS_VERSION:
         raise PruningError(
-            f"{path} is not an fpcost prune results file "
-            f"(fpcost_prune_version {version!r}, expected {RESULTS_VERSION})"
+            f"{path} is not an fpcost prune results file (fpcost_prune_version {version!r}, "
+            f"expected {RESULTS_VERSION}); write one with `fpcost prune --output FILE`"
         )
-    counts = [image.get("num_kept") for image in document.get("images", [])]
-    if not counts or not all(isinstance(c, int) and c >= 0 for c in counts):
-        raise PruningError(f"{path} has no images with integer num_kept")
-    return counts
+    images = document.get("images")
+    if not isinstance(images, list) or not images:
+        raise PruningError(f"{path} has no images")
+    rows = []
+    for i, entry in enumerate(images):
+        kept = entry.get("num_kept") if isinstance(entry, dict) else None
+        if isinstance(kept, bool) or not isinstance(kept, int) or kept < 1:
+            raise PruningError(f"{path}: images[{i}].num_kept = {kept!r} must be a positive integer")
+        rows.append({"image": str(entry.get("image", i)), "num_tokens": entry.get("num_tokens"),
+                     "num_kept": kept})
+    return rows

@@ -13,7 +13,7 @@ from transformers import CLIPVisionConfig, CLIPVisionModel
 from fpcost.cli.main import main
 from fpcost.cli.prune import METHOD_NAMES
 from fpcost.pruner.methods import METHODS
-from fpcost.pruner.results import RESULTS_VERSION, read_kept_counts
+from fpcost.pruner.results import RESULTS_VERSION, read_results
 
 NUM_PATCHES = 64  # 56 px / 7 px patches
 
@@ -165,7 +165,8 @@ def test_overlay_and_results_file(capsys, model_dir, images, tmp_path):
     assert document["encoder"] == str(model_dir) and document["method"] == "freepruner"
     assert document["params"] == {"k": 4}
     assert document["image_size"] == 56 and document["patch_size"] == 7
-    assert read_kept_counts(output) == [image["num_kept"] for image in document["images"]]
+    kept = [image["num_kept"] for image in document["images"]]
+    assert [r["num_kept"] for r in read_results(output)] == kept
     assert sorted(p.name for p in tmp_path.iterdir()) == [
         "overlays",
         "results.json",

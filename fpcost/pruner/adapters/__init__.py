@@ -26,11 +26,13 @@ from collections.abc import Callable, Mapping
 import torch
 from torch import nn
 
-from fpcost.pruner.adapters.common import KeepAll, PrunedGeneration, PruningError
+from fpcost.pruner.adapters.common import PrunedGeneration
 from fpcost.pruner.adapters.llava import generate_llava
 from fpcost.pruner.adapters.llava_next import generate_llava_next
 from fpcost.pruner.adapters.rebuild import RebuiltPrompt, Segment, rebuild_prompt
 from fpcost.pruner.adapters.video_llava import generate_video_llava
+from fpcost.pruner.errors import PruningError
+from fpcost.pruner.methods import KeepAllPruner as KeepAll
 
 __all__ = [
     "KeepAll",

@@ -1,5 +1,5 @@
 """What the three LLaVA-family adapters share: errors, lookups on one model instance,
-feature-layer selection, the keep-all pruner, the result record, and the final
+feature-layer selection, the result record, and the final
 embed → scatter → ``generate(inputs_embeds=...)`` step.
 
 Nothing here patches a class or registers a hook: the adapters run the vision tower
@@ -17,12 +17,8 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fpcost.costmodel.errors import FpcostError
 from fpcost.pruner.api import EncoderOutput, Selection
-
-
-class PruningError(FpcostError):
-    """A model, input or selection the pruning backend cannot use."""
+from fpcost.pruner.errors import PruningError
 
 
 @dataclass
@@ -65,21 +61,6 @@ class PrunedGeneration:
     def input_length(self) -> int:
         """Padded prompt length the LLM was fed."""
         return int(self.input_ids.shape[1])
-
-
-class KeepAll:
-    """A pruner that keeps every patch: the adapters' identity, for equality tests."""
-
-    def encode_and_select(
-        self, vision_model: nn.Module, pixel_values: torch.Tensor
-    ) -> EncoderOutput:
-        outputs = vision_model(pixel_values, output_hidden_states=True)
-        hidden_states = tuple(outputs.hidden_states)
-        num_patches = num_patch_tokens(vision_model, pixel_values)
-        kept = [torch.arange(num_patches) for _ in range(pixel_values.shape[0])]
-        return EncoderOutput(
-            hidden_states, Selection(kept=kept, num_patches=num_patches, pivotal=kept)
-        )
 
 
 def num_patch_tokens(vision_model: nn.Module, pixel_values: torch.Tensor) -> int:

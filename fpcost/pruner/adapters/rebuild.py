@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import torch
 
-from fpcost.pruner.adapters.common import PruningError
+from fpcost.pruner.errors import PruningError
 
 
 @dataclass(frozen=True)

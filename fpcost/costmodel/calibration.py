@@ -122,7 +122,7 @@ def build_profile(measured: CeilingMeasurements, name: str, description: str = "
     def matmul_source(sample, fallback_note: str) -> str:
         if sample is None:
             return f"not measured ({fallback_note}): the {base.dtype} GEMM rate {where} is recorded"
-        return (f"measured: best median {sample.dtype} GEMM rate over the shape ladder, "
+        return (f"measured: best {sample.dtype} GEMM rate over the shape ladder (statistic in [provenance]), "
                 f"{sample.shape} {where}")
 
     tensor_fp16 = (half or base).flops_per_s
@@ -138,7 +138,7 @@ def build_profile(measured: CeilingMeasurements, name: str, description: str = "
         if vec32 is None:
             raise HardwareError("calibration measured no float32 element-wise kernel")
         sources["vector_fp32_flops_per_s"] = (
-            f"measured: best median float32 addcmul (2 FLOP/element), "
+            f"measured: best float32 addcmul (2 FLOP/element), "
             f"{vec32.num_elements} elements {where}")
     else:
         vector_fp32 = base.flops_per_s if fp32 else (vector_fp32 or base.flops_per_s)
@@ -148,14 +148,14 @@ def build_profile(measured: CeilingMeasurements, name: str, description: str = "
     if vec16 is not None:
         vector_fp16 = vec16.flops_per_s
         sources["vector_fp16_flops_per_s"] = (
-            f"measured: best median {vec16.dtype} addcmul (2 FLOP/element), "
+            f"measured: best {vec16.dtype} addcmul (2 FLOP/element), "
             f"{vec16.num_elements} elements {where}")
     else:
         vector_fp16 = vector_fp32
         sources["vector_fp16_flops_per_s"] = ("not measured (no float16/bfloat16 in --dtype): "
                                              "the float32 element-wise rate is recorded")
     sources["hbm_bandwidth_bytes_per_s"] = (
-        f"measured: median copy of {measured.copy_bytes:.4g} B, counted as read + write, {where}")
+        f"measured: copy of {measured.copy_bytes:.4g} B, counted as read + write, {where}")
     sources["memory_bytes"] = f"measured: total device memory {where}"
     sources["onchip_buffer_bytes"] = measured.onchip_buffer_source
     return HardwareProfile(

@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import replace
 
 from .accounting import Accounting
-from .errors import WorkloadError
+from .errors import HardwareError, WorkloadError
 from .estimate import estimate
 from .hardware import OPERATOR_CLASSES, HardwareProfile
 from .quant import QuantPlan
@@ -150,4 +150,108 @@ def variant_errors(
         "time": error_figures(predicted_s, measured_s),
         "speedup": error_figures([predicted_speedup[i] for i in others],
                                  [measured_speedup[i] for i in others]),
+    }
+
+
+def check_profile_device(profile: HardwareProfile, device_type: str, device_name: str) -> None:
+    """A one-line ``HardwareError`` unless ``profile`` describes this device: the same
+    ``device_type`` ("cpu"/"gpu"), and for a calibrated profile the same device name."""
+    if profile.device_type != device_type:
+        raise HardwareError(
+            f"profile {profile.name!r} describes a {profile.device_type} but validation runs "
+            f"on a {device_type} ({device_name}); give a profile of this device "
+            "(`fpcost calibrate --output FILE`)"
+        )
+    calibrated_on = profile.provenance.get("device")
+    if calibrated_on is not None and calibrated_on != device_name:
+        raise HardwareError(
+            f"profile {profile.name!r} was calibrated on {calibrated_on!r}, not on this device "
+            f"({device_name!r}); run `fpcost calibrate` here"
+        )
+
+
+def build_report(
+    num_tokens: Sequence[int],
+    measured_total_s: Sequence[float],
+    measured_class_s: ClassTimes,
+    unit_class_s: ClassTimes,
+    profile_efficiency: Mapping[str, float],
+    baseline_total_s: Sequence[float],
+    num_folds: int = 2,
+) -> dict:
+    """Rows (one per token count) and summary of a validation run.
+
+    ``unit_class_s`` are the cost model's class times at efficiency 1 on the profile's
+    ceilings; ``profile_efficiency`` the profile's own efficiencies (the calibrated
+    prediction, fitted on kernels, never on this run); ``baseline_total_s`` the
+    uncalibrated prediction. Fitted variants: efficiencies fitted on every count (in
+    sample) and on interleaved folds, each count judged by the fold that held it out. The
+    reference for speedups is the largest count.
+    """
+    if not num_tokens:
+        raise WorkloadError("validation needs at least one token count")
+    reference = max(range(len(num_tokens)), key=lambda i: num_tokens[i])
+    profile_class = scale_class_times(unit_class_s, profile_efficiency)
+    predicted = totals(profile_class)
+    everything = list(range(len(num_tokens)))
+    in_sample_eff = fit_class_efficiencies(unit_class_s, measured_class_s, measured_total_s, everything)
+    in_sample = totals(scale_class_times(unit_class_s, in_sample_eff))
+    variants = {
+        "uncalibrated": variant_errors(baseline_total_s, measured_total_s, reference),
+        "profile": variant_errors(predicted, measured_total_s, reference),
+        "fitted_in_sample": variant_errors(in_sample, measured_total_s, reference),
+    }
+    held_out = held_out_speedup = None
+    fold_eff: list[dict[str, float]] = []
+    if len(num_tokens) >= num_folds:
+        held_out, held_out_speedup, fold_eff = held_out_predictions(
+            unit_class_s, measured_class_s, measured_total_s, reference, num_folds)
+        variants["fitted_held_out"] = variant_errors(held_out, measured_total_s, reference,
+                                                     held_out_speedup)
+    predicted_speedup = speedups(predicted, reference)
+    measured_speedup = speedups(measured_total_s, reference)
+    rows = []
+    for i, n in enumerate(num_tokens):
+        rows.append({
+            "num_tokens": n,
+            "measured_s": measured_total_s[i],
+            "predicted_s": predicted[i],
+            "ratio": predicted[i] / measured_total_s[i],
+            "measured_speedup": measured_speedup[i],
+            "predicted_speedup": predicted_speedup[i],
+            "uncalibrated_predicted_s": baseline_total_s[i],
+            "in_sample_predicted_s": in_sample[i],
+            "held_out_predicted_s": None if held_out is None else held_out[i],
+            "held_out_predicted_speedup": None if held_out_speedup is None else held_out_speedup[i],
+            "measured_class_s": {c: measured_class_s[c][i] for c in OPERATOR_CLASSES},
+            "predicted_class_s": {c: profile_class[c][i] for c in OPERATOR_CLASSES},
+        })
+    classes = {}
+    # Shares of the summed class times (the split comes from hooked passes, whose total
+    # differs slightly from the un-hooked one).
+    measured_sum = sum(sum(measured_class_s[c]) for c in OPERATOR_CLASSES)
+    predicted_sum = sum(predicted)
+    for c in OPERATOR_CLASSES:
+        classes[c] = {
+            "measured_share": sum(measured_class_s[c]) / measured_sum,
+            "predicted_share": sum(profile_class[c]) / predicted_sum,
+            "time": error_figures(profile_class[c], measured_class_s[c])
+            if all(m > 0 for m in measured_class_s[c]) else error_figures([], []),
+            "profile_efficiency": profile_efficiency.get(c, 1.0),
+            "fitted_efficiency": in_sample_eff.get(c, 1.0),
+        }
+    return {
+        "rows": rows,
+        "summary": {
+            "reference_num_tokens": num_tokens[reference],
+            **variants["profile"],
+            "variants": variants,
+            "classes": classes,
+            "efficiencies": {
+                "profile": dict(profile_efficiency),
+                "fitted_in_sample": in_sample_eff,
+                "fitted_held_out_folds": fold_eff,
+            },
+            "num_folds": num_folds,
+        },
     }

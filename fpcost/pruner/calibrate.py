@@ -33,7 +33,16 @@ from fpcost.costmodel.hardware import HardwareProfile
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.units import KILO
 
-from .timing import DTYPE_BITS, DTYPES, Device, DeviceError, fixed_threads, median_time_s, memory_bytes
+from .timing import (
+    DTYPE_BITS,
+    DTYPES,
+    Device,
+    DeviceError,
+    fixed_threads,
+    measure_s,
+    memory_bytes,
+    summarize,
+)
 
 CALIBRATE_DTYPES = (*DTYPES, "int8")
 # Matrix shapes (m, k, n), smallest first: decode-like and skinny products, then square ones
@@ -72,13 +81,13 @@ def _repeat(fn: Callable[[], object], times: int) -> Callable[[], None]:
 
 
 def _timed(device: Device, fn: Callable[[], object], warmup: int, repeats: int,
-           approx_s: float | None = None) -> float:
+           approx_s: float | None = None, statistic: str = "median") -> float:
     """Median seconds of one call of ``fn``; tiny kernels are looped so a timed call lasts
     at least ``INNER_LOOP_SECONDS`` (``approx_s`` is a first guess of one call)."""
     inner = 1
     if approx_s is not None and approx_s < INNER_LOOP_SECONDS:
         inner = min(1024, math.ceil(INNER_LOOP_SECONDS / max(approx_s, 1e-7)))
-    total = median_time_s(_repeat(fn, inner), device.timer, warmup, repeats)
+    total = measure_s(_repeat(fn, inner), device.timer, warmup, repeats, statistic)
     return total / inner
 
 
@@ -94,7 +103,7 @@ def _matmul_fn(dtype: str, m: int, k: int, n: int, device: torch.device) -> Call
 
 
 def measure_matmuls(device: Device, dtype: str, warmup: int, repeats: int,
-                    progress: Progress | None = None) -> list[MatmulSample]:
+                    progress: Progress | None = None, statistic: str = "median") -> list[MatmulSample]:
     """The shape ladder in ``dtype``; shapes predicted to take longer than the per-call
     budget (at the best rate so far) are skipped. int8 without ``torch._int_mm`` support
     returns no samples."""
@@ -113,8 +122,8 @@ def measure_matmuls(device: Device, dtype: str, warmup: int, repeats: int,
             if dtype == "int8":
                 return []
             raise
-        approx = median_time_s(fn, device.timer, 0, 1)
-        time_s = _timed(device, fn, warmup, repeats, approx)
+        approx = measure_s(fn, device.timer, 0, 1)
+        time_s = _timed(device, fn, warmup, repeats, approx, statistic)
         sample = MatmulSample(dtype, m, k, n, time_s)
         samples.append(sample)
         best_rate = max(best_rate or 0.0, sample.flops_per_s)
@@ -124,27 +133,30 @@ def measure_matmuls(device: Device, dtype: str, warmup: int, repeats: int,
 
 
 def measure_vector(device: Device, dtype: str, warmup: int, repeats: int,
-                   progress: Progress | None = None) -> list[VectorSample]:
+                   progress: Progress | None = None, statistic: str = "median") -> list[VectorSample]:
     """``addcmul`` (out = a + b·c: 2 FLOP/element) over cache-sized to larger tensors."""
     samples = []
     for size in VECTOR_SIZES[device.type]:
         a, b, c, out = (torch.rand(size, device=device.torch_device).to(DTYPES[dtype])
                         for _ in range(4))
         fn = lambda a=a, b=b, c=c, out=out: torch.addcmul(a, b, c, out=out)  # noqa: E731
-        approx = median_time_s(fn, device.timer, 1, 3)
-        samples.append(VectorSample(dtype, size, 2, _timed(device, fn, warmup, repeats, approx)))
+        approx = measure_s(fn, device.timer, 1, 3)
+        samples.append(VectorSample(dtype, size, 2,
+                                    _timed(device, fn, warmup, repeats, approx, statistic)))
         if progress:
             progress(f"element-wise {dtype} {size}")
     return samples
 
 
-def measure_copy(device: Device, warmup: int, repeats: int) -> tuple[float, float]:
+def measure_copy(device: Device, warmup: int, repeats: int,
+                 statistic: str = "median") -> tuple[float, float]:
     """(bytes of the copied tensor, median seconds) of one large float32 copy."""
     num_bytes = COPY_BYTES[device.type]
     num_elements = int(num_bytes // 4)
     src = torch.ones(num_elements, device=device.torch_device)
     dst = torch.empty_like(src)
-    return float(num_elements * 4), median_time_s(lambda: dst.copy_(src), device.timer, warmup, repeats)
+    seconds = measure_s(lambda: dst.copy_(src), device.timer, warmup, repeats, statistic)
+    return float(num_elements * 4), seconds
 
 
 def _cpu_l2_bytes() -> float | None:
@@ -226,8 +238,11 @@ def calibration_steps(device_type: str, dtypes: Sequence[str]) -> int:
 
 
 def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
-              repeats: int = 5, progress: Progress | None = None) -> CalibrationResult:
-    """Measure ``device`` and return a calibrated profile (nothing is written)."""
+              repeats: int = 5, progress: Progress | None = None,
+              statistic: str = "median") -> CalibrationResult:
+    """Measure ``device`` and return a calibrated profile (nothing is written).
+    ``statistic`` ("median" or "min") reduces each measurement's repeats."""
+    summarize([1.0], statistic)  # an unknown statistic fails before any measuring
     for dtype in dtypes:
         if dtype not in CALIBRATE_DTYPES:
             raise DeviceError(f"--dtype {dtype!r} is unknown; valid: {', '.join(CALIBRATE_DTYPES)}")
@@ -236,12 +251,12 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
         matmul: list[MatmulSample] = []
         vector: list[VectorSample] = []
         for dtype in dtypes:
-            matmul += measure_matmuls(device, dtype, warmup, repeats, progress)
+            matmul += measure_matmuls(device, dtype, warmup, repeats, progress, statistic)
             if dtype in DTYPES:
-                vector += measure_vector(device, dtype, warmup, repeats, progress)
+                vector += measure_vector(device, dtype, warmup, repeats, progress, statistic)
         if not any(s.dtype == "float32" for s in vector):  # build_profile needs the FP32 rate
-            vector += measure_vector(device, "float32", warmup, repeats, progress)
-        copy_bytes, copy_time_s = measure_copy(device, warmup, repeats)
+            vector += measure_vector(device, "float32", warmup, repeats, progress, statistic)
+        copy_bytes, copy_time_s = measure_copy(device, warmup, repeats, statistic)
         if progress:
             progress("copy bandwidth")
         total_bytes, _ = memory_bytes(device)
@@ -251,7 +266,7 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
             matmul=tuple(matmul), vector=tuple(vector), copy_bytes=copy_bytes,
             copy_time_s=copy_time_s, memory_bytes=total_bytes, onchip_buffer_bytes=buffer_bytes,
             onchip_buffer_source=buffer_source,
-            provenance=_provenance(device, dtypes, suite_dtype, warmup, repeats),
+            provenance=_provenance(device, dtypes, suite_dtype, warmup, repeats, statistic),
         )
         measurements = _with_shortfalls(measurements)
         profile = build_profile(measurements, name)
@@ -259,8 +274,8 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
         times = []
         for case in cases:
             fn = kernel_fn(case, DTYPES[suite_dtype], device.torch_device)
-            approx = median_time_s(fn, device.timer, 1, 1)
-            times.append(_timed(device, fn, warmup, repeats, approx))
+            approx = measure_s(fn, device.timer, 1, 1)
+            times.append(_timed(device, fn, warmup, repeats, approx, statistic))
             if progress:
                 progress(f"kernel {case.label}")
     bits = DTYPE_BITS[suite_dtype]
@@ -273,7 +288,7 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
                              tuple(cases), tuple(times))
 
 
-def _provenance(device: Device, dtypes, suite_dtype, warmup, repeats) -> dict[str, str]:
+def _provenance(device: Device, dtypes, suite_dtype, warmup, repeats, statistic) -> dict[str, str]:
     return {
         "device": device.name,
         "device_kind": device.type,
@@ -283,7 +298,7 @@ def _provenance(device: Device, dtypes, suite_dtype, warmup, repeats) -> dict[st
         "date": _dt.datetime.now(_dt.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "dtypes": ", ".join(dtypes),
         "efficiency_dtype": suite_dtype,
-        "statistic": f"median of {repeats} after {warmup} warm-up",
+        "statistic": f"{statistic} of {repeats} after {warmup} warm-up",
         "tool": "fpcost calibrate",
     }
 

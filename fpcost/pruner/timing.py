@@ -30,6 +30,10 @@ from fpcost.costmodel.errors import FpcostError
 from fpcost.costmodel.units import MILLI
 
 DEVICES = ("cpu", "cuda")
+# How repeated timings are summarised. The median is the default; the minimum is the
+# least-disturbed pass, the usual estimator on a machine shared with other jobs (noise
+# from them only ever adds time).
+STATISTICS = {"median": statistics.median, "min": min}
 CLOCKS = ("wall", "thread")
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}
 # Bits per element of each dtype, for the cost model's QuantPlan.
@@ -209,6 +213,15 @@ def time_repeats(fn: Callable[[], Any], timer: Any, warmup: int, repeats: int) -
     return times
 
 
-def median_time_s(fn: Callable[[], Any], timer: Any, warmup: int = 1, repeats: int = 5) -> float:
-    """Median seconds of ``repeats`` timed calls of ``fn`` after ``warmup`` untimed ones."""
-    return statistics.median(time_repeats(fn, timer, warmup, repeats))
+def summarize(times_s: list[float], statistic: str = "median") -> float:
+    """``times_s`` reduced by ``statistic`` ("median" or "min")."""
+    if statistic not in STATISTICS:
+        raise DeviceError(f"--statistic {statistic!r} is unknown; valid: {', '.join(STATISTICS)}")
+    return STATISTICS[statistic](times_s)
+
+
+def measure_s(fn: Callable[[], Any], timer: Any, warmup: int = 1, repeats: int = 5,
+                  statistic: str = "median") -> float:
+    """Seconds of one call of ``fn``: ``repeats`` timed calls after ``warmup`` untimed ones,
+    reduced by ``statistic`` (the median unless told otherwise)."""
+    return summarize(time_repeats(fn, timer, warmup, repeats), statistic)

@@ -14,7 +14,6 @@ come from forward hooks attached to the model instance (removed on exit):
 from __future__ import annotations
 
 import contextlib
-import statistics
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 
@@ -26,7 +25,7 @@ from fpcost.costmodel.params import llm_params
 from fpcost.costmodel.spec import LLMSpec
 from fpcost.costmodel.units import GIGA, bytes_per_element
 
-from .timing import DTYPE_BITS, DTYPES, Device, DeviceError, fixed_threads, memory_bytes
+from .timing import DTYPE_BITS, DTYPES, Device, DeviceError, fixed_threads, memory_bytes, summarize
 
 # The default CPU model: Llama-7B's shape scaled in depth and width so that a prefill of
 # 2048 tokens takes seconds on two cores (head_dim 64 and FFN ≈ 2.7 × hidden as in Llama).
@@ -45,13 +44,23 @@ Progress = Callable[[str], None]
 
 @dataclass(frozen=True)
 class PrefillMeasurement:
-    """Median seconds of the prefill at ``num_tokens`` tokens, in total and per class."""
+    """Every timed prefill pass at ``num_tokens`` tokens: un-hooked totals, and hooked
+    passes as (total, seconds per class) with vector the remainder."""
 
     num_tokens: int
-    total_s: float  # median of the un-hooked passes
-    class_s: dict[str, float]  # medians of the hooked passes; vector is the remainder
     total_repeats_s: tuple[float, ...]
-    hooked_total_s: float
+    hooked_repeats: tuple[tuple[float, dict[str, float]], ...]
+
+    def total_s(self, statistic: str = "median") -> float:
+        return summarize(list(self.total_repeats_s), statistic)
+
+    def class_s(self, statistic: str = "median") -> dict[str, float]:
+        """Per class: the median over hooked passes, or (``min``) the split of the fastest
+        hooked pass, so that the classes come from one undisturbed pass."""
+        if statistic == "min":
+            return dict(min(self.hooked_repeats, key=lambda pass_: pass_[0])[1])
+        return {c: summarize([split[c] for _, split in self.hooked_repeats], statistic)
+                for c in OPERATOR_CLASSES}
 
 
 def required_memory_bytes(llm: LLMSpec, num_tokens: int, bits: int) -> float:
@@ -165,64 +174,67 @@ class ClassHooks:
                 "vector": total_s - matmul - attention - norm}
 
 
-def _prefill_fn(model: nn.Module, input_ids: torch.Tensor) -> Callable[[], object]:
+def _prefill_fn(model: nn.Module, num_tokens: int, device: Device, seed: int) -> Callable[[], object]:
+    """A closure running the prefill of ``num_tokens`` random token ids (batch 1)."""
+    generator = torch.Generator(device="cpu").manual_seed(seed + num_tokens)
+    input_ids = torch.randint(0, model.config.vocab_size, (1, num_tokens), generator=generator)
+    input_ids = input_ids.to(device.torch_device)
+
     def run():
         return model(input_ids=input_ids, use_cache=True, logits_to_keep=1)
 
     return run
 
 
-def time_prefill(model: nn.Module, num_tokens: int, device: Device, warmup: int, repeats: int,
-                 hooked_repeats: int | None = None, seed: int = 0) -> PrefillMeasurement:
-    """Time the prefill of ``num_tokens`` random token ids (batch 1): ``repeats`` un-hooked
-    passes for the total, ``hooked_repeats`` hooked passes for the split per class."""
-    generator = torch.Generator(device="cpu").manual_seed(seed + num_tokens)
-    vocab = model.config.vocab_size
-    input_ids = torch.randint(0, vocab, (1, num_tokens), generator=generator).to(device.torch_device)
-    run = _prefill_fn(model, input_ids)
-    timer = device.timer
-    with torch.inference_mode():
-        for _ in range(warmup):
-            run()
-        timer.synchronize()
-        totals = []
-        for _ in range(repeats):
-            start = timer.mark()
-            run()
-            totals.append(timer.elapsed_s(start, timer.mark()))
-        hooks = ClassHooks(timer)
-        per_class: dict[str, list[float]] = {c: [] for c in OPERATOR_CLASSES}
-        hooked_totals = []
-        with hooks.attach(model):
-            for _ in range(hooked_repeats if hooked_repeats is not None else repeats):
-                start = timer.mark()
-                run()
-                total = timer.elapsed_s(start, timer.mark())
-                hooked_totals.append(total)
-                for op_class, seconds in hooks.class_seconds(total).items():
-                    per_class[op_class].append(seconds)
-    return PrefillMeasurement(
-        num_tokens=num_tokens,
-        total_s=statistics.median(totals),
-        class_s={c: statistics.median(v) for c, v in per_class.items()},
-        total_repeats_s=tuple(totals),
-        hooked_total_s=statistics.median(hooked_totals),
-    )
+def _timed_pass(run: Callable[[], object], timer, hooks: ClassHooks | None = None):
+    start = timer.mark()
+    run()
+    total = timer.elapsed_s(start, timer.mark())
+    return total, (hooks.class_seconds(total) if hooks is not None else None)
 
 
 def measure_prefills(llm: LLMSpec, dtype: str, device: Device, token_counts: Sequence[int],
                      warmup: int = 1, repeats: int = 5, hooked_repeats: int = 3,
-                     progress: Progress | None = None) -> list[PrefillMeasurement]:
-    """Build the model once and time its prefill at each of ``token_counts``."""
+                     progress: Progress | None = None, seed: int = 0) -> list[PrefillMeasurement]:
+    """Build the model once and time its prefill at each of ``token_counts``.
+
+    Passes are interleaved: each round times every count once, so a burst of load from
+    other jobs spreads over all counts instead of biasing one. ``repeats`` un-hooked rounds
+    give the totals; ``hooked_repeats`` hooked rounds the split per class. Progress: one
+    step after building, one per round.
+    """
     if dtype not in DTYPES:
         raise DeviceError(f"--dtype {dtype!r} is unknown; valid: {', '.join(DTYPES)}")
-    with fixed_threads(device.num_threads):
-        model = build_llm(llm, dtype, device, max(token_counts))
+    if repeats < 1 or hooked_repeats < 1:
+        raise DeviceError(f"repeats ({repeats}) and hooked repeats ({hooked_repeats}) must be ≥ 1")
+    timer = device.timer
+    with fixed_threads(device.num_threads), torch.inference_mode():
+        model = build_llm(llm, dtype, device, max(token_counts), seed)
+        runs = [_prefill_fn(model, n, device, seed) for n in token_counts]
         if progress:
             progress(f"built {llm.name} ({dtype})")
-        results = []
-        for n in token_counts:
-            results.append(time_prefill(model, n, device, warmup, repeats, hooked_repeats))
+        for run in runs:
+            for _ in range(warmup):
+                run()
+        timer.synchronize()
+        totals: list[list[float]] = [[] for _ in runs]
+        for round_index in range(repeats):
+            for i, run in enumerate(runs):
+                totals[i].append(_timed_pass(run, timer)[0])
             if progress:
-                progress(f"prefill {n} tokens")
-    return results
+                progress(f"round {round_index + 1}/{repeats}")
+        hooks = ClassHooks(timer)
+        hooked: list[list[tuple[float, dict[str, float]]]] = [[] for _ in runs]
+        with hooks.attach(model):
+            for round_index in range(hooked_repeats):
+                for i, run in enumerate(runs):
+                    hooked[i].append(_timed_pass(run, timer, hooks))
+                if progress:
+                    progress(f"hooked round {round_index + 1}/{hooked_repeats}")
+    return [PrefillMeasurement(n, tuple(totals[i]), tuple(hooked[i]))
+            for i, n in enumerate(token_counts)]
+
+
+def measurement_steps(repeats: int, hooked_repeats: int) -> int:
+    """Progress steps ``measure_prefills`` reports."""
+    return 1 + repeats + hooked_repeats

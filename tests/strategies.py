@@ -54,3 +54,85 @@ def hardware_profiles(draw):
 
 
 accountings = st.sampled_from(["fpcost", "llm-viewer"])
+
+
+# --- the multimodal pipeline (vision tower, AnyRes, pruning, decode, memory) ---
+
+image_sizes = st.tuples(st.integers(1, 4096), st.integers(1, 4096))  # (width, height) px
+output_token_counts = st.integers(min_value=0, max_value=300)
+keep_ratios = st.floats(min_value=1e-3, max_value=1.0, allow_nan=False)
+vision_layer_modes = st.sampled_from(["all", "feature"])
+
+
+@st.composite
+def vision_specs(draw):
+    """ViTs from tiny to ViT-L widths, with or without CLS (SigLIP), at image sizes whose
+    patch grid covers the image exactly."""
+    from fpcost.costmodel.spec import VisionSpec
+
+    heads = draw(st.sampled_from([1, 2, 4, 16]))
+    patch = draw(st.sampled_from([7, 14, 16]))
+    return VisionSpec(
+        hidden_size=heads * draw(st.sampled_from([8, 32, 64])),
+        intermediate_size=draw(st.integers(8, 4096)),
+        num_hidden_layers=draw(st.integers(6, 32)),  # ≥ 6: the default selection reads layer -6
+        num_attention_heads=heads,
+        image_size=patch * draw(st.integers(1, 24)),
+        patch_size=patch,
+        family=draw(st.sampled_from(["clip", "siglip", "dinov2"])),
+        use_head=draw(st.booleans()),
+    )
+
+
+@st.composite
+def multimodal_models(draw):
+    """LLaVA-style models: an LLM from ``llm_specs``, a ViT, the projector between them;
+    one image (llava), several frames (video-llava) or AnyRes crops (llava-next)."""
+    from fpcost.costmodel.anyres import anyres_layout, default_image_size
+    from fpcost.costmodel.spec import ModelSpec, ProjectorSpec
+
+    llm, vision = draw(llm_specs()), draw(vision_specs())
+    kind = draw(st.sampled_from(["llava", "video-llava", "llava-next"]))
+    extra: dict = {}
+    tokens = vision.num_patches
+    if kind == "video-llava":
+        extra = {"num_frames": draw(st.integers(1, 8)), "num_vision_towers": 2}
+        tokens *= extra["num_frames"]
+    elif kind == "llava-next":
+        side = vision.image_size
+        grid = draw(st.lists(st.tuples(st.integers(1, 3), st.integers(1, 3)), min_size=1, max_size=5))
+        pins = tuple((side * r, side * c) for r, c in grid)
+        extra = {"image_grid_pinpoints": pins}
+        tokens = anyres_layout(*default_image_size(pins), pins, side, vision.patch_size).num_visual_tokens
+    return ModelSpec(name="drawn", kind=kind, llm=llm, vision=vision,
+                     projector=ProjectorSpec(vision.hidden_size, llm.hidden_size),
+                     default_num_visual_tokens=tokens, **extra)
+
+
+# --- Sweeps (fpcost.costmodel.sweep) ----------------------------------------------------
+# Grids stay small (a few values per axis) and token counts and batches moderate, so that a
+# random LLM's integer counts fit the sweep's exact int64 arithmetic in most draws.
+
+keep_ratio_lists = st.lists(keep_ratios, min_size=1, max_size=5)
+visual_token_lists = st.lists(st.integers(0, 4096), min_size=1, max_size=5)
+sweep_batch_lists = st.lists(st.integers(1, 64), min_size=1, max_size=3)
+text_token_counts = st.integers(min_value=1, max_value=256)
+
+
+@st.composite
+def multimodal_specs(draw):
+    """A LLaVA-style ``ModelSpec``: a random Llama-family LLM behind the CLIP-336 tower,
+    with a random default number of visual tokens."""
+    from fpcost.costmodel.presets import CLIP_VIT_L14_336
+    from fpcost.costmodel.spec import ModelSpec, ProjectorSpec
+
+    llm = draw(llm_specs())
+    return ModelSpec(
+        name=f"random-{llm.hidden_size}x{llm.num_hidden_layers}", kind="llava", llm=llm,
+        vision=CLIP_VIT_L14_336, projector=ProjectorSpec(1024, llm.hidden_size),
+        default_num_visual_tokens=draw(st.integers(1, 4096)),
+    )
+
+
+preset_names = st.sampled_from(["llava-1.5-7b", "llava-1.5-13b", "videollava", "llava-next-7b"])
+sweep_models = st.one_of(preset_names, multimodal_specs())

@@ -22,8 +22,9 @@ def test_estimate_json_has_the_documented_keys(capsys):
                            "--stage", "all", "--format", "json")
     assert code == 0
     data = json.loads(out)
-    assert set(data["stages"]) == {"prefill", "decode"}
-    for totals in data["stages"].values():
+    # --stage all: every stage the request runs (no selection stage: nothing is pruned)
+    assert list(data["stages"]) == ["vision", "projector", "prefill", "decode"]
+    for totals in [*data["stages"].values(), data["end_to_end"]]:
         assert {"flops", "time_s", "memory_access_bytes", "activation_store_bytes"} <= set(totals)
     assert data["workload"]["num_prompt_tokens"] == 2088
     assert data["quant"] == {"weight_bits": 4, "act_bits": 4, "kv_bits": 4}
@@ -40,7 +41,7 @@ def test_estimate_llm_viewer_reproduces_table3_row(capsys):
 
 
 def test_estimate_breakdown_and_csv(capsys):
-    code, out, _ = run_cli(capsys, "estimate", "--breakdown", "--format", "csv")
+    code, out, _ = run_cli(capsys, "estimate", "--breakdown", "--stage", "prefill", "--format", "csv")
     lines = out.strip().splitlines()
     assert code == 0 and lines[0].startswith("stage,block,name")
     assert len(lines) == 1 + 16  # 15 per-layer operators + lm_head
@@ -92,9 +93,13 @@ def test_bad_input_gives_one_line_error(capsys, args, fragment):
 
 OPTION_VALUES = st.one_of(st.integers(-10, 10**6).map(str), st.floats(allow_nan=True).map(str),
                           st.sampled_from(["", "abc", "4", "16", "w4a16kv16", "a6000", "nan",
-                                           "-1", "0", "1e9", "llava-1.5-7b", "none"]))
+                                           "-1", "0", "1e9", "llava-1.5-7b", "none", "1344x336",
+                                           "0x5", "64,64", "all", "feature", "videollava",
+                                           "llava-next-7b", "selection", "-6,-2"]))
 OPTIONS = ["--model", "--hardware", "--bits", "--quant", "--tokens", "--visual-tokens",
-           "--text-tokens", "--keep-ratio", "--batch", "--accounting", "--stage", "--format"]
+           "--text-tokens", "--keep-ratio", "--batch", "--accounting", "--stage", "--format",
+           "--image-size", "--output-tokens", "--frame-tokens", "--vision-layers", "--vision-quant",
+           "--selection-layers"]
 
 
 @settings(max_examples=200, deadline=None)

@@ -108,6 +108,17 @@ fp32_tflops = 38.7
 """
 
 
+def _assert_one_line_error(path, expected):
+    """Loading ``path`` fails with one line that names the file once and says ``expected``."""
+    with pytest.raises(HardwareError) as info:
+        load_profile(path)
+    message = str(info.value)
+    assert "\n" not in message
+    assert message.startswith(f"{path}: ")
+    assert message.count(str(path)) == 1
+    assert expected in message
+
+
 def _write(tmp_path: Path, text: str, name: str = "tiny.toml") -> Path:
     path = tmp_path / name
     path.write_text(text, encoding="utf-8")
@@ -318,13 +329,7 @@ def test_cpu_profile_with_provenance(tmp_path):
 def test_error_messages(tmp_path, old, new, expected):
     assert old in MINIMAL
     path = _write(tmp_path, MINIMAL.replace(old, new))
-    with pytest.raises(HardwareError) as info:
-        load_profile(path)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: ")
-    assert message.count(str(path)) == 1
-    assert expected in message
+    _assert_one_line_error(path, expected)
 
 
 @pytest.mark.parametrize(
@@ -349,13 +354,7 @@ def test_error_messages(tmp_path, old, new, expected):
 )
 def test_error_messages_optional_tables(tmp_path, extra, expected):
     path = _write(tmp_path, MINIMAL + extra)
-    with pytest.raises(HardwareError) as info:
-        load_profile(path)
-    message = str(info.value)
-    assert "\n" not in message
-    assert message.startswith(f"{path}: ")
-    assert message.count(str(path)) == 1
-    assert expected in message
+    _assert_one_line_error(path, expected)
 
 
 def test_table_given_as_a_value(tmp_path):

@@ -61,6 +61,8 @@ def test_video_and_next_kinds(tmp_path):
     assert load_config_json(write(tmp_path, video)).default_num_visual_tokens == 8 * 256
     nxt = {**LLAVA_15_7B, "model_type": "llava_next",
            "image_grid_pinpoints": [[336, 672], [672, 336], [672, 672], [1008, 336], [336, 1008]]}
+    # nominal: base + 2x2 crops of the largest pinpoint, 5 x 576 (--image-size gives the exact
+    # count, 2928 for 672x672 with its 48 newline tokens; tests/test_anyres.py)
     assert load_config_json(write(tmp_path, nxt)).default_num_visual_tokens == 2880
 
 

@@ -2,14 +2,21 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import click
 
+from fpcost.costmodel.anyres import parse_image_size
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.estimate import Estimate
 from fpcost.costmodel.estimate import estimate as run_estimate
+from fpcost.costmodel.memory import MemoryFootprint, memory_footprint
+from fpcost.costmodel.pipeline import ALL_STAGES, is_pruned, projected_tokens, visual_layout
+from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
+from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.units import GIGA, MEGA, MILLI, TERA
+from fpcost.costmodel.vision import VISION_LAYER_MODES, num_vision_layers_run
 from fpcost.costmodel.workload import Workload, visual_tokens_for_ratio
 
 from .options import (
@@ -48,44 +55,128 @@ OPERATOR_COLUMNS = (
 )
 
 
-def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch) -> Workload:
+def parse_frame_tokens(text: str) -> tuple[int, ...]:
+    """``"64,64,32"`` → (64, 64, 32): non-negative integers, comma-separated."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise WorkloadError(f"--frame-tokens {text!r} must be comma-separated non-negative integers, "
+                            "one per frame (e.g. 64,64,64,64,64,64,64,64)")
+    return tuple(int(p) for p in parts)
+
+
+def parse_layers(text: str) -> tuple[int, ...]:
+    """``"-6,-5,-4,-3,-2"`` → a tuple of layer indices."""
+    try:
+        return tuple(int(p) for p in text.split(","))
+    except ValueError:
+        raise WorkloadError(f"--selection-layers {text!r} must be comma-separated integer layer "
+                            "indices (e.g. -6,-5,-4,-3,-2)") from None
+
+
+def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
+                          image_size=None, frame_tokens=None, output_tokens=1) -> Workload:
     """The one workload the token options describe (``--tokens-from`` is handled apart)."""
     if tokens is not None and (visual_tokens is not None or keep_ratio is not None):
         raise click.UsageError("--tokens sets the whole input; do not combine it with "
                                "--visual-tokens or --keep-ratio")
     if visual_tokens is not None and keep_ratio is not None:
         raise click.UsageError("give either --visual-tokens or --keep-ratio, not both")
+    if frame_tokens is not None and (tokens is not None or visual_tokens is not None
+                                     or keep_ratio is not None):
+        raise click.UsageError("--frame-tokens sets the visual tokens; do not combine it with "
+                               "--tokens, --visual-tokens or --keep-ratio")
+    size = parse_image_size(image_size) if image_size is not None else None
+    unpruned = visual_layout(model, size).num_visual_tokens
+    extra = {"num_output_tokens": output_tokens, "image_size": size}
     if tokens is not None:
-        return Workload.from_total(tokens, model.default_num_visual_tokens, batch)
+        return replace(Workload.from_total(tokens, unpruned, batch), **extra)
     if model.kind == "llm" and visual_tokens is None:
         raise WorkloadError(f"model {model.name!r} is a text-only LLM config; give --tokens N")
+    if frame_tokens is not None:
+        counts = parse_frame_tokens(frame_tokens)
+        per_frame = unpruned // model.num_frames
+        if model.num_frames == 1:
+            raise WorkloadError(f"--frame-tokens needs a video model; {model.name!r} has one image "
+                                "per sample (use --visual-tokens or --keep-ratio)")
+        if len(counts) != model.num_frames or max(counts) > per_frame:
+            raise WorkloadError(f"--frame-tokens {frame_tokens!r} must give {model.num_frames} counts "
+                                f"(one per frame), each in 0..{per_frame}")
+        return Workload(sum(counts), text_tokens, batch, frame_tokens=counts, **extra)
     if keep_ratio is not None:
-        visual_tokens = visual_tokens_for_ratio(model.default_num_visual_tokens, keep_ratio)
+        visual_tokens = visual_tokens_for_ratio(unpruned, keep_ratio)
     elif visual_tokens is None:
-        visual_tokens = model.default_num_visual_tokens
-    return Workload(visual_tokens, text_tokens, batch)
+        visual_tokens = unpruned
+    return Workload(visual_tokens, text_tokens, batch, **extra)
 
 
-def estimate_payload(result: Estimate, breakdown: bool) -> dict:
-    """A JSON-ready dict: settings, per-stage totals (SI units), optionally operators."""
+def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint | None = None) -> dict:
+    """A JSON-ready dict: settings, per-stage and end-to-end totals (SI units), latency
+    summary, memory footprint, optionally operators."""
+    w = result.workload
+    layout = visual_layout(result.model, w.image_size)
     payload = {
         "model": result.model.name,
         "hardware": result.hardware.name,
         "accounting": result.accounting.name,
-        "quant": {"weight_bits": result.quant.weight_bits, "act_bits": result.quant.act_bits,
-                  "kv_bits": result.quant.kv_bits},
+        "quant": _quant_dict(result.quant),
         "flash_attention": result.flash_attention,
+        "settings": _settings(result),
         "workload": {
-            "num_visual_tokens": result.workload.num_visual_tokens,
-            "num_text_tokens": result.workload.num_text_tokens,
-            "num_prompt_tokens": result.workload.num_prompt_tokens,
-            "batch_size": result.workload.batch_size,
+            "num_visual_tokens": w.num_visual_tokens,
+            "num_text_tokens": w.num_text_tokens,
+            "num_prompt_tokens": w.num_prompt_tokens,
+            "batch_size": w.batch_size,
+            "num_output_tokens": w.num_output_tokens,
+            "num_final_context_tokens": w.num_final_context_tokens,
+            "image_size": list(w.image_size) if w.image_size else None,
+            "frame_tokens": list(w.frame_tokens) if w.frame_tokens else None,
+            "num_unpruned_visual_tokens": layout.num_visual_tokens,
+            "num_vision_images_per_sample": layout.num_images,
+            "num_vision_tokens_per_image": layout.tokens_per_image,
+            "num_projected_tokens_per_sample": projected_tokens(result.model, w) if result.model.vision
+            else 0,
+            "pruned": is_pruned(result.model, w),
         },
         "stages": {stage: totals.as_dict() for stage, totals in result.totals().items()},
+        "end_to_end": result.end_to_end().as_dict(),
+        "ttft_s": result.ttft_s,
+        "tpot_s": result.tpot_s,
+        "end_to_end_latency_s": result.end_to_end().time_s,
     }
+    if memory is not None:
+        payload["memory"] = memory.as_dict()
     if breakdown:
         payload["operators"] = result.operator_rows(per_layer=False)
     return payload
+
+
+def _quant_dict(quant) -> dict:
+    return {"weight_bits": quant.weight_bits, "act_bits": quant.act_bits, "kv_bits": quant.kv_bits}
+
+
+def _settings(result: Estimate) -> dict:
+    model = result.model
+    notes = []
+    if model.vision is not None:
+        notes.append("vision, selection and projector stages are fpcost additions, counted with "
+                     "fpcost's conventions in every accounting mode; they run at vision_quant "
+                     "(the quantization plan targets the LLM)")
+        if result.accounting.name == "llm-viewer":
+            notes.append("prefill and decode follow LLM-Viewer (2024) exactly")
+    notes.append("decode: num_output_tokens steps, step i over a cache of prompt + i tokens, "
+                 "each step timed on its own roofline")
+    settings = {"notes": notes}
+    if model.vision is not None:
+        settings.update({
+            "vision_layers": result.vision_layers,
+            "num_vision_layers_run": num_vision_layers_run(model.vision, result.vision_layers),
+            "vision_quant": _quant_dict(result.vision_quant),
+            "selection": None if result.selection is None else {
+                "selection_layers": list(result.selection.resolved_layers(model.vision.num_hidden_layers)),
+                "complementary_layer": result.selection.complementary_layer,
+                "k": result.selection.k},
+        })
+    return settings
 
 
 @click.command()
@@ -95,102 +186,169 @@ def estimate_payload(result: Estimate, breakdown: bool) -> dict:
 @click.option("--tokens", type=POSITIVE_INT, default=None,
               help="The LLM's whole input length per sample (visual + text).")
 @click.option("--visual-tokens", type=NON_NEGATIVE_INT, default=None,
-              help="Visual tokens the LLM receives [default: the model's].")
+              help="Visual tokens the LLM receives [default: the model's, unpruned].")
 @click.option("--text-tokens", type=NON_NEGATIVE_INT, default=40, show_default=True,
               help="Text tokens of the prompt.")
 @click.option("--keep-ratio", type=float, default=None,
               help="Fraction in (0, 1] of the model's visual tokens kept by pruning.")
+@click.option("--frame-tokens", default=None, metavar="N,N,...",
+              help="Video: kept visual tokens of each frame, comma-separated (one per frame).")
+@click.option("--image-size", default=None, metavar="WxH",
+              help="Image width x height in pixels (LLaVA-NeXT AnyRes: crops and token count) "
+                   "[default: LLaVA-NeXT's largest pinpoint, 672x672].")
+@click.option("--output-tokens", type=NON_NEGATIVE_INT, default=1, show_default=True,
+              help="Decode steps (generated tokens); 1 = LLM-Viewer's one step over the prompt.")
 @click.option("--tokens-from", type=click.Path(path_type=Path), default=None,
               help="Per-image kept counts from `fpcost prune --output FILE`: one estimate per image.")
 @click.option("--batch", type=POSITIVE_INT, default=1, show_default=True, help="Batch size.")
 @click.option("--flash-attention/--no-flash-attention", default=False, show_default=True)
 @accounting_option
-@click.option("--stage", type=click.Choice(["prefill", "decode", "all"]), default="prefill",
-              show_default=True, help="Stage(s) to estimate; decode = one step over the prompt's KV cache.")
+@click.option("--vision-layers", type=click.Choice(VISION_LAYER_MODES), default="all",
+              show_default=True,
+              help="all: every encoder layer (what transformers runs); feature: stop at the layer "
+                   "LLaVA reads (-2).")
+@click.option("--vision-quant", "vision_quant_text", default="w16a16kv16", show_default=True,
+              metavar="wNaNkvN", help="Bit widths of the vision tower and projector.")
+@click.option("--selection-layers", default=None, metavar="L,L,...",
+              help="Encoder layers whose attention freePruner's selection recomputes "
+                   "[default: -6,-5,-4,-3,-2].")
+@click.option("--stage", type=click.Choice(ALL_STAGES + ("all",)), default="all", show_default=True,
+              help="Stage to estimate; all = every stage the request runs (selection only when "
+                   "pruning).")
 @click.option("--breakdown", is_flag=True, help="Also list every operator (summed over layers).")
 @format_option
 def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, visual_tokens,
-             text_tokens, keep_ratio, tokens_from, batch, flash_attention, accounting, stage,
+             text_tokens, keep_ratio, frame_tokens, image_size, output_tokens, tokens_from, batch,
+             flash_attention, accounting, vision_layers, vision_quant_text, selection_layers, stage,
              breakdown, output_format):
-    """Roofline estimate of FLOPs, time, memory traffic and stored activations."""
+    """Roofline estimate of every stage of a request: FLOPs, time, memory traffic, stored
+    activations, time to first token, time per output token, and the memory footprint."""
     model = resolve_model(model_name, config_path)
     quant = resolve_quant(bits, quant_text)
     hardware = resolve_hardware(hardware_name)
-    stages = ("prefill", "decode") if stage == "all" else (stage,)
+    vision_quant = QuantPlan.parse(vision_quant_text)
+    selection = (SelectionSpec(parse_layers(selection_layers)) if selection_layers is not None
+                 else DEFAULT_SELECTION)
+    stages = None if stage == "all" else (stage,)
 
     def run(workload: Workload) -> Estimate:
-        return run_estimate(model, workload, hardware, quant, accounting, flash_attention, stages)
+        return run_estimate(model, workload, hardware, quant, accounting, flash_attention, stages,
+                            vision_quant=vision_quant, vision_layers=vision_layers,
+                            selection=selection)
 
     if tokens_from is not None:
-        if tokens is not None or visual_tokens is not None or keep_ratio is not None:
+        if tokens is not None or visual_tokens is not None or keep_ratio is not None \
+                or frame_tokens is not None:
             raise click.UsageError("--tokens-from sets the visual tokens; do not combine it "
-                                   "with --tokens, --visual-tokens or --keep-ratio")
-        _estimate_per_image(model, read_tokens_file(tokens_from), text_tokens, batch, run,
-                            output_format)
+                                   "with --tokens, --visual-tokens, --keep-ratio or --frame-tokens")
+        size = parse_image_size(image_size) if image_size is not None else None
+        _estimate_per_image(model, read_tokens_file(tokens_from), text_tokens, batch, output_tokens,
+                            size, run, output_format)
         return
-    workload = workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch)
+    workload = workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
+                                     image_size, frame_tokens, output_tokens)
     result = run(workload)
-    payload = estimate_payload(result, breakdown)
+    payload = estimate_payload(result, breakdown, memory_footprint(result))
     if output_format == "json":
         emit_json(payload)
     elif output_format == "csv":
         if breakdown:
             emit_csv(payload["operators"])
         else:
-            emit_csv([{"stage": s, **t} for s, t in payload["stages"].items()])
+            emit_csv([{"stage": s, **t} for s, t in payload["stages"].items()]
+                     + [{"stage": "end_to_end", **payload["end_to_end"]}])
     else:
         _render(result, payload, breakdown)
 
 
 def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
     w = result.workload
+    size = f", image {w.image_size[0]}x{w.image_size[1]}" if w.image_size else ""
     caption = (
-        f"{result.model.name} on {result.hardware.name}, {result.quant.label}, "
-        f"{w.num_visual_tokens} visual + {w.num_text_tokens} text tokens, batch {w.batch_size}, "
+        f"{result.model.name} on {result.hardware.name}, LLM {result.quant.label}, "
+        f"{w.num_visual_tokens} visual + {w.num_text_tokens} text tokens{size}, "
+        f"batch {w.batch_size}, {w.num_output_tokens} output tokens, "
         f"FlashAttention {'on' if result.flash_attention else 'off'}, "
         f"accounting {result.accounting.name}. GB = 1e9 B; TFLOPs = 1e12 FLOPs."
     )
+    if result.model.vision is not None:
+        caption += (f"\nvision tower: {payload['workload']['num_vision_images_per_sample']} image(s) x "
+                    f"{payload['workload']['num_vision_tokens_per_image']} tokens per sample, "
+                    f"{payload['settings']['num_vision_layers_run']} layers, "
+                    f"{result.vision_quant.label}; " + "; ".join(payload["settings"]["notes"][:2]) + ".")
     rows = [{"stage": s, **t} for s, t in payload["stages"].items()]
+    rows.append({"stage": "end_to_end", **payload["end_to_end"]})
     render_table(rows, STAGE_COLUMNS, title="fpcost estimate", caption=caption)
+    tpot = payload["tpot_s"]
+    summary = [{"what": "Time to first token", "value": f"{payload['ttft_s'] / MILLI:.2f} ms"},
+               {"what": "Time per output token",
+                "value": "—" if tpot is None else f"{tpot / MILLI:.2f} ms"},
+               {"what": "End-to-end latency",
+                "value": f"{payload['end_to_end_latency_s'] / MILLI:.2f} ms"}]
+    memory = payload.get("memory")
+    if memory is not None:
+        for part, value in memory["weight_bytes"].items():
+            summary.append({"what": f"Weights: {part}", "value": f"{value / GIGA:.3f} GB"})
+        summary += [
+            {"what": "KV cache (final context)", "value": f"{memory['kv_cache_bytes'] / GIGA:.3f} GB"},
+            {"what": "Peak activations", "value": f"{memory['peak_activation_bytes'] / GIGA:.3f} GB "
+                                                  f"({memory['peak_activation_operator']})"},
+            {"what": "Total / device memory", "value": f"{memory['total_bytes'] / GIGA:.2f} / "
+                                                       f"{memory['device_memory_bytes'] / GIGA:.2f} GB"},
+            {"what": "Fits?", "value": "yes" if memory["fits"] else "no"},
+            {"what": "Largest batch that fits", "value": str(memory["max_batch_size"])},
+        ]
+    render_table(summary, (Column("what", "Latency and memory", justify="left"),
+                           Column("value", "Value")))
     if breakdown:
         render_table(payload["operators"], OPERATOR_COLUMNS, title="Operators (summed over layers)")
 
 
-def _estimate_per_image(model, images, text_tokens, batch, run, output_format) -> None:
-    baseline = run(Workload(model.default_num_visual_tokens, text_tokens, batch))
+def _estimate_per_image(model, images, text_tokens, batch, output_tokens, image_size, run,
+                        output_format) -> None:
+    unpruned = visual_layout(model, image_size).num_visual_tokens
+    baseline = run(Workload(unpruned, text_tokens, batch, output_tokens, image_size))
     base_time = {s: t.time_s for s, t in baseline.totals().items()}
+    base_time["end_to_end"] = baseline.end_to_end().time_s
+    key = "prefill" if "prefill" in base_time else next(iter(base_time))
     rows = []
     for entry in images:
-        result = run(Workload(entry["num_kept"], text_tokens, batch))
+        result = run(Workload(entry["num_kept"], text_tokens, batch, output_tokens, image_size))
         totals = result.totals()
-        first = next(iter(totals))
+        times = {s: t.time_s for s, t in totals.items()}
+        times["end_to_end"] = result.end_to_end().time_s
         rows.append({
             "image": entry["image"],
             "num_visual_tokens": entry["num_kept"],
             "stages": {s: t.as_dict() for s, t in totals.items()},
-            "speedup": {s: base_time[s] / t.time_s for s, t in totals.items()},
-            "time_s": totals[first].time_s,
-            "flops": totals[first].flops,
-            "memory_access_bytes": totals[first].memory_access_bytes,
-            "speedup_first_stage": base_time[first] / totals[first].time_s,
+            # stages both runs have (the baseline has no selection stage)
+            "speedup": {s: base_time[s] / t for s, t in times.items() if s in base_time and t > 0},
+            "time_s": totals[key].time_s,
+            "flops": totals[key].flops,
+            "memory_access_bytes": totals[key].memory_access_bytes,
+            "speedup_key_stage": base_time[key] / totals[key].time_s,
+            "end_to_end_time_s": times["end_to_end"],
+            "speedup_end_to_end": base_time["end_to_end"] / times["end_to_end"],
         })
     if output_format == "json":
         emit_json({"model": model.name,
-                   "baseline": {"num_visual_tokens": model.default_num_visual_tokens,
-                                "stages": {s: t.as_dict() for s, t in baseline.totals().items()}},
+                   "baseline": {"num_visual_tokens": unpruned,
+                                "stages": {s: t.as_dict() for s, t in baseline.totals().items()},
+                                "end_to_end": baseline.end_to_end().as_dict()},
                    "images": [{k: r[k] for k in ("image", "num_visual_tokens", "stages", "speedup")}
                               for r in rows]})
     elif output_format == "csv":
         emit_csv(rows, ["image", "num_visual_tokens", "flops", "time_s", "memory_access_bytes",
-                        "speedup_first_stage"])
+                        "speedup_key_stage", "end_to_end_time_s", "speedup_end_to_end"])
     else:
-        first = next(iter(base_time))
         render_table(rows, (
             Column("image", "Image", justify="left"),
             Column("num_visual_tokens", "Visual tokens"),
-            Column("flops", "TFLOPs", scaled(TERA, 2)),
-            Column("time_s", f"{first.capitalize()} time (ms)", scaled(MILLI, 2)),
+            Column("flops", f"{key.capitalize()} TFLOPs", scaled(TERA, 2)),
+            Column("time_s", f"{key.capitalize()} time (ms)", scaled(MILLI, 2)),
             Column("memory_access_bytes", "Memory access (GB)", scaled(GIGA, 2)),
-            Column("speedup_first_stage", "Speedup", lambda v: f"{v:.2f}×"),
+            Column("speedup_key_stage", f"{key.capitalize()} speedup", lambda v: f"{v:.2f}×"),
+            Column("end_to_end_time_s", "End-to-end (ms)", scaled(MILLI, 2)),
+            Column("speedup_end_to_end", "E2E speedup", lambda v: f"{v:.2f}×"),
         ), title=f"fpcost estimate per image ({model.name}, baseline "
-                 f"{model.default_num_visual_tokens} visual tokens)")
+                 f"{unpruned} visual tokens)")

@@ -20,6 +20,8 @@ SUBCOMMANDS = {
     "table3": "fpcost.cli.table3:table3",
     "hardware": "fpcost.cli.hardware:hardware",
     "prune": "fpcost.cli.prune:prune",
+    "sweep": "fpcost.cli.sweep:sweep",
+    "plot": "fpcost.cli.plot:plot",
     "calibrate": "fpcost.cli.calibrate:calibrate",
     "validate": "fpcost.cli.validate:validate",
 }

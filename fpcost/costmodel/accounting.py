@@ -34,6 +34,9 @@ class Accounting:
     precision_per_operator: bool
     # FlashAttention writes its output once, sized s×d (LLM-Viewer: twice, sized s×s).
     flash_output_s_by_d: bool
+    # FlashAttention skips the K/V tiles above the causal diagonal, as its kernels do
+    # (LLM-Viewer: every tile, the full s×s). Unfused attention never skips (scores materialized).
+    flash_causal_tiles: bool
 
     @property
     def corrections(self) -> tuple[str, ...]:
@@ -46,8 +49,9 @@ class Accounting:
         return replace(self, name=f"{self.name}+{flag}={value}", **{flag: value})
 
 
-FPCOST = Accounting("fpcost", *([True] * 8))
-LLM_VIEWER = Accounting("llm-viewer", *([False] * 8))
+NUM_FLAGS = 9
+FPCOST = Accounting("fpcost", *([True] * NUM_FLAGS))
+LLM_VIEWER = Accounting("llm-viewer", *([False] * NUM_FLAGS))
 
 ACCOUNTING_MODES = {mode.name: mode for mode in (FPCOST, LLM_VIEWER)}
 

@@ -1,37 +1,55 @@
-"""Estimate a workload: build the operator graph, time every operator on the roofline,
-and total each stage as the sum of its rows."""
+"""Estimate a workload: build the operator graph of every stage, time every operator on the
+roofline, and total each stage (and the whole request) as the sum of its rows.
+
+Decode over N output tokens is N steps over a growing cache; each step is timed on its own
+(the bound of an operator can flip from one step to the next) and the step times summed.
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 
 from .accounting import Accounting, get_accounting
 from .errors import WorkloadError
 from .hardware import HardwareProfile
-from .llm import DecoderPass, decoder_ops
 from .ops import Op
+from .pipeline import PRE_DECODE_STAGES, PipelineSettings, check_stages, stage_ops
+from .pruning import DEFAULT_SELECTION, SelectionSpec
 from .quant import QuantPlan
 from .roofline import time_op
 from .spec import ModelSpec
 from .workload import Workload
 
-STAGES = ("prefill", "decode")
+STAGES = ("prefill", "decode")  # the LLM's stages, LLM-Viewer's two
+SUMMED_OP_FIELDS = ("tensor_flops", "vector_flops", "weight_bytes", "act_read_bytes",
+                    "act_write_bytes", "kv_read_bytes", "kv_write_bytes")
 
 
 @dataclass(frozen=True)
 class OperatorEstimate:
-    """One operator (``op.count`` identical instances) with the roofline time of one instance."""
+    """One operator (``op.count`` identical instances) with the roofline time of one instance.
+
+    For a decode operator over several steps, ``op`` holds the sums over the steps and
+    ``step_time_s`` the sum of each step's own roofline time, which is at least each of the
+    summed compute and memory times; ``step_bound`` is "compute", "memory" or "mixed".
+    """
 
     op: Op
     compute_time_s: float
     memory_time_s: float
+    step_time_s: float | None = None
+    step_bound: str | None = None
 
     @property
     def time_s(self) -> float:
+        if self.step_time_s is not None:
+            return self.step_time_s
         return max(self.compute_time_s, self.memory_time_s)
 
     @property
     def bound(self) -> str:
+        if self.step_bound is not None:
+            return self.step_bound
         return "compute" if self.compute_time_s >= self.memory_time_s else "memory"
 
 
@@ -89,22 +107,50 @@ class Estimate:
     accounting: Accounting
     flash_attention: bool
     operators: tuple[OperatorEstimate, ...]
+    stage_names: tuple[str, ...] = ()
+    vision_quant: QuantPlan = QuantPlan()
+    vision_layers: str = "all"
+    selection: SelectionSpec | None = DEFAULT_SELECTION
 
     @property
     def stages(self) -> tuple[str, ...]:
+        """The stages estimated, in pipeline order (a decode of 0 tokens has no rows)."""
+        if self.stage_names:
+            return self.stage_names
         seen: dict[str, None] = {}
         for row in self.operators:
             seen.setdefault(row.op.stage, None)
         return tuple(seen)
 
+    @property
+    def settings(self) -> PipelineSettings:
+        return PipelineSettings(self.quant, self.accounting, self.flash_attention,
+                                self.hardware.onchip_buffer_bytes, self.vision_quant,
+                                self.vision_layers, self.selection)
+
     def stage_totals(self, stage: str) -> StageTotals:
-        rows = [row for row in self.operators if row.op.stage == stage]
-        if not rows:
+        if stage not in self.stages:
             raise WorkloadError(f"stage {stage!r} was not estimated; have: {', '.join(self.stages)}")
-        return StageTotals.of(rows)
+        return StageTotals.of([row for row in self.operators if row.op.stage == stage])
 
     def totals(self) -> dict[str, StageTotals]:
         return {stage: self.stage_totals(stage) for stage in self.stages}
+
+    def end_to_end(self) -> StageTotals:
+        """Sums over every operator of every stage estimated (time_s = the latency)."""
+        return StageTotals.of(list(self.operators))
+
+    @property
+    def ttft_s(self) -> float:
+        """Time to first token: vision + selection + projector + prefill (those estimated)."""
+        return sum(self.stage_totals(s).time_s for s in self.stages if s in PRE_DECODE_STAGES)
+
+    @property
+    def tpot_s(self) -> float | None:
+        """Time per output token: the decode time over the output tokens (None without any)."""
+        if "decode" not in self.stages or self.workload.num_output_tokens == 0:
+            return None
+        return self.stage_totals("decode").time_s / self.workload.num_output_tokens
 
     def operator_rows(self, per_layer: bool = False) -> list[dict]:
         """One dict per operator (``per_layer``: one per operator per layer, each with its
@@ -123,6 +169,8 @@ class Estimate:
                 "time_s": row.time_s,
             }
             values = {k: float(v) for k, v in values.items()}
+            # decode rows over several steps hold sums over the steps
+            base["num_steps"] = self.workload.num_output_tokens if row.step_time_s is not None else 1
             if per_layer:
                 for layer in range(op.count):
                     rows.append({**base, "layer": layer, **values, "bound": row.bound})
@@ -145,32 +193,59 @@ def estimate(
     quant: QuantPlan | None = None,
     accounting: Accounting | str = "fpcost",
     flash_attention: bool = False,
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] | None = None,
+    *,
+    vision_quant: QuantPlan | None = None,
+    vision_layers: str = "all",
+    selection: SelectionSpec | None = DEFAULT_SELECTION,
 ) -> Estimate:
     """Roofline estimate of ``workload`` on ``model`` and ``hardware``.
 
-    ``prefill`` runs the LLM over the whole prompt; ``decode`` is one generation step over a
-    KV cache holding the prompt (LLM-Viewer's convention).
+    ``stages`` (default: every stage the request runs, see pipeline.py): ``vision``,
+    ``selection``, ``projector``, ``prefill`` (the LLM over the whole prompt) and ``decode``
+    (``workload.num_output_tokens`` steps; the default single step over the prompt's cache is
+    LLM-Viewer's). ``quant`` is the LLM's plan; the vision tower and projector run at
+    ``vision_quant`` (16-bit by default). ``vision_layers``: "all" encoder layers (what
+    transformers runs) or "feature" (stop at the layer LLaVA reads). ``selection``: what
+    freePruner's selection reads when pruning is active (None: leave its cost out).
     """
     quant = quant or QuantPlan()
     if isinstance(accounting, str):
         accounting = get_accounting(accounting)
+    settings = PipelineSettings(quant, accounting, flash_attention, hardware.onchip_buffer_bytes,
+                                vision_quant or QuantPlan(), vision_layers, selection)
+    stages = check_stages(model, workload, selection, stages)
+    rows: list[OperatorEstimate] = []
     for stage in stages:
-        if stage not in STAGES:
-            raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(STAGES)}")
-    ops: list[Op] = []
-    prompt = workload.num_prompt_tokens
-    for stage in stages:
-        step = DecoderPass(
-            stage=stage,
-            num_query_tokens=prompt if stage == "prefill" else 1,
-            num_kv_tokens=prompt,
-            batch_size=workload.batch_size,
-        )
-        ops += decoder_ops(model.llm, quant, step, accounting, flash_attention,
-                           hardware.onchip_buffer_bytes)
+        if stage == "decode" and workload.num_output_tokens != 1:
+            rows += _decode_steps(model, workload, settings, hardware)
+            continue
+        for op in stage_ops(stage, model, workload, settings):
+            timing = time_op(op, hardware)
+            rows.append(OperatorEstimate(op, float(timing.compute_time_s), float(timing.memory_time_s)))
+    return Estimate(model, workload, quant, hardware, accounting, flash_attention, tuple(rows),
+                    stages, settings.vision_quant, vision_layers, selection)
+
+
+def _decode_steps(model, workload, settings, hardware) -> list[OperatorEstimate]:
+    """Decode operators over ``num_output_tokens`` steps, each step timed on its own: step
+    i attends to prompt + i cached tokens. One row per operator, holding sums over steps."""
+    num_steps = workload.num_output_tokens
+    if num_steps == 0:
+        return []
+    import numpy as np  # only here: the default estimate path stays numpy-free
+
+    kv_tokens = workload.num_prompt_tokens + np.arange(num_steps, dtype=np.int64)
     rows = []
-    for op in ops:
+    for op in stage_ops("decode", model, workload, settings, decode_kv_tokens=kv_tokens):
         timing = time_op(op, hardware)
-        rows.append(OperatorEstimate(op, float(timing.compute_time_s), float(timing.memory_time_s)))
-    return Estimate(model, workload, quant, hardware, accounting, flash_attention, tuple(rows))
+        compute = np.broadcast_to(timing.compute_time_s, (num_steps,))
+        memory = np.broadcast_to(timing.memory_time_s, (num_steps,))
+        compute_bound = compute >= memory
+        bound = "compute" if compute_bound.all() else "memory" if not compute_bound.any() else "mixed"
+        summed = replace(op, **{name: float(np.broadcast_to(getattr(op, name), (num_steps,)).sum())
+                                for name in SUMMED_OP_FIELDS})
+        rows.append(OperatorEstimate(summed, float(compute.sum()), float(memory.sum()),
+                                     step_time_s=float(np.maximum(compute, memory).sum()),
+                                     step_bound=bound))
+    return rows

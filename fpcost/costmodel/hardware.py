@@ -89,7 +89,8 @@ class HardwareProfile:
 
         Fallbacks follow what the kernels do: INT4 without an INT4 tensor peak (Hopper) runs
         at the INT8 rate; FP32 matmuls run on the CUDA cores because PyTorch leaves TF32 off
-        by default (unless the profile gives a measured FP32 matrix rate, as CPU ones do); INT8/INT4 element-wise work runs in FP16 after dequantization.
+        by default (unless the profile gives a measured FP32 matrix rate, as CPU ones do);
+        INT8/INT4 element-wise work runs in FP16 after dequantization.
         """
         if unit == "tensor":
             if precision == "fp16":

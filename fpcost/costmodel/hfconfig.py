@@ -13,6 +13,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .anyres import anyres_layout, default_image_size
 from .errors import ConfigError
 from .spec import LLMSpec, ModelSpec, ProjectorSpec, VisionSpec
 
@@ -113,6 +114,7 @@ def _vision_spec(cfg: dict, where: str, feature_layer: int) -> VisionSpec:
     if family == "dinov2":  # DINOv2 gives the MLP width as a ratio
         values["intermediate_size"] = int(values["hidden_size"] * cfg.get("mlp_ratio", 4))
     values["num_channels"] = _get_int(cfg, "num_channels", where, {"num_channels": 3})
+    values["use_head"] = bool(cfg.get("vision_use_head", True))  # SiglipVisionConfig's default
     return VisionSpec(**values, family=family, feature_layer=feature_layer, name=f"{family}-vision")
 
 
@@ -133,7 +135,8 @@ def _multimodal_spec(data: dict, name: str, origin: str) -> ModelSpec:
         )
     llm = _llm_spec(data["text_config"], f"{origin} text_config", f"{name}-llm", use_defaults=True)
     vision = _vision_spec(data["vision_config"], f"{origin} vision_config", feature_layer)
-    keep_cls = data.get("vision_feature_select_strategy", "default") == "full"
+    strategy = data.get("vision_feature_select_strategy", "default")
+    keep_cls = strategy == "full"
     tokens_per_image = vision.num_patches + int(keep_cls and vision.has_cls_token)
     kind = LLAVA_KINDS[model_type]
     extra: dict = {}
@@ -146,12 +149,18 @@ def _multimodal_spec(data: dict, name: str, origin: str) -> ModelSpec:
                                     for p in pinpoints):
             raise ConfigError(f"{origin}: image_grid_pinpoints must be a list of [height, width] pairs")
         extra = {"image_grid_pinpoints": pinpoints}
-        max_crops = max((h // vision.image_size) * (w // vision.image_size) for h, w in pinpoints)
-        visual_tokens = (1 + max_crops) * tokens_per_image
+        # nominal count: base image + the largest pinpoint's crops, before unpadding and
+        # newline tokens (2880 for llava-v1.6); --image-size gives transformers' exact count
+        width, height = default_image_size(pinpoints)
+        num_crops = anyres_layout(width, height, pinpoints, vision.image_size, vision.patch_size,
+                                  tokens_per_image - vision.num_patches).num_crops
+        visual_tokens = num_crops * tokens_per_image
     else:
         visual_tokens = tokens_per_image
     return ModelSpec(
         name=name, kind=kind, llm=llm, vision=vision,
         projector=ProjectorSpec(vision.hidden_size, llm.hidden_size),
-        default_num_visual_tokens=visual_tokens, description=f"{kind} from {origin}", **extra,
+        default_num_visual_tokens=visual_tokens, description=f"{kind} from {origin}",
+        vision_feature_select_strategy=strategy if isinstance(strategy, str) else repr(strategy),
+        **extra,
     )

@@ -8,17 +8,19 @@ activation, mlp_add; then the LM head once. Counts are per layer and carry
 Conventions shared with LLM-Viewer: softmax 5 FLOPs per element (max, subtract, exp, sum,
 divide), a norm 7 (sum, subtract, pow, sum, divide, multiply, add), a residual add 1, the
 SwiGLU activation 2; attention counts the full s×s score matrix. Where ``Accounting``
-flags differ, the ``llm-viewer`` branch reproduces LLM-Viewer (2024) exactly.
+flags differ, the ``llm-viewer`` branch reproduces LLM-Viewer (2024) exactly. Unfused
+attention materializes the whole s_q × s_kv score matrix (no causal saving); the fused
+FlashAttention operator skips the tiles above the causal diagonal under ``fpcost``.
 
 Token counts may be ints or numpy integer arrays (sweeps build many passes at once).
 """
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 from .accounting import Accounting
+from .flash import flash_attention_row_block, flash_work
 from .ops import ATTENTION, MATMUL, NORM, VECTOR, Op, matmul_flops
 from .quant import QuantPlan
 from .spec import LLMSpec
@@ -152,22 +154,17 @@ def _attention_ops(llm, quant, step, accounting, block) -> list[Op]:
     ]
 
 
-def flash_attention_row_block(onchip_buffer_bytes: float, kv_bytes_per_element: float, head_dim: int) -> int:
-    """Query rows per FlashAttention tile, LLM-Viewer's rule after FlashAttention-2:
-    B_r = min(ceil(on-chip bytes / (kv bytes · d)), d)."""
-    return min(math.ceil(onchip_buffer_bytes / (kv_bytes_per_element * head_dim)), head_dim)
-
-
 def _fused_attention_op(llm, quant, step, accounting, onchip_buffer_bytes, block) -> Op:
-    """FlashAttention: one fused operator; K and V are re-read once per tile of query rows."""
+    """FlashAttention: one fused operator; K and V are re-read once per tile of query rows.
+    With ``flash_causal_tiles`` the tiles above the causal diagonal are skipped (flash.py)."""
     _, attention_precision, _ = _precisions(quant, accounting)
     b, s_q, s_kv = step.batch_size, step.num_query_tokens, step.num_kv_tokens
     heads, d = llm.num_attention_heads, _head_dim(llm, accounting)
     a, kv = quant.act_bytes_per_element, quant.kv_bytes_per_element
     rows_per_tile = flash_attention_row_block(onchip_buffer_bytes, kv, d)
-    num_row_tiles = -(-s_q // rows_per_tile)  # ceil, valid for ints and integer arrays
-    matmuls = matmul_flops(b * heads * s_q, d, s_kv) + matmul_flops(b * heads * s_q, s_kv, d)
-    softmax = SOFTMAX_FLOPS_PER_ELEMENT * b * heads * s_q * s_kv
+    work = flash_work(s_q, s_kv, rows_per_tile, causal=accounting.flash_causal_tiles)
+    matmuls = 2 * matmul_flops(b * heads, d, work.score_elements)  # q·kᵀ and scores·v
+    softmax = SOFTMAX_FLOPS_PER_ELEMENT * b * heads * work.score_elements
     if accounting.flash_output_s_by_d:
         output_bytes = b * heads * s_q * d * a  # written once
     else:
@@ -181,7 +178,7 @@ def _fused_attention_op(llm, quant, step, accounting, onchip_buffer_bytes, block
         quant.vector_precision, llm.num_hidden_layers,
         act_read_bytes=b * heads * s_q * d * a,
         act_write_bytes=output_bytes,
-        kv_read_bytes=num_row_tiles * b * heads * s_kv * d * kv * KV_TENSORS,
+        kv_read_bytes=work.kv_rows_read * b * heads * d * kv * KV_TENSORS,
         **compute,
     )
 

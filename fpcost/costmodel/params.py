@@ -65,7 +65,7 @@ def vision_params(vision: VisionSpec) -> int:
         return embeddings + LAYER_NORM_PARAMS_PER_CHANNEL * h + layers + final_norm
     if vision.family == "siglip":
         embeddings = patch_weights + h + vision.num_patches * h
-        head = (
+        head = 0 if not vision.use_head else (
             h  # probe
             + _linear(h, 3 * h, True)  # fused in-projection of nn.MultiheadAttention
             + _linear(h, h, True)  # out projection

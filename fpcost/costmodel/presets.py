@@ -27,7 +27,9 @@ CLIP_VIT_L14_224 = VisionSpec(
     hidden_size=1024, intermediate_size=4096, num_hidden_layers=24, num_attention_heads=16,
     image_size=224, patch_size=14, family="clip", feature_layer=-2, name="clip-vit-l14-224",
 )
-# llava-v1.6 AnyRes resolutions, [height, width] as in image_grid_pinpoints.
+# llava-v1.6 AnyRes resolutions, [height, width] as in image_grid_pinpoints. Without an
+# image size, LLaVA-NeXT's vision side is costed for the largest pinpoint (672 x 672: 5
+# crops, anyres.py) and the LLM for the nominal 2880 tokens.
 LLAVA_NEXT_PINPOINTS = ((336, 672), (672, 336), (672, 672), (1008, 336), (336, 1008))
 
 PRESETS: dict[str, ModelSpec] = {
@@ -51,7 +53,9 @@ PRESETS: dict[str, ModelSpec] = {
         name="llava-next-7b", kind="llava-next", llm=VICUNA_7B, vision=CLIP_VIT_L14_336,
         projector=ProjectorSpec(1024, 4096), default_num_visual_tokens=2880,
         image_grid_pinpoints=LLAVA_NEXT_PINPOINTS,
-        description="LLaVA-NeXT (v1.6) Vicuna-7B: AnyRes, up to 5 x 576 = 2880 visual tokens",
+        description="LLaVA-NeXT (v1.6) Vicuna-7B: AnyRes, nominally 5 x 576 = 2880 visual tokens "
+                    "(base + 2x2 crops); --image-size WxH gives transformers' exact count "
+                    "(672x672: 2928 with unpadding and newline tokens)",
     ),
 }
 ALIASES = {"video-llava-7b": "videollava", "video-llava": "videollava"}

@@ -83,7 +83,8 @@ class VisionSpec:
     """A ViT image encoder as configured by a Hugging Face ``vision_config``.
 
     ``feature_layer`` is the hidden-state index LLaVA reads (-2: the penultimate layer);
-    transformers still runs all ``num_hidden_layers`` layers.
+    transformers still runs all ``num_hidden_layers`` layers. ``use_head`` is SigLIP's
+    ``vision_use_head`` (its attention-pooling head; ignored for CLIP and DINOv2).
     """
 
     hidden_size: int
@@ -95,6 +96,7 @@ class VisionSpec:
     num_channels: int = 3
     family: str = "clip"
     feature_layer: int = -2
+    use_head: bool = True
     name: str = "vision"
 
     def __post_init__(self) -> None:
@@ -143,6 +145,18 @@ class VisionSpec:
     def head_dim(self) -> int:
         return self.hidden_size // self.num_attention_heads
 
+    @property
+    def num_feature_layers(self) -> int:
+        """Encoder layers needed to produce hidden state ``feature_layer`` (hidden_states[0]
+        is the embedding output, so index -2 of 25 states needs 23 of 24 layers)."""
+        num_states = self.num_hidden_layers + 1
+        if not -num_states <= self.feature_layer < num_states:
+            raise ConfigError(
+                f"{self.name}: feature_layer ({self.feature_layer}) is out of range for "
+                f"{self.num_hidden_layers} layers; valid: {-num_states}..{num_states - 1}"
+            )
+        return self.feature_layer % num_states
+
 
 @dataclass(frozen=True)
 class ProjectorSpec:
@@ -158,6 +172,7 @@ class ProjectorSpec:
 
 
 MODEL_KINDS = ("llava", "video-llava", "llava-next", "llm")
+FEATURE_SELECT_STRATEGIES = ("default", "full")  # drop the CLS token / keep it
 
 
 @dataclass(frozen=True)
@@ -167,6 +182,8 @@ class ModelSpec:
 
     ``num_frames`` > 1 marks a video model whose ``default_num_visual_tokens`` covers all
     frames. ``num_vision_towers`` is 2 for Video-LLaVA (an image and a video tower).
+    ``vision_feature_select_strategy`` is the Hugging Face field: "default" drops the CLS
+    token from the features the LLM receives, "full" keeps it.
     """
 
     name: str
@@ -179,6 +196,7 @@ class ModelSpec:
     num_vision_towers: int = 1
     image_grid_pinpoints: tuple[tuple[int, int], ...] = field(default_factory=tuple)
     description: str = ""
+    vision_feature_select_strategy: str = "default"
 
     def __post_init__(self) -> None:
         if self.kind not in MODEL_KINDS:
@@ -196,3 +214,11 @@ class ModelSpec:
             )
         _require_positive_int(self.name, "num_frames", self.num_frames)
         _require_positive_int(self.name, "num_vision_towers", self.num_vision_towers)
+        if self.vision_feature_select_strategy not in FEATURE_SELECT_STRATEGIES:
+            raise ConfigError(
+                f"model {self.name!r}: vision_feature_select_strategy "
+                f"{self.vision_feature_select_strategy!r} is unknown; valid: "
+                f"{', '.join(FEATURE_SELECT_STRATEGIES)}"
+            )
+        if self.kind == "llava-next" and not self.image_grid_pinpoints:
+            raise ConfigError(f"model {self.name!r}: a llava-next model needs image_grid_pinpoints")

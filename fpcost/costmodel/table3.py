@@ -63,11 +63,12 @@ SETTINGS = (
 )
 
 
-def row_totals(row: Table3Row, hardware: HardwareProfile, accounting: str = "llm-viewer") -> StageTotals:
-    """Prefill totals of one Table 3 row under ``accounting``."""
+def row_totals(row: Table3Row, hardware: HardwareProfile, accounting: str = "llm-viewer",
+               flash_attention: bool = False) -> StageTotals:
+    """Prefill totals of one Table 3 row under ``accounting`` (the paper: FlashAttention off)."""
     model = ModelSpec(name=row.backbone.name, kind="llm", llm=row.backbone)
     workload = Workload(row.num_visual_tokens, row.num_text_tokens, batch_size=1)
-    result = estimate(model, workload, hardware, row.quant, accounting, flash_attention=False,
+    result = estimate(model, workload, hardware, row.quant, accounting, flash_attention=flash_attention,
                       stages=("prefill",))
     return result.stage_totals("prefill")
 

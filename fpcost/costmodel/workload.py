@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from .anyres import check_image_size
 from .errors import WorkloadError
 
 
@@ -18,22 +19,47 @@ def check_count(name: str, value: object, minimum: int = 1) -> int:
 
 @dataclass(frozen=True)
 class Workload:
-    """Per-sample token counts and the batch size.
+    """Per-sample token counts, the batch size and the tokens generated.
 
-    The LLM's prompt is ``num_visual_tokens + num_text_tokens`` tokens per sample. A decode
-    step (LLM-Viewer's convention) generates one token over a KV cache of that prompt.
+    The LLM's prompt is ``num_visual_tokens + num_text_tokens`` tokens per sample (the
+    visual ones after any pruning). ``num_output_tokens`` decode steps follow; step i
+    (0-based) generates one token over a KV cache of prompt + i tokens, so the default of 1
+    is LLM-Viewer's decode: one step over the prompt's cache. ``image_size`` (width, height
+    in pixels) matters to LLaVA-NeXT's AnyRes only; ``frame_tokens`` are a video's
+    per-frame kept counts (they sum to ``num_visual_tokens``).
     """
 
     num_visual_tokens: int
     num_text_tokens: int = 40
     batch_size: int = 1
+    num_output_tokens: int = 1
+    image_size: tuple[int, int] | None = None
+    frame_tokens: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_count("num_visual_tokens", self.num_visual_tokens, minimum=0)
         check_count("num_text_tokens", self.num_text_tokens, minimum=0)
         check_count("batch_size", self.batch_size)
+        check_count("num_output_tokens", self.num_output_tokens, minimum=0)
         if self.num_prompt_tokens < 1:
             raise WorkloadError("the prompt is empty: visual + text tokens must be at least 1")
+        if self.image_size is not None:
+            if not isinstance(self.image_size, tuple) or len(self.image_size) != 2:
+                raise WorkloadError(f"image_size = {self.image_size!r} must be a (width, height) pair")
+            check_image_size(*self.image_size)
+        if self.frame_tokens is not None:
+            for i, count in enumerate(self.frame_tokens):
+                check_count(f"frame_tokens[{i}]", count, minimum=0)
+            if sum(self.frame_tokens) != self.num_visual_tokens:
+                raise WorkloadError(
+                    f"frame_tokens sum to {sum(self.frame_tokens)}, not num_visual_tokens = "
+                    f"{self.num_visual_tokens}"
+                )
+
+    @property
+    def num_final_context_tokens(self) -> int:
+        """Tokens in the KV cache after the last decode step: prompt + output tokens."""
+        return self.num_prompt_tokens + self.num_output_tokens
 
     @property
     def num_prompt_tokens(self) -> int:

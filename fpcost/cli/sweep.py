@@ -1,0 +1,178 @@
+"""``fpcost sweep``: every combination of models, devices, plans, visual tokens and batch
+sizes, vectorized (``fpcost.costmodel.sweep``). Table: a readable subset of the columns;
+CSV / JSON: all of them, raw SI numbers."""
+
+from __future__ import annotations
+
+from decimal import Decimal, InvalidOperation
+from pathlib import Path
+
+import click
+
+from fpcost.costmodel.accounting import ACCOUNTING_MODES
+from fpcost.costmodel.sweep import MAX_CONFIGURATIONS
+from fpcost.costmodel.units import GIGA, MILLI, TERA, VALID_BITS
+
+from .files import write_atomic
+from .render import FORMATS, Column, render_table, scaled, stderr_console
+
+# The table view prints at most this many rows (CSV and JSON print all).
+TABLE_ROW_LIMIT = 200
+
+
+def parse_ratios(text: str) -> list[float]:
+    """``0.1:1:0.1`` (start:stop:step, stop included) or ``0.25,0.5,1``; each in (0, 1]."""
+    values = [float(v) for v in _parse_values(text, "--keep-ratios", Decimal)]
+    for value in values:
+        if not 0 < value <= 1:
+            raise click.BadParameter(f"keep ratio {value:g} is outside (0, 1]", param_hint="--keep-ratios")
+    return values
+
+
+def parse_ints(text: str, option: str, minimum: int) -> list[int]:
+    """``64,128,576`` or ``64:576:64`` (stop included); each an integer ≥ ``minimum``."""
+    values = _parse_values(text, option, int)
+    for value in values:
+        if value < minimum:
+            raise click.BadParameter(f"{value} is less than {minimum}", param_hint=option)
+    return values
+
+
+def _parse_values(text: str, option: str, number):
+    """A comma list or one start:stop:step range of ``number`` (int or Decimal, so that
+    0.1:1:0.1 gives exactly 0.1, 0.2, …, 1.0)."""
+    what = "integers" if number is int else "numbers"
+    usage = f"expected a comma-separated list of {what} or start:stop:step, got {text!r}"
+    try:
+        if ":" in text:
+            parts = [number(p.strip()) for p in text.split(":")]
+            if len(parts) != 3 or not all(_finite(p) for p in parts):
+                raise click.BadParameter(usage, param_hint=option)
+            start, stop, step = parts
+            if step <= 0 or start > stop:
+                raise click.BadParameter(
+                    f"range {text!r} needs start ≤ stop and a positive step", param_hint=option)
+            count = int((stop - start) // step) + 1
+            if count > MAX_CONFIGURATIONS:
+                raise click.BadParameter(f"range {text!r} has {count:,} values, more than "
+                                         f"{MAX_CONFIGURATIONS:,}", param_hint=option)
+            return [start + i * step for i in range(count)]
+        values = [number(p.strip()) for p in text.split(",")]
+    except (ValueError, InvalidOperation):
+        raise click.BadParameter(usage, param_hint=option) from None
+    if not all(_finite(v) for v in values):
+        raise click.BadParameter(usage, param_hint=option)
+    return values
+
+
+def _finite(value) -> bool:
+    return value.is_finite() if isinstance(value, Decimal) else True
+
+
+def _columns(stages: tuple[str, ...]) -> list[Column]:
+    cols = [
+        Column("model", "Model", justify="left"),
+        Column("hardware", "Hardware", justify="left"),
+        Column("quant", "Quant", justify="left"),
+        Column("keep_ratio", "Keep", lambda v: "—" if v != v else f"{v:.3g}"),
+        Column("num_visual_tokens", "Visual tokens"),
+        Column("batch_size", "Batch"),
+    ]
+    if "prefill" in stages:
+        cols += [
+            Column("prefill_flops", "Prefill TFLOPs", scaled(TERA, 2)),
+            Column("prefill_memory_access_bytes", "Prefill memory (GB)", scaled(GIGA, 2)),
+            Column("prefill_time_s", "Prefill (ms)", scaled(MILLI, 2)),
+            Column("prefill_speedup", "Speedup", lambda v: "—" if v != v else f"{v:.2f}×"),
+        ]
+    if "decode" in stages:
+        cols.append(Column("decode_time_s", "Decode step (ms)", scaled(MILLI, 3)))
+    return cols
+
+
+@click.command()
+@click.option("--model", "-m", "models", multiple=True,
+              help="Built-in model or config.json path; repeat for several [default: llava-1.5-7b].")
+@click.option("--config", "configs", multiple=True, type=click.Path(path_type=Path),
+              help="A Hugging Face config.json (or its directory) as a model; repeatable.")
+@click.option("--hardware", "-g", "hardware", multiple=True,
+              help="Hardware profile name or .toml file; repeat for several [default: a6000].")
+@click.option("--bits", multiple=True, type=click.Choice([str(b) for b in VALID_BITS]),
+              help="Weights, activations and KV cache at N bits; repeat for several plans.")
+@click.option("--quant", "quants", multiple=True, metavar="wNaNkvN",
+              help="A plan with independent bit widths, e.g. w4a16kv16; repeatable.")
+@click.option("--keep-ratios", default=None, metavar="LIST|START:STOP:STEP",
+              help="Fractions in (0, 1] of the visual tokens kept, e.g. 0.1:1:0.1 or 0.25,0.5,1.")
+@click.option("--visual-tokens", default=None, metavar="LIST|START:STOP:STEP",
+              help="Visual-token counts instead of ratios, e.g. 64,288,576 or 64:576:64.")
+@click.option("--text-tokens", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Text tokens of the prompt.")
+@click.option("--batch", default="1", show_default=True, metavar="LIST|START:STOP:STEP",
+              help="Batch sizes, e.g. 1,8,32.")
+@click.option("--accounting", type=click.Choice(sorted(ACCOUNTING_MODES)), default="fpcost",
+              show_default=True, help="fpcost: corrected counting; llm-viewer: LLM-Viewer (2024).")
+@click.option("--flash-attention/--no-flash-attention", default=False, show_default=True)
+@click.option("--stage", type=click.Choice(["prefill", "decode", "all"]), default="all",
+              show_default=True, help="Stage(s) to estimate; decode = one step over the prompt.")
+@click.option("--format", "output_format", type=click.Choice(FORMATS), default="table",
+              show_default=True, help="Table (a subset of columns), or JSON / CSV (all columns).")
+@click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="Write CSV or JSON to this file (atomically); format from --format or the suffix.")
+@click.option("--force", is_flag=True,
+              help=f"Allow sweeps of more than {MAX_CONFIGURATIONS:,} configurations.")
+def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, text_tokens, batch,
+          accounting, flash_attention, stage, output_format, output, force):
+    """Estimate every combination of models × hardware × quantization × visual tokens × batch."""
+    from fpcost.api import sweep as run_sweep
+
+    if keep_ratios is not None and visual_tokens is not None:
+        raise click.UsageError("give either --keep-ratios or --visual-tokens, not both")
+    if output is not None and output_format == "table":
+        output_format = {".csv": "csv", ".json": "json"}.get(output.suffix.lower())
+        if output_format is None:
+            raise click.UsageError(f"--output {output} needs --format csv or json "
+                                   "(or a .csv / .json file name)")
+    frame = run_sweep(
+        model=[*models, *configs] or ["llava-1.5-7b"],
+        hardware=list(hardware) or ["a6000"],
+        bits=[int(b) for b in bits] or None,
+        quant=list(quants) or None,
+        keep_ratio=None if keep_ratios is None else parse_ratios(keep_ratios),
+        visual_tokens=None if visual_tokens is None else parse_ints(visual_tokens, "--visual-tokens", 0),
+        text_tokens=text_tokens,
+        batch=parse_ints(batch, "--batch", 1),
+        accounting=accounting,
+        flash_attention=flash_attention,
+        stages=("prefill", "decode") if stage == "all" else (stage,),
+        force=force,
+    )
+    if output_format == "table":
+        _render(frame, ("prefill", "decode") if stage == "all" else (stage,))
+        return
+    text = frame_text(frame, output_format)
+    if output is None:
+        click.echo(text, nl=False)
+    else:
+        write_atomic(output, text)
+        stderr_console.print(f"wrote {len(frame):,} configurations to {output}")
+
+
+def frame_text(frame, output_format: str) -> str:
+    """All columns as CSV or as a JSON list of row objects (NaN → null), raw SI numbers."""
+    if output_format == "csv":
+        return frame.to_csv(index=False, lineterminator="\n")
+    return frame.to_json(orient="records", double_precision=15) + "\n"
+
+
+def _render(frame, stages) -> None:
+    total = len(frame)
+    shown = frame.head(TABLE_ROW_LIMIT).to_dict("records")
+    first = shown[0]
+    caption = (
+        f"{total:,} configurations; accounting {first['accounting']}, FlashAttention "
+        f"{'on' if first['flash_attention'] else 'off'}, {first['num_text_tokens']} text tokens. "
+        "Speedup: prefill with all visual tokens / this prefill. GB = 1e9 B; TFLOPs = 1e12 FLOPs."
+    )
+    if total > TABLE_ROW_LIMIT:
+        caption += f" First {TABLE_ROW_LIMIT} rows shown; --format csv for all columns and rows."
+    render_table(shown, _columns(stages), title="fpcost sweep", caption=caption)

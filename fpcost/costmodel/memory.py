@@ -1,0 +1,146 @@
+"""Device memory a request needs: weights, KV cache and peak live activations, whether that
+fits the device, and the largest batch that does.
+
+Definitions (all bytes, per device, no framework overhead: CUDA context, allocator
+fragmentation and workspace buffers are not counted):
+
+- weights: every part's parameters (params.py) at its bit width: the LLM at the plan's
+  ``weight_bits``, the vision tower(s), projector and LLaVA-NeXT's newline embedding at the
+  vision plan's (16-bit by default). Video-LLaVA keeps both its image and video towers.
+- KV cache: K and V of every LLM layer for the final context, prompt + output tokens, of
+  every sample: batch × context × layers × 2 × kv_heads·head_dim × kv bytes.
+- peak activations: the largest, over every operator of every stage the request runs
+  (decode at its last step, the longest cache), of the activation bytes the operator reads
+  and writes — its input and output tensors, the s × s scores when attention is unfused —
+  plus the stage's residual stream held for the residual add (batch × tokens × hidden; none
+  in the projector). Weights and the KV cache are counted apart, above.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+from .estimate import Estimate
+from .params import parameter_counts
+from .pipeline import PipelineSettings, applicable_stages, stage_ops, visual_layout
+from .quant import QuantPlan
+from .spec import ModelSpec
+from .workload import Workload
+
+KV_TENSORS = 2
+MAX_BATCH_SEARCH = 2**40  # the search gives up above this batch size
+
+
+@dataclass(frozen=True)
+class MemoryFootprint:
+    weight_bytes: dict[str, float]
+    kv_cache_bytes: float
+    peak_activation_bytes: float
+    peak_activation_operator: str
+    device_memory_bytes: float
+    max_batch_size: int
+
+    @property
+    def total_weight_bytes(self) -> float:
+        return sum(self.weight_bytes.values())
+
+    @property
+    def total_bytes(self) -> float:
+        return self.total_weight_bytes + self.kv_cache_bytes + self.peak_activation_bytes
+
+    @property
+    def fits(self) -> bool:
+        return self.total_bytes <= self.device_memory_bytes
+
+    def as_dict(self) -> dict:
+        return {
+            "weight_bytes": {**self.weight_bytes, "total": self.total_weight_bytes},
+            "kv_cache_bytes": self.kv_cache_bytes,
+            "peak_activation_bytes": self.peak_activation_bytes,
+            "peak_activation_operator": self.peak_activation_operator,
+            "total_bytes": self.total_bytes,
+            "device_memory_bytes": self.device_memory_bytes,
+            "fits": self.fits,
+            "max_batch_size": self.max_batch_size,
+        }
+
+
+def weight_bytes_by_part(model: ModelSpec, quant: QuantPlan, vision_quant: QuantPlan) -> dict[str, float]:
+    counts = parameter_counts(model)
+    return {part: count * (quant.weight_bytes_per_element if part == "llm"
+                           else vision_quant.weight_bytes_per_element)
+            for part, count in counts.items() if part != "total"}
+
+
+def kv_cache_bytes(model: ModelSpec, workload: Workload, quant: QuantPlan) -> float:
+    llm = model.llm
+    return (workload.batch_size * workload.num_final_context_tokens * llm.num_hidden_layers
+            * KV_TENSORS * llm.kv_size * quant.kv_bytes_per_element)
+
+
+def peak_activation(model: ModelSpec, workload: Workload, settings: PipelineSettings) -> tuple[float, str]:
+    """(bytes, "stage/block/name" of the operator where the peak occurs)."""
+    b = workload.batch_size
+    layout = visual_layout(model, workload.image_size)
+    last_step_kv = workload.num_prompt_tokens + max(workload.num_output_tokens - 1, 0)
+    residual = {"prefill": b * workload.num_prompt_tokens * model.llm.hidden_size
+                * settings.quant.act_bytes_per_element,
+                "decode": b * model.llm.hidden_size * settings.quant.act_bytes_per_element,
+                "projector": 0.0}
+    if model.vision is not None:
+        residual["vision"] = residual["selection"] = (
+            b * layout.num_images * layout.tokens_per_image * model.vision.hidden_size
+            * settings.vision_quant.act_bytes_per_element)
+    stages = applicable_stages(model, workload, settings.selection)
+    if workload.num_output_tokens == 0:
+        stages = tuple(s for s in stages if s != "decode")
+    best, where = 0.0, ""
+    for stage in stages:
+        for op in stage_ops(stage, model, workload, settings, decode_kv_tokens=last_step_kv):
+            live = op.act_read_bytes + op.act_write_bytes + residual[stage]
+            if live > best:
+                best, where = float(live), f"{op.stage}/{op.block}/{op.name}"
+    return best, where
+
+
+def footprint_bytes(model: ModelSpec, workload: Workload, settings: PipelineSettings) -> float:
+    """Weights + KV cache at the final context + peak activations (module docstring)."""
+    weights = sum(weight_bytes_by_part(model, settings.quant, settings.vision_quant).values())
+    return (weights + kv_cache_bytes(model, workload, settings.quant)
+            + peak_activation(model, workload, settings)[0])
+
+
+def max_batch_size(model: ModelSpec, workload: Workload, settings: PipelineSettings,
+                   memory_bytes: float) -> int:
+    """The largest batch whose footprint fits ``memory_bytes`` (0 if not even one sample
+    does). The footprint never shrinks as the batch grows, so a doubling then bisection
+    search is exact; it stops at ``MAX_BATCH_SEARCH``."""
+
+    def fits(batch: int) -> bool:
+        return footprint_bytes(model, replace(workload, batch_size=batch), settings) <= memory_bytes
+
+    if not fits(1):
+        return 0
+    low, high = 1, 2  # fits(low) holds; find a high that does not
+    while high <= MAX_BATCH_SEARCH and fits(high):
+        low, high = high, high * 2
+    if high > MAX_BATCH_SEARCH:
+        return low
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (middle, high) if fits(middle) else (low, middle)
+    return low
+
+
+def memory_footprint(result: Estimate) -> MemoryFootprint:
+    """The footprint of an estimate's request on its device."""
+    model, workload, settings = result.model, result.workload, result.settings
+    peak, where = peak_activation(model, workload, settings)
+    return MemoryFootprint(
+        weight_bytes=weight_bytes_by_part(model, settings.quant, settings.vision_quant),
+        kv_cache_bytes=kv_cache_bytes(model, workload, settings.quant),
+        peak_activation_bytes=peak,
+        peak_activation_operator=where,
+        device_memory_bytes=result.hardware.memory_bytes,
+        max_batch_size=max_batch_size(model, workload, settings, result.hardware.memory_bytes),
+    )

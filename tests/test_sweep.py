@@ -1,0 +1,158 @@
+"""The vectorized sweep: every row equals the scalar estimate(); grid shape, order, limits
+and errors."""
+
+import math
+
+import pytest
+from hypothesis import assume, given, settings
+from hypothesis import strategies as st
+
+from fpcost.costmodel import sweep as sweep_module
+from fpcost.costmodel.errors import WorkloadError
+from fpcost.costmodel.estimate import estimate
+from fpcost.costmodel.presets import get_preset
+from fpcost.costmodel.quant import QuantPlan
+from fpcost.costmodel.spec import ModelSpec
+from fpcost.costmodel.sweep import MAX_CONFIGURATIONS, TOTALS, sweep
+from fpcost.costmodel.workload import Workload
+from fpcost.hardware_profiles import list_profiles, load_profile
+
+from .strategies import (
+    accountings,
+    hardware_profiles,
+    keep_ratio_lists,
+    quant_plans,
+    sweep_batch_lists,
+    sweep_models,
+    text_token_counts,
+    visual_token_lists,
+)
+
+STAGES = ("prefill", "decode")
+
+
+def scalar(model, visual, text, batch, hardware, quant, accounting, flash, stages=STAGES):
+    return estimate(model, Workload(visual, text, batch), hardware, quant, accounting, flash, stages)
+
+
+def assert_rows_equal_estimates(frame, models, devices, accounting, flash, rel):
+    by_name = {m.name: m for m in models}
+    by_device = {d.name: d for d in devices}
+    for row in frame.itertuples(index=False):
+        model, device = by_name[row.model], by_device[row.hardware]
+        quant = QuantPlan.parse(row.quant)
+        result = scalar(model, row.num_visual_tokens, row.num_text_tokens, row.batch_size,
+                        device, quant, accounting, flash).totals()
+        for stage in STAGES:
+            for total in TOTALS:
+                expected = getattr(result[stage], total)
+                assert getattr(row, f"{stage}_{total}") == pytest.approx(expected, rel=rel, abs=0)
+        base = scalar(model, model.default_num_visual_tokens, row.num_text_tokens, row.batch_size,
+                      device, quant, accounting, flash, ("prefill",)).totals()["prefill"].time_s
+        assert row.prefill_speedup == pytest.approx(base / result["prefill"].time_s, rel=rel, abs=0)
+
+
+@settings(max_examples=60, deadline=None)
+@given(model=sweep_models, devices=st.lists(hardware_profiles(), min_size=1, max_size=2),
+       quants=st.lists(quant_plans, min_size=1, max_size=2), ratios=keep_ratio_lists,
+       visual=visual_token_lists, use_ratios=st.booleans(), batches=sweep_batch_lists,
+       text=text_token_counts, accounting=accountings, flash=st.booleans())
+def test_every_row_equals_the_scalar_estimate(model, devices, quants, ratios, visual, use_ratios,
+                                              batches, text, accounting, flash):
+    model = get_preset(model) if isinstance(model, str) else model
+    devices = [d.__class__(**{**d.__dict__, "name": f"dev{i}"}) for i, d in enumerate(devices)]
+    grid = {"keep_ratios": ratios} if use_ratios else {"num_visual_tokens": visual}
+    try:
+        frame = sweep([model], devices, quants, batch_sizes=batches, num_text_tokens=text,
+                      accounting=accounting, flash_attention=flash, **grid)
+    except WorkloadError as exc:  # a random LLM too large for exact int64 counts
+        assume("64-bit" not in str(exc))
+        raise
+    assert len(frame) == len(devices) * len(quants) * len(ratios if use_ratios else visual) * len(batches)
+    assert_rows_equal_estimates(frame, [model], devices, accounting, flash, rel=1e-12)
+
+
+def test_presets_on_every_profile_are_bit_for_bit_equal():
+    """Not just close: the sweep adds the same floats in the same order as estimate()."""
+    models = [get_preset(n) for n in ("llava-1.5-7b", "llava-1.5-13b", "videollava", "llava-next-7b")]
+    devices = [load_profile(n) for n in list_profiles()]
+    for flash in (False, True):
+        frame = sweep(models, devices, [16, 4, "w4a16kv16"], keep_ratios=[0.1, 0.5, 1.0],
+                      batch_sizes=[1, 16], flash_attention=flash)
+        sample = frame.iloc[:: max(1, len(frame) // 40)]
+        assert_rows_equal_estimates(sample, models, devices, "fpcost", flash, rel=0)
+
+
+def test_rows_are_nested_model_hardware_quant_tokens_batch(a6000, a100):
+    frame = sweep(["llava-1.5-7b", "videollava"], [a6000, a100], [16, 4],
+                  keep_ratios=[0.25, 1.0], batch_sizes=[1, 8])
+    assert len(frame) == 2 * 2 * 2 * 2 * 2
+    head = frame.iloc[:4]
+    assert list(head.batch_size) == [1, 8, 1, 8]
+    assert list(head.num_visual_tokens) == [144, 144, 576, 576]
+    assert list(frame.quant.iloc[:8]) == ["w16a16kv16"] * 4 + ["w4a4kv4"] * 4
+    assert list(frame.hardware.iloc[::8][:2]) == ["a6000", "a100-40g"]
+    assert list(frame.model.iloc[::16]) == ["llava-1.5-7b", "videollava"]
+    assert set(frame.num_visual_tokens[frame.model == "videollava"]) == {512, 2048}
+    full = frame[frame.keep_ratio == 1.0]
+    assert (full.prefill_speedup == 1.0).all()
+    assert (frame[frame.keep_ratio == 0.25].prefill_speedup > 1).all()
+    assert (frame.num_prompt_tokens == frame.num_visual_tokens + 40).all()
+    assert frame.accounting.unique().tolist() == ["fpcost"]
+
+
+def test_columns_follow_the_stages(a6000):
+    frame = sweep(["llava-1.5-7b"], [a6000], [16], stages=("decode",))
+    assert "prefill_speedup" not in frame and "prefill_time_s" not in frame
+    assert [c for c in frame.columns if c.startswith("decode_")] == [f"decode_{t}" for t in TOTALS]
+    assert frame.keep_ratio.tolist() == [1.0]  # neither ratios nor counts: all tokens kept
+
+
+def test_visual_token_counts_and_text_only_models(a6000):
+    frame = sweep(["llava-1.5-7b"], [a6000], [16], num_visual_tokens=[0, 288, 576])
+    assert frame.keep_ratio.tolist() == [0.0, 0.5, 1.0]
+    llm = ModelSpec(name="llm", kind="llm", llm=get_preset("llava-1.5-7b").llm)
+    text_only = sweep([llm], [a6000], [16], num_visual_tokens=[100])
+    assert math.isnan(text_only.prefill_speedup[0]) and math.isnan(text_only.keep_ratio[0])
+    with pytest.raises(WorkloadError, match="has no visual tokens"):
+        sweep([llm], [a6000], [16], keep_ratios=[0.5])
+
+
+def test_size_limit_and_force(a6000, monkeypatch):
+    assert MAX_CONFIGURATIONS == 5_000_000
+    with pytest.raises(WorkloadError, match=r"5,400,000 configurations, more than the limit of 5,000,000"):
+        sweep(["llava-1.5-7b"], [a6000] * 9, [16], num_visual_tokens=range(600_000))
+    monkeypatch.setattr(sweep_module, "MAX_CONFIGURATIONS", 10)
+    with pytest.raises(WorkloadError, match="force=True"):
+        sweep(["llava-1.5-7b"], [a6000], [16, 4], keep_ratios=[0.2, 0.4, 0.6, 0.8, 1.0], batch_sizes=[1, 2])
+    frame = sweep(["llava-1.5-7b"], [a6000], [16, 4], keep_ratios=[0.2, 0.4, 0.6, 0.8, 1.0],
+                  batch_sizes=[1, 2], force=True)
+    assert len(frame) == 20
+
+
+def test_int64_overflow_is_refused(a6000):
+    with pytest.raises(WorkloadError, match="exceeds exact 64-bit integer arithmetic"):
+        sweep(["llava-1.5-13b"], [a6000], [16], num_visual_tokens=[10_000_000], batch_sizes=[4096])
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"keep_ratios": [0.0]}, r"keep ratio 0\.0 must be in \(0, 1\]"),
+    ({"keep_ratios": [1.5]}, r"keep ratio 1\.5 must be in \(0, 1\]"),
+    ({"keep_ratios": []}, "keep_ratios is empty"),
+    ({"keep_ratios": [0.5], "num_visual_tokens": [3]}, "either keep_ratios or num_visual_tokens"),
+    ({"num_visual_tokens": [-1]}, r"num_visual_tokens = -1 must be an integer ≥ 0"),
+    ({"batch_sizes": [0]}, r"batch size = 0 must be an integer ≥ 1"),
+    ({"batch_sizes": [2.5]}, r"batch size = 2\.5 must be an integer"),
+    ({"stages": ("prefill", "vision2")}, "stage 'vision2' is unknown"),
+    ({"quants": ["w3a16"]}, "weight_bits = 3 is not supported"),
+    ({"accounting": "nope"}, "accounting mode 'nope' is unknown"),
+])
+def test_errors_name_the_value(a6000, kwargs, message):
+    args = {"quants": [16], **kwargs}
+    with pytest.raises(WorkloadError, match=message):
+        sweep(["llava-1.5-7b"], [a6000], **args)
+
+
+def test_hardware_must_be_a_profile():
+    with pytest.raises(WorkloadError, match="is not a HardwareProfile"):
+        sweep(["llava-1.5-7b"], ["a6000"], [16])

@@ -215,3 +215,23 @@ def test_atomic_write_interrupted_mid_write(tmp_path, monkeypatch):
 def test_calibrate_output_directory_missing(capsys, tmp_path):
     code, _, err = run_cli(capsys, "calibrate", "--output", tmp_path / "no" / "cpu.toml")
     one_line_error(code, err, "does not exist")
+
+
+def test_nominal_profile_is_a_baseline(capsys, tmp_path, tiny_config, miniature_ladders):
+    from fpcost.hardware_profiles import load_profile
+
+    path, nominal = tmp_path / "cpu.toml", tmp_path / "nominal.toml"
+    code, _, _ = run_cli(capsys, "calibrate", "--output", path, "--nominal-output", nominal,
+                         "--threads", "1", "--dtype", "float32", "--warmup", "0", "--repeats", "1")
+    assert code == 0
+    profile = load_profile(nominal)
+    assert profile.efficiency == {} and profile.sources["tensor_fp32_flops_per_s"].startswith("nominal")
+    assert profile.vector_fp32_flops_per_s == profile.tensor_fp32_flops_per_s
+    code, out, _ = run_cli(capsys, "validate", "--profile", path, "--baseline", nominal,
+                           "--config", tiny_config, "--tokens", "4,8", *FAST, "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and "ceilings" in data["summary"]["variants"]
+    assert all("ceilings_predicted_s" in row for row in data["rows"])
+    code, _, err = run_cli(capsys, "validate", "--profile", path, "--baseline", "a6000",
+                           "--tokens", "4")
+    one_line_error(code, err, "--baseline 'a6000' describes a gpu")

@@ -54,6 +54,9 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[str], None]
 @click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path),
               required=True, help="Profile TOML file to write.")
 @click.option("--name", default=None, help="Profile name [default: the output file's stem].")
+@click.option("--nominal-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CPU: also write a datasheet-style profile (cores x clock x SIMD FLOP/cycle, "
+                   "efficiency 1) to compare against (`fpcost validate --baseline FILE`).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
               help="Intra-op threads to measure with [default: torch's, i.e. the cores].")
 @click.option("--clock", type=click.Choice(["wall", "thread"]), default="wall", show_default=True,
@@ -67,7 +70,8 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[str], None]
               help="How the repeats are summarised (min: the least-disturbed call, for machines "
                    "shared with other jobs).")
 @format_option
-def calibrate(device, dtypes, output, name, threads, clock, warmup, repeats, statistic, output_format):
+def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warmup, repeats,
+              statistic, output_format):
     """Measure the device's ceilings (matmul per dtype over a shape ladder, copy bandwidth,
     element-wise throughput) and per-class efficiencies (single decoder-layer operators
     against the roofline), and write them as a hardware profile."""
@@ -87,6 +91,12 @@ def calibrate(device, dtypes, output, name, threads, clock, warmup, repeats, sta
         result = run_calibration(dev, list(dtypes), name or output.stem, warmup, repeats, step,
                                  statistic)
     write_profile(result.profile, output)
+    if nominal_output is not None:
+        if result.nominal is None:
+            stderr_console.print("no nominal profile: it needs a Linux CPU (/proc/cpuinfo); on a GPU "
+                                 "the built-in datasheet profiles are the baseline")
+        else:
+            write_profile(result.nominal, nominal_output)
     _render(result, output, output_format)
 
 

@@ -50,7 +50,8 @@ VARIANT_COLUMNS = (
     Column("speedup_max", "Speedup max |err|", pct),
 )
 VARIANT_LABELS = {
-    "uncalibrated": "uncalibrated (ceilings only)",
+    "uncalibrated": "uncalibrated (--baseline)",
+    "ceilings": "measured ceilings, efficiency 1",
     "profile": "calibrated profile (kernel fit)",
     "fitted_in_sample": "fitted on all counts (in-sample)",
     "fitted_held_out": "fitted, held-out counts",
@@ -185,6 +186,7 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
     payload = _report(model, profile, baseline, dev, dtype, counts, measured, folds,
                       dict(warmup=warmup, repeats=repeats, hooked_repeats=hooked_repeats,
                            statistic=statistic))
+    payload["settings"]["text_tokens"] = text_tokens if images is not None else None
     if images is not None:
         payload["images"] = _image_rows(images, text_tokens, payload["rows"], model, profile, dtype)
     if output is not None:
@@ -232,8 +234,9 @@ def _report(model, profile, baseline, dev, dtype, counts, measured, folds, timin
     def report_for(statistic: str) -> dict:
         measured_total = [m.total_s(statistic) for m in measured]
         measured_class = {c: [m.class_s(statistic)[c] for m in measured] for c in OPERATOR_CLASSES}
+        extra = {"ceilings": totals(unit)} if baseline is not None else None
         return build_report(counts, measured_total, measured_class, unit, profile.efficiency,
-                            baseline_totals, folds)
+                            baseline_totals, folds, extra)
 
     statistic = timing["statistic"]
     report = report_for(statistic)
@@ -252,10 +255,12 @@ def _report(model, profile, baseline, dev, dtype, counts, measured, folds, timin
                 "intermediate_size": llm.intermediate_size, "vocab_size": llm.vocab_size},
         "dtype": dtype, "quant": quant.label, "profile": profile.name,
         "baseline": baseline_profile.name if baseline else f"{profile.name} at efficiency 1",
+        "baseline_description": baseline_profile.description,
         "accounting": ACCOUNTING, "flash_attention": FLASH_ATTENTION,
-        "accounting_reason": "transformers' Llama runs SDPA, a fused FlashAttention-style kernel "
-                             "that never writes the s x s scores; the fpcost accounting counts "
-                             "the full s x s work, so causal skipping shows in the attention efficiency",
+        "accounting_reason": "transformers' Llama runs SDPA, which dispatches to a fused "
+                             "FlashAttention-style kernel (on CPU as on GPU): the s x s scores "
+                             "never reach memory and the tiles above the causal diagonal are "
+                             "skipped, which is what fpcost's fused-attention operator counts",
         "summary_statistic": f"{statistic} of {timing['repeats']} passes after {timing['warmup']} "
                              f"warm-up; class split from {timing['hooked_repeats']} hooked passes",
         **timing,

@@ -301,3 +301,27 @@ def calibrated(profile: HardwareProfile, efficiencies: dict[str, float], how: st
     for op_class in efficiencies:
         sources[f"efficiency.{op_class}"] = how
     return replace(profile, efficiency=dict(efficiencies), sources=sources)
+
+
+def nominal_profile(measured: CeilingMeasurements, name: str, peak_flops_per_s: float,
+                    peak_source: str) -> HardwareProfile:
+    """A datasheet-style profile: every compute ceiling at the nominal peak
+    ``peak_flops_per_s`` (for a CPU: cores × clock × SIMD FLOP per cycle, the figure a spec
+    sheet gives), efficiency 1. Bandwidth and memory have no such figure here and keep the
+    measured values; their sources say so. The "before" of a calibration."""
+    measured_profile = build_profile(measured, name)
+    sources = {key: f"nominal: {peak_source}" for key in (
+        "tensor_fp16_flops_per_s", "tensor_int8_ops_per_s", "vector_fp16_flops_per_s",
+        "vector_fp32_flops_per_s")}
+    if measured.device_type == "cpu":
+        sources["tensor_fp32_flops_per_s"] = f"nominal: {peak_source}"
+    for key in ("hbm_bandwidth_bytes_per_s", "memory_bytes", "onchip_buffer_bytes"):
+        sources[key] = measured_profile.sources[key] + " (no nominal figure: measured)"
+    return replace(
+        measured_profile,
+        description=f"nominal (datasheet-style) peaks of {measured.device_name}",
+        tensor_fp16_flops_per_s=peak_flops_per_s, tensor_int8_ops_per_s=peak_flops_per_s,
+        vector_fp16_flops_per_s=peak_flops_per_s, vector_fp32_flops_per_s=peak_flops_per_s,
+        tensor_fp32_flops_per_s=peak_flops_per_s if measured.device_type == "cpu" else None,
+        sources=sources,
+    )

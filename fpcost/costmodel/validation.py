@@ -178,15 +178,17 @@ def build_report(
     profile_efficiency: Mapping[str, float],
     baseline_total_s: Sequence[float],
     num_folds: int = 2,
+    extra_total_s: Mapping[str, Sequence[float]] | None = None,
 ) -> dict:
     """Rows (one per token count) and summary of a validation run.
 
     ``unit_class_s`` are the cost model's class times at efficiency 1 on the profile's
     ceilings; ``profile_efficiency`` the profile's own efficiencies (the calibrated
     prediction, fitted on kernels, never on this run); ``baseline_total_s`` the
-    uncalibrated prediction. Fitted variants: efficiencies fitted on every count (in
-    sample) and on interleaved folds, each count judged by the fold that held it out. The
-    reference for speedups is the largest count.
+    uncalibrated prediction; ``extra_total_s`` further named predictions (e.g. the measured
+    ceilings at efficiency 1 when the baseline is a datasheet profile). Fitted variants:
+    efficiencies fitted on every count (in sample) and on interleaved folds, each count
+    judged by the fold that held it out. The reference for speedups is the largest count.
     """
     if not num_tokens:
         raise WorkloadError("validation needs at least one token count")
@@ -201,6 +203,9 @@ def build_report(
         "profile": variant_errors(predicted, measured_total_s, reference),
         "fitted_in_sample": variant_errors(in_sample, measured_total_s, reference),
     }
+    extra_total_s = dict(extra_total_s or {})
+    for name, predicted_extra in extra_total_s.items():
+        variants[name] = variant_errors(predicted_extra, measured_total_s, reference)
     held_out = held_out_speedup = None
     fold_eff: list[dict[str, float]] = []
     if len(num_tokens) >= num_folds:
@@ -223,6 +228,7 @@ def build_report(
             "in_sample_predicted_s": in_sample[i],
             "held_out_predicted_s": None if held_out is None else held_out[i],
             "held_out_predicted_speedup": None if held_out_speedup is None else held_out_speedup[i],
+            **{f"{name}_predicted_s": values[i] for name, values in extra_total_s.items()},
             "measured_class_s": {c: measured_class_s[c][i] for c in OPERATOR_CLASSES},
             "predicted_class_s": {c: profile_class[c][i] for c in OPERATOR_CLASSES},
         })

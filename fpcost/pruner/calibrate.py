@@ -27,6 +27,7 @@ from fpcost.costmodel.calibration import (
     calibrated,
     fit_kernel_efficiencies,
     kernel_suite,
+    nominal_profile,
     shortfall_notes,
 )
 from fpcost.costmodel.hardware import HardwareProfile
@@ -41,6 +42,7 @@ from .timing import (
     fixed_threads,
     measure_s,
     memory_bytes,
+    nominal_cpu_peak,
     summarize,
 )
 
@@ -70,6 +72,9 @@ class CalibrationResult:
     measurements: CeilingMeasurements
     kernel_cases: tuple[KernelCase, ...]
     kernel_times_s: tuple[float, ...]
+    # Datasheet-style profile (nominal SIMD peak, efficiency 1); CPUs only: a GPU's
+    # datasheet figures are the built-in profiles.
+    nominal: HardwareProfile | None = None
 
 
 def _repeat(fn: Callable[[], object], times: int) -> Callable[[], None]:
@@ -284,8 +289,12 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
     how = (f"measured: fitted over this class's share of {len(cases)} single-operator "
            f"{suite_dtype} kernels (Llama layer shapes; causal SDPA with rotary), relative "
            "least squares against the roofline on the measured ceilings")
+    nominal = None
+    peak = nominal_cpu_peak(device.num_threads) if device.type == "cpu" else None
+    if peak is not None:
+        nominal = nominal_profile(measurements, f"{name}-nominal", *peak)
     return CalibrationResult(calibrated(profile, efficiencies, how), measurements,
-                             tuple(cases), tuple(times))
+                             tuple(cases), tuple(times), nominal)
 
 
 def _provenance(device: Device, dtypes, suite_dtype, warmup, repeats, statistic) -> dict[str, str]:

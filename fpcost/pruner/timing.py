@@ -27,7 +27,7 @@ from typing import Any, Protocol
 import torch
 
 from fpcost.costmodel.errors import FpcostError
-from fpcost.costmodel.units import MILLI
+from fpcost.costmodel.units import MEGA, MILLI
 
 DEVICES = ("cpu", "cuda")
 # How repeated timings are summarised. The median is the default; the minimum is the
@@ -225,3 +225,35 @@ def measure_s(fn: Callable[[], Any], timer: Any, warmup: int = 1, repeats: int =
     """Seconds of one call of ``fn``: ``repeats`` timed calls after ``warmup`` untimed ones,
     reduced by ``statistic`` (the median unless told otherwise)."""
     return summarize(time_repeats(fn, timer, warmup, repeats), statistic)
+
+
+FMA_UNITS_PER_CORE = 2  # two 256/512-bit FMA pipes: Intel since Haswell, AMD since Zen 2
+FLOPS_PER_FMA = 2
+FP32_BYTES = 4
+SIMD_BITS = {"avx512f": 512, "avx2": 256, "avx": 256, "sse2": 128}
+
+
+def nominal_cpu_peak(num_threads: int) -> tuple[float, str] | None:
+    """(FP32 FLOP/s, derivation) a spec sheet would give for ``num_threads`` cores:
+    cores × nominal clock × SIMD lanes × 2 (FMA) × 2 FMA units; None off Linux."""
+    flags: set[str] = set()
+    mhz = None
+    with contextlib.suppress(OSError, ValueError):
+        with open("/proc/cpuinfo", encoding="utf-8") as handle:
+            for line in handle:
+                key, _, value = line.partition(":")
+                key = key.strip().lower()
+                if key == "flags" and not flags:
+                    flags = set(value.split())
+                elif key == "cpu mhz" and mhz is None:
+                    mhz = float(value)
+    if mhz is None or not flags:
+        return None
+    bits = max((b for flag, b in SIMD_BITS.items() if flag in flags), default=64)
+    lanes = bits // (8 * FP32_BYTES)
+    fma = "fma" in flags or "avx512f" in flags
+    per_cycle = lanes * (FLOPS_PER_FMA if fma else 1) * FMA_UNITS_PER_CORE
+    peak = num_threads * mhz * MEGA * per_cycle
+    return peak, (f"{num_threads} core(s) x {mhz:.0f} MHz (/proc/cpuinfo) x {per_cycle} FP32 "
+                  f"FLOP/cycle ({bits}-bit SIMD, {'FMA' if fma else 'no FMA'}, "
+                  f"{FMA_UNITS_PER_CORE} units)")

@@ -9,6 +9,8 @@ come from forward hooks attached to the model instance (removed on exit):
 - norm      = every RMSNorm
 - attention = each attention module minus its projections (rotary, SDPA, cache update)
 - vector    = the rest of the pass (SwiGLU product, residual adds, embedding lookup, masks)
+
+Hooked passes only apportion the time: the measured total comes from un-hooked passes.
 """
 
 from __future__ import annotations
@@ -55,12 +57,20 @@ class PrefillMeasurement:
         return summarize(list(self.total_repeats_s), statistic)
 
     def class_s(self, statistic: str = "median") -> dict[str, float]:
-        """Per class: the median over hooked passes, or (``min``) the split of the fastest
-        hooked pass, so that the classes come from one undisturbed pass."""
+        """The total (``total_s``) split by class in the proportions the hooked passes
+        measured: the median share of each class over the hooked passes (normalised to sum
+        to 1), or (``min``) the shares of the fastest hooked pass. Shares, not the hooked
+        seconds themselves, so that load from other jobs that differs between the hooked
+        and the un-hooked passes cannot make the classes disagree with the total."""
         if statistic == "min":
-            return dict(min(self.hooked_repeats, key=lambda pass_: pass_[0])[1])
-        return {c: summarize([split[c] for _, split in self.hooked_repeats], statistic)
-                for c in OPERATOR_CLASSES}
+            hooked_total, split = min(self.hooked_repeats, key=lambda pass_: pass_[0])
+            shares = {c: split[c] / hooked_total for c in OPERATOR_CLASSES}
+        else:
+            shares = {c: summarize([split[c] / total for total, split in self.hooked_repeats],
+                                   statistic) for c in OPERATOR_CLASSES}
+        norm = sum(shares.values())
+        total = self.total_s(statistic)
+        return {c: total * share / norm for c, share in shares.items()}
 
 
 def required_memory_bytes(llm: LLMSpec, num_tokens: int, bits: int) -> float:

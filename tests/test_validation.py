@@ -158,9 +158,8 @@ def test_profile_from_another_device_is_rejected(a6000, tmp_path):
 
 
 def _cpu_profile(tmp_path):
-    from tests.test_calibration import measurements
-
     from fpcost.costmodel.calibration import build_profile
     from fpcost.hardware_profiles import write_profile
+    from tests.test_calibration import measurements
 
     return write_profile(build_profile(measurements(), "test-cpu"), tmp_path / "cpu.toml")

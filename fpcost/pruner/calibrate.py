@@ -32,7 +32,7 @@ from fpcost.costmodel.calibration import (
 )
 from fpcost.costmodel.hardware import HardwareProfile
 from fpcost.costmodel.quant import QuantPlan
-from fpcost.costmodel.units import KILO
+from fpcost.costmodel.units import GIGA, KILO, MEGA, MILLI
 
 from .timing import (
     DTYPE_BITS,
@@ -56,9 +56,9 @@ MATMUL_SHAPES = {
              (4096, 4096, 4096), (8192, 8192, 8192)),
 }
 VECTOR_SIZES = {"cpu": (2**14, 2**16, 2**18, 2**20), "cuda": (2**20, 2**22, 2**24)}
-COPY_BYTES = {"cpu": 512e6, "cuda": 2e9}  # ≫ last-level cache, small next to memory
+COPY_BYTES = {"cpu": 512 * MEGA, "cuda": 2 * GIGA}  # ≫ last-level cache, small next to memory
 MAX_CALL_S = {"cpu": 1.0, "cuda": 0.5}
-INNER_LOOP_SECONDS = 2e-3  # batch tiny kernels into calls of at least this long
+INNER_LOOP_SECONDS = 2 * MILLI  # batch tiny kernels into calls of at least this long
 INT8_MIN_ROWS = 17  # torch._int_mm needs m > 16
 GPU_REGISTER_FILE_BYTES = 256 * KILO  # per SM, LLM-Viewer's on-chip buffer (docs/hardware.md)
 SUITE_DTYPE = {"cpu": "float32", "cuda": "float16"}

@@ -19,15 +19,16 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from fpcost.costmodel.accounting import Accounting
+from fpcost.costmodel.anyres import parse_image_size
 from fpcost.costmodel.errors import WorkloadError
-from fpcost.costmodel.estimate import STAGES, Estimate
+from fpcost.costmodel.estimate import Estimate
 from fpcost.costmodel.estimate import estimate as _estimate
 from fpcost.costmodel.hardware import HardwareProfile
 from fpcost.costmodel.hfconfig import load_config_json
+from fpcost.costmodel.pipeline import ALL_STAGES, make_workload
 from fpcost.costmodel.presets import get_preset
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.spec import ModelSpec
-from fpcost.costmodel.workload import Workload, visual_tokens_for_ratio
 
 __all__ = ["estimate", "resolve_hardware", "resolve_model", "resolve_quant", "sweep"]
 
@@ -78,19 +79,36 @@ def estimate(
     batch: int = 1,
     accounting: Accounting | str = "fpcost",
     flash_attention: bool = False,
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] | None = None,
+    *,
+    output_tokens: int = 1,
+    image_size: tuple[int, int] | str | None = None,
+    frame_tokens: tuple[int, ...] | None = None,
+    vision_quant: QuantPlan | str | None = None,
+    vision_layers: str = "all",
 ) -> Estimate:
-    """Roofline estimate of one workload; the same numbers as ``fpcost estimate``.
+    """Roofline estimate of one request; the same numbers as ``fpcost estimate``.
 
     The LLM's prompt is ``visual_tokens`` (default: all of the model's; or a fraction
-    ``keep_ratio`` of them) plus ``text_tokens``; ``tokens`` instead sets the whole prompt.
-    Returns an ``Estimate``: ``.totals()`` maps each stage to its ``StageTotals`` (SI units),
-    ``.to_frame()`` is a per-operator pandas DataFrame.
+    ``keep_ratio`` of them; or a video's per-frame ``frame_tokens``) plus ``text_tokens``;
+    ``tokens`` instead sets the whole prompt. ``image_size`` ((width, height) or "WxH")
+    drives LLaVA-NeXT's AnyRes; ``output_tokens`` decode steps follow the prefill.
+    ``stages``: default every stage the request runs (vision, selection when pruned,
+    projector, prefill, decode). Returns an ``Estimate``: ``.totals()`` maps each stage to
+    its ``StageTotals`` (SI units), ``.end_to_end()`` sums them, ``.to_frame()`` is a
+    per-operator pandas DataFrame.
     """
     model = resolve_model(model)
-    workload = _workload(model, keep_ratio, visual_tokens, text_tokens, tokens, batch)
+    if isinstance(image_size, str):
+        image_size = parse_image_size(image_size)
+    workload = make_workload(model, tokens=tokens, visual_tokens=visual_tokens,
+                             keep_ratio=keep_ratio, frame_tokens=frame_tokens,
+                             text_tokens=text_tokens, batch=batch, image_size=image_size,
+                             output_tokens=output_tokens)
+    vision_plan = resolve_quant(quant=vision_quant) if vision_quant is not None else None
     return _estimate(model, workload, resolve_hardware(hardware), resolve_quant(bits, quant),
-                     accounting, flash_attention, tuple(stages))
+                     accounting, flash_attention, None if stages is None else tuple(stages),
+                     vision_quant=vision_plan, vision_layers=vision_layers)
 
 
 def sweep(
@@ -104,7 +122,7 @@ def sweep(
     batch=1,
     accounting: Accounting | str = "fpcost",
     flash_attention: bool = False,
-    stages: tuple[str, ...] = STAGES,
+    stages: tuple[str, ...] = ALL_STAGES,
     force: bool = False,
 ):
     """Every combination of the given models, devices, plans, visual tokens and batch sizes,
@@ -140,21 +158,3 @@ def _listed(value) -> list:
     if isinstance(value, str | bytes | os.PathLike) or not isinstance(value, Iterable):
         return [value]
     return list(value)
-
-
-def _workload(model: ModelSpec, keep_ratio, visual_tokens, text_tokens, tokens, batch) -> Workload:
-    """The workload the token arguments describe (as ``fpcost estimate``'s options)."""
-    if tokens is not None and (visual_tokens is not None or keep_ratio is not None):
-        raise WorkloadError("tokens sets the whole prompt; do not combine it with "
-                            "visual_tokens or keep_ratio")
-    if visual_tokens is not None and keep_ratio is not None:
-        raise WorkloadError("give either visual_tokens or keep_ratio, not both")
-    if tokens is not None:
-        return Workload.from_total(tokens, model.default_num_visual_tokens, batch)
-    if model.kind == "llm" and visual_tokens is None:
-        raise WorkloadError(f"model {model.name!r} is a text-only LLM config; give tokens=N")
-    if keep_ratio is not None:
-        visual_tokens = visual_tokens_for_ratio(model.default_num_visual_tokens, keep_ratio)
-    elif visual_tokens is None:
-        visual_tokens = model.default_num_visual_tokens
-    return Workload(visual_tokens, text_tokens, batch)

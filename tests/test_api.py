@@ -45,7 +45,7 @@ def test_estimate_by_name_equals_the_cost_model(a6000):
     direct = estimate(get_preset("llava-1.5-7b"), Workload(288, 40, 2), a6000, QuantPlan.uniform(4))
     assert isinstance(result, Estimate)
     assert result.totals() == direct.totals()
-    assert set(result.totals()) == {"prefill", "decode"}
+    assert set(result.totals()) == {"vision", "selection", "projector", "prefill", "decode"}
     frame = result.to_frame()
     assert isinstance(frame, pd.DataFrame)
     assert frame.groupby("stage").time_s.sum()["prefill"] == pytest.approx(
@@ -66,8 +66,8 @@ def test_estimate_takes_objects_config_paths_and_token_options(tmp_path, a100):
 @pytest.mark.parametrize("kwargs, error, message", [
     ({"bits": 4, "quant": "w4a4"}, WorkloadError, "either bits or quant"),
     ({"bits": 3}, WorkloadError, "weight_bits = 3 is not supported"),
-    ({"tokens": 10, "keep_ratio": 0.5}, WorkloadError, "tokens sets the whole prompt"),
-    ({"visual_tokens": 10, "keep_ratio": 0.5}, WorkloadError, "either visual_tokens or keep_ratio"),
+    ({"tokens": 10, "keep_ratio": 0.5}, WorkloadError, "give only one of tokens"),
+    ({"visual_tokens": 10, "keep_ratio": 0.5}, WorkloadError, "give only one of tokens"),
     ({"keep_ratio": 2.0}, WorkloadError, r"keep ratio 2\.0 must be in \(0, 1\]"),
     ({"model": "llava-2"}, ConfigError, "unknown model 'llava-2'"),
     ({"model": "missing/config.json"}, ConfigError, "does not exist"),

@@ -81,7 +81,7 @@ def test_table3_json(capsys):
     (["estimate", "--tokens", "1.5"], "'1.5' is not a valid integer"),
     (["estimate", "--keep-ratio", "0"], "keep ratio 0.0 must be in (0, 1]"),
     (["estimate", "--batch", "0"], "0 is not in the range"),
-    (["estimate", "--tokens", "10", "--keep-ratio", "0.5"], "do not combine"),
+    (["estimate", "--tokens", "10", "--keep-ratio", "0.5"], "give only one of tokens"),
     (["estimate", "--config", "/no/such/config.json"], "does not exist"),
     (["estimate", "--tokens-from", "/no/such.json"], "does not exist"),
 ])

@@ -51,7 +51,8 @@ def test_roofline_points_and_ceilings(a6000):
         assert point["attained_flops_per_s"] <= min(
             a6000.hbm_bandwidth_bytes_per_s * point["intensity_flops_per_byte"],
             max(peak for _, peak in plot.ceilings([result]))) * (1 + 1e-12)
-    assert [label for label, _ in plot.ceilings([result])] == ["INT4 tensor", "FP16 vector"]
+    # the LLM at INT4; the vision tower and projector at FP16 (tensor and vector)
+    assert [label for label, _ in plot.ceilings([result])] == ["INT4 tensor", "FP16 tensor", "FP16 vector"]
 
 
 @pytest.mark.parametrize("args, message", [

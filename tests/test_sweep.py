@@ -156,3 +156,21 @@ def test_errors_name_the_value(a6000, kwargs, message):
 def test_hardware_must_be_a_profile():
     with pytest.raises(WorkloadError, match="is not a HardwareProfile"):
         sweep(["llava-1.5-7b"], ["a6000"], [16])
+
+
+@pytest.mark.parametrize("model", ["llava-1.5-7b", "videollava", "llava-next-7b"])
+def test_vision_stages_and_ttft_equal_the_scalar_estimate(model, a6000):
+    """Every stage of the whole request, selection included where pruned (zero elsewhere),
+    and the time to first token, as the scalar ``estimate()`` gives them."""
+    spec = get_preset(model)
+    frame = sweep([spec], [a6000], [16, 4], keep_ratios=[0.2, 0.5, 1.0], batch_sizes=[1, 3])
+    for row in frame.itertuples(index=False):
+        result = estimate(spec, Workload(row.num_visual_tokens, row.num_text_tokens, row.batch_size),
+                          a6000, QuantPlan.parse(row.quant))
+        totals = result.totals()
+        assert ("selection" in totals) == (row.keep_ratio < 1)
+        for stage in ("vision", "selection", "projector", "prefill", "decode"):
+            for total in TOTALS:
+                expected = getattr(totals[stage], total) if stage in totals else 0.0
+                assert getattr(row, f"{stage}_{total}") == pytest.approx(expected, rel=1e-12, abs=0)
+        assert row.ttft_s == pytest.approx(result.ttft_s, rel=1e-12)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
 
 import click
@@ -12,12 +11,19 @@ from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.estimate import Estimate
 from fpcost.costmodel.estimate import estimate as run_estimate
 from fpcost.costmodel.memory import MemoryFootprint, memory_footprint
-from fpcost.costmodel.pipeline import ALL_STAGES, is_pruned, projected_tokens, visual_layout
+from fpcost.costmodel.pipeline import (
+    ALL_STAGES,
+    is_pruned,
+    make_workload,
+    parse_frame_tokens,
+    projected_tokens,
+    visual_layout,
+)
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.units import GIGA, MEGA, MILLI, TERA
 from fpcost.costmodel.vision import VISION_LAYER_MODES, num_vision_layers_run
-from fpcost.costmodel.workload import Workload, visual_tokens_for_ratio
+from fpcost.costmodel.workload import Workload
 
 from .options import (
     NON_NEGATIVE_INT,
@@ -55,15 +61,6 @@ OPERATOR_COLUMNS = (
 )
 
 
-def parse_frame_tokens(text: str) -> tuple[int, ...]:
-    """``"64,64,32"`` → (64, 64, 32): non-negative integers, comma-separated."""
-    parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() for p in parts):
-        raise WorkloadError(f"--frame-tokens {text!r} must be comma-separated non-negative integers, "
-                            "one per frame (e.g. 64,64,64,64,64,64,64,64)")
-    return tuple(int(p) for p in parts)
-
-
 def parse_layers(text: str) -> tuple[int, ...]:
     """``"-6,-5,-4,-3,-2"`` → a tuple of layer indices."""
     try:
@@ -76,37 +73,11 @@ def parse_layers(text: str) -> tuple[int, ...]:
 def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
                           image_size=None, frame_tokens=None, output_tokens=1) -> Workload:
     """The one workload the token options describe (``--tokens-from`` is handled apart)."""
-    if tokens is not None and (visual_tokens is not None or keep_ratio is not None):
-        raise click.UsageError("--tokens sets the whole input; do not combine it with "
-                               "--visual-tokens or --keep-ratio")
-    if visual_tokens is not None and keep_ratio is not None:
-        raise click.UsageError("give either --visual-tokens or --keep-ratio, not both")
-    if frame_tokens is not None and (tokens is not None or visual_tokens is not None
-                                     or keep_ratio is not None):
-        raise click.UsageError("--frame-tokens sets the visual tokens; do not combine it with "
-                               "--tokens, --visual-tokens or --keep-ratio")
     size = parse_image_size(image_size) if image_size is not None else None
-    unpruned = visual_layout(model, size).num_visual_tokens
-    extra = {"num_output_tokens": output_tokens, "image_size": size}
-    if tokens is not None:
-        return replace(Workload.from_total(tokens, unpruned, batch), **extra)
-    if model.kind == "llm" and visual_tokens is None:
-        raise WorkloadError(f"model {model.name!r} is a text-only LLM config; give --tokens N")
-    if frame_tokens is not None:
-        counts = parse_frame_tokens(frame_tokens)
-        per_frame = unpruned // model.num_frames
-        if model.num_frames == 1:
-            raise WorkloadError(f"--frame-tokens needs a video model; {model.name!r} has one image "
-                                "per sample (use --visual-tokens or --keep-ratio)")
-        if len(counts) != model.num_frames or max(counts) > per_frame:
-            raise WorkloadError(f"--frame-tokens {frame_tokens!r} must give {model.num_frames} counts "
-                                f"(one per frame), each in 0..{per_frame}")
-        return Workload(sum(counts), text_tokens, batch, frame_tokens=counts, **extra)
-    if keep_ratio is not None:
-        visual_tokens = visual_tokens_for_ratio(unpruned, keep_ratio)
-    elif visual_tokens is None:
-        visual_tokens = unpruned
-    return Workload(visual_tokens, text_tokens, batch, **extra)
+    counts = parse_frame_tokens(frame_tokens) if frame_tokens is not None else None
+    return make_workload(model, tokens=tokens, visual_tokens=visual_tokens, keep_ratio=keep_ratio,
+                         frame_tokens=counts, text_tokens=text_tokens, batch=batch,
+                         image_size=size, output_tokens=output_tokens)
 
 
 def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint | None = None) -> dict:

@@ -10,8 +10,9 @@ from pathlib import Path
 import click
 
 from fpcost.costmodel.accounting import ACCOUNTING_MODES
+from fpcost.costmodel.pipeline import ALL_STAGES
 from fpcost.costmodel.sweep import MAX_CONFIGURATIONS
-from fpcost.costmodel.units import GIGA, MILLI, TERA, VALID_BITS
+from fpcost.costmodel.units import MILLI, VALID_BITS
 
 from .files import write_atomic
 from .render import FORMATS, Column, render_table, scaled, stderr_console
@@ -80,13 +81,16 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
     ]
     if "prefill" in stages:
         cols += [
-            Column("prefill_flops", "Prefill TFLOPs", scaled(TERA, 2)),
-            Column("prefill_memory_access_bytes", "Prefill memory (GB)", scaled(GIGA, 2)),
             Column("prefill_time_s", "Prefill (ms)", scaled(MILLI, 2)),
             Column("prefill_speedup", "Speedup", lambda v: "—" if v != v else f"{v:.2f}×"),
         ]
     if "decode" in stages:
         cols.append(Column("decode_time_s", "Decode step (ms)", scaled(MILLI, 3)))
+    if "vision" in stages:
+        cols += [
+            Column("ttft_s", "TTFT (ms)", scaled(MILLI, 2)),
+            Column("ttft_speedup", "TTFT speedup", lambda v: "—" if v != v else f"{v:.2f}×"),
+        ]
     return cols
 
 
@@ -112,8 +116,9 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
 @click.option("--accounting", type=click.Choice(sorted(ACCOUNTING_MODES)), default="fpcost",
               show_default=True, help="fpcost: corrected counting; llm-viewer: LLM-Viewer (2024).")
 @click.option("--flash-attention/--no-flash-attention", default=False, show_default=True)
-@click.option("--stage", type=click.Choice(["prefill", "decode", "all"]), default="all",
-              show_default=True, help="Stage(s) to estimate; decode = one step over the prompt.")
+@click.option("--stage", type=click.Choice([*ALL_STAGES, "all"]), default="all", show_default=True,
+              help="Stage(s) to estimate; all = vision, selection (zero where nothing is pruned), "
+                   "projector, prefill, decode (one step over the prompt).")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="table",
               show_default=True, help="Table (a subset of columns), or JSON / CSV (all columns).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -143,11 +148,11 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         batch=parse_ints(batch, "--batch", 1),
         accounting=accounting,
         flash_attention=flash_attention,
-        stages=("prefill", "decode") if stage == "all" else (stage,),
+        stages=ALL_STAGES if stage == "all" else (stage,),
         force=force,
     )
     if output_format == "table":
-        _render(frame, ("prefill", "decode") if stage == "all" else (stage,))
+        _render(frame, ALL_STAGES if stage == "all" else (stage,))
         return
     text = frame_text(frame, output_format)
     if output is None:
@@ -171,7 +176,9 @@ def _render(frame, stages) -> None:
     caption = (
         f"{total:,} configurations; accounting {first['accounting']}, FlashAttention "
         f"{'on' if first['flash_attention'] else 'off'}, {first['num_text_tokens']} text tokens. "
-        "Speedup: prefill with all visual tokens / this prefill. GB = 1e9 B; TFLOPs = 1e12 FLOPs."
+        "Speedup: prefill with all visual tokens / this prefill; TTFT (time to first token) = "
+        "vision + selection + projector + prefill. --format csv gives every column (FLOPs, "
+        "bytes, per stage)."
     )
     if total > TABLE_ROW_LIMIT:
         caption += f" First {TABLE_ROW_LIMIT} rows shown; --format csv for all columns and rows."

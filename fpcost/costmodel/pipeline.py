@@ -29,7 +29,7 @@ from .pruning import DEFAULT_SELECTION, SelectionSpec, selection_ops
 from .quant import QuantPlan
 from .spec import ModelSpec
 from .vision import num_vision_layers_run, projector_ops, vision_tower_ops
-from .workload import Workload
+from .workload import Workload, visual_tokens_for_ratio
 
 VISION_STAGES = ("vision", "selection", "projector")
 LLM_STAGES = ("prefill", "decode")
@@ -128,22 +128,81 @@ def stage_ops(stage: str, model: ModelSpec, workload: Workload, settings: Pipeli
         return decoder_ops(model.llm, settings.quant, step, settings.accounting,
                            settings.flash_attention, settings.onchip_buffer_bytes)
     layout = visual_layout(model, workload.image_size)
-    num_layers = num_vision_layers_run(model.vision, settings.vision_layers)
-    if stage == "vision":
-        return vision_tower_ops(model.vision, settings.vision_quant, batch * layout.num_images,
-                                num_layers, settings.flash_attention, settings.onchip_buffer_bytes)
-    if stage == "selection":
-        return selection_ops(model.vision, settings.selection, batch * layout.num_images, num_layers,
-                             settings.vision_quant.act_bits)
-    if stage == "projector":
-        return projector_ops(model.projector, settings.vision_quant,
-                             batch * projected_tokens(model, workload))
+    if stage in VISION_STAGES:
+        return vision_side_ops(stage, model, settings, layout, workload.num_visual_tokens, batch)
     raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
 
 
+def vision_side_ops(stage: str, model: ModelSpec, settings: PipelineSettings, layout: VisualLayout,
+                    num_visual_tokens, batch_size) -> list[Op]:
+    """Operators of the ``vision``, ``selection`` or ``projector`` stage for samples whose LLM
+    receives ``num_visual_tokens`` visual tokens. Token counts and the batch may be integer
+    arrays (a sweep): the selection stage then costs nothing where nothing is pruned."""
+    num_layers = num_vision_layers_run(model.vision, settings.vision_layers)
+    num_images = batch_size * layout.num_images
+    if stage == "vision":
+        return vision_tower_ops(model.vision, settings.vision_quant, num_images, num_layers,
+                                settings.flash_attention, settings.onchip_buffer_bytes)
+    if stage == "selection":
+        pruned = num_visual_tokens < layout.num_visual_tokens  # bool, or a bool array
+        return selection_ops(model.vision, settings.selection, num_images * pruned, num_layers,
+                             settings.vision_quant.act_bits)
+    # projector: all tokens it sees unpruned (LLaVA-NeXT: every crop before unpadding), or
+    # the kept ones, whichever is fewer; a - (a - b)·(a > b) = min(a, b) for ints and arrays
+    projected = layout.num_projected_tokens
+    tokens = num_visual_tokens - (num_visual_tokens - projected) * (num_visual_tokens > projected)
+    return projector_ops(model.projector, settings.vision_quant, batch_size * tokens)
+
+
 def projected_tokens(model: ModelSpec, workload: Workload) -> int:
-    """Tokens per sample the projector runs on (see the module docstring)."""
+    """Tokens per sample the projector runs on (see ``vision_side_ops``)."""
     layout = visual_layout(model, workload.image_size)
-    if is_pruned(model, workload):
-        return min(workload.num_visual_tokens, layout.num_projected_tokens)
-    return layout.num_projected_tokens
+    return min(workload.num_visual_tokens, layout.num_projected_tokens)
+
+
+def parse_frame_tokens(text: str) -> tuple[int, ...]:
+    """``"64,64,32"`` → (64, 64, 32): non-negative integers, comma-separated."""
+    parts = [p.strip() for p in text.split(",")]
+    if not all(p.isdigit() for p in parts):
+        raise WorkloadError(f"frame tokens {text!r} must be comma-separated non-negative integers, "
+                            "one per frame (e.g. 64,64,64,64,64,64,64,64)")
+    return tuple(int(p) for p in parts)
+
+
+def make_workload(model: ModelSpec, *, tokens: int | None = None, visual_tokens: int | None = None,
+                  keep_ratio: float | None = None, frame_tokens: tuple[int, ...] | None = None,
+                  text_tokens: int = 40, batch: int = 1, image_size: tuple[int, int] | None = None,
+                  output_tokens: int = 1) -> Workload:
+    """The workload that one way of giving the visual tokens describes, shared by the CLI and
+    the Python API: ``tokens`` (the whole prompt), ``visual_tokens``, ``keep_ratio`` (of the
+    unpruned count) or ``frame_tokens`` (a video's kept tokens per frame); by default every
+    visual token the model produces for ``image_size``."""
+    given = [name for name, value in (("tokens", tokens), ("visual_tokens", visual_tokens),
+                                       ("keep_ratio", keep_ratio), ("frame_tokens", frame_tokens))
+             if value is not None]
+    if len(given) > 1:
+        raise WorkloadError(f"give only one of tokens, visual_tokens, keep_ratio, frame_tokens "
+                            f"(got {' and '.join(given)})")
+    unpruned = visual_layout(model, image_size).num_visual_tokens
+    extra = {"num_output_tokens": output_tokens, "image_size": image_size}
+    if tokens is not None:
+        whole = Workload.from_total(tokens, unpruned, batch)
+        return Workload(whole.num_visual_tokens, whole.num_text_tokens, batch, **extra)
+    if model.kind == "llm" and visual_tokens is None:
+        raise WorkloadError(f"model {model.name!r} is a text-only LLM config; give the prompt "
+                            "length (--tokens N)")
+    if frame_tokens is not None:
+        per_frame = unpruned // model.num_frames
+        if model.num_frames == 1:
+            raise WorkloadError(f"frame tokens need a video model; {model.name!r} has one image "
+                                "per sample (give visual tokens or a keep ratio)")
+        if len(frame_tokens) != model.num_frames or max(frame_tokens) > per_frame:
+            raise WorkloadError(f"frame tokens {','.join(map(str, frame_tokens))} must be "
+                                f"{model.num_frames} counts (one per frame), each in 0..{per_frame}")
+        return Workload(sum(frame_tokens), text_tokens, batch, frame_tokens=tuple(frame_tokens),
+                        **extra)
+    if keep_ratio is not None:
+        visual_tokens = visual_tokens_for_ratio(unpruned, keep_ratio)
+    elif visual_tokens is None:
+        visual_tokens = unpruned
+    return Workload(visual_tokens, text_tokens, batch, **extra)

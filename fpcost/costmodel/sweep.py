@@ -23,10 +23,17 @@ import numpy as np
 
 from .accounting import Accounting, get_accounting
 from .errors import ConfigError, WorkloadError
-from .estimate import STAGES
 from .hardware import HardwareProfile
 from .llm import DecoderPass, decoder_ops
 from .ops import Op
+from .pipeline import (
+    ALL_STAGES,
+    PRE_DECODE_STAGES,
+    VISION_STAGES,
+    PipelineSettings,
+    vision_side_ops,
+    visual_layout,
+)
 from .presets import get_preset
 from .quant import QuantPlan
 from .roofline import time_op
@@ -52,22 +59,33 @@ def build_ops(
     model: ModelSpec,
     quant: QuantPlan,
     stages: Sequence[str],
-    num_prompt_tokens,
+    num_visual_tokens,
+    num_text_tokens: int,
     batch_size,
     accounting: Accounting,
     flash_attention: bool,
     onchip_buffer_bytes: float,
 ) -> list[Op]:
-    """The operators of every stage for prompts of ``num_prompt_tokens`` tokens and a batch
-    of ``batch_size`` (ints or broadcastable int64 arrays), in ``estimate()``'s order.
+    """The operators of every stage for samples of ``num_visual_tokens`` visual and
+    ``num_text_tokens`` text tokens and a batch of ``batch_size`` (ints or broadcastable int64
+    arrays), in ``estimate()``'s order. The vision, selection and projector stages use
+    ``estimate()``'s defaults (16-bit tower, every layer, the default selection); the
+    selection stage costs nothing where nothing is pruned; decode is one step.
 
-    The one place that knows which builders make up a stage (mirrors ``estimate``)."""
+    The one place that knows which builders make up a stage (mirrors ``pipeline.stage_ops``)."""
+    settings = PipelineSettings(quant, accounting, flash_attention, onchip_buffer_bytes)
+    prompt = num_visual_tokens + num_text_tokens
     ops: list[Op] = []
     for stage in stages:
+        if stage in VISION_STAGES:
+            if model.vision is not None:
+                ops += vision_side_ops(stage, model, settings, visual_layout(model),
+                                       num_visual_tokens, batch_size)
+            continue
         step = DecoderPass(
             stage=stage,
-            num_query_tokens=num_prompt_tokens if stage == "prefill" else 1,
-            num_kv_tokens=num_prompt_tokens,
+            num_query_tokens=prompt if stage == "prefill" else 1,
+            num_kv_tokens=prompt,
             batch_size=batch_size,
         )
         ops += decoder_ops(model.llm, quant, step, accounting, flash_attention, onchip_buffer_bytes)
@@ -118,7 +136,7 @@ def sweep(
     num_text_tokens: int = 40,
     accounting: Accounting | str = "fpcost",
     flash_attention: bool = False,
-    stages: Sequence[str] = STAGES,
+    stages: Sequence[str] = ALL_STAGES,
     force: bool = False,
 ):
     """Roofline estimates of every configuration of a grid, as a pandas DataFrame.
@@ -133,9 +151,12 @@ def sweep(
     Columns (SI units): model, hardware, quant, weight_bits, act_bits, kv_bits, accounting,
     flash_attention, keep_ratio, num_visual_tokens, num_text_tokens, num_prompt_tokens,
     batch_size; per stage ``<stage>_flops``, ``<stage>_time_s``,
-    ``<stage>_memory_access_bytes``, ``<stage>_activation_store_bytes``; and with prefill,
+    ``<stage>_memory_access_bytes``, ``<stage>_activation_store_bytes`` (stages: vision,
+    selection, projector, prefill, decode by default; zero where a stage does not run, e.g.
+    selection without pruning or vision for a text-only model); with prefill,
     ``prefill_speedup`` = prefill time with all the model's visual tokens / this prefill
-    time (same model, device, plan and batch; NaN for a text-only model).
+    time (same model, device, plan and batch; NaN for a text-only model); and ``ttft_s``
+    (the sum of the pre-decode stages' times) with its ``ttft_speedup``.
 
     Raises ``WorkloadError`` for invalid values and for more than ``MAX_CONFIGURATIONS``
     rows unless ``force``.
@@ -155,8 +176,8 @@ def sweep(
         accounting = get_accounting(accounting)
     stages = tuple(_as_list([stages] if isinstance(stages, str) else stages, "stages"))
     for stage in stages:
-        if stage not in STAGES:
-            raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(STAGES)}")
+        if stage not in ALL_STAGES:
+            raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
     if keep_ratios is not None and num_visual_tokens is not None:
         raise WorkloadError("give either keep_ratios or num_visual_tokens, not both")
 
@@ -188,27 +209,41 @@ def _model_totals(model, visual, devices, plans, batches, text, stages, accounti
     over a (visual tokens + baseline) × batch grid, and timed on all devices at once."""
     baseline = model.kind != "llm"
     rows_visual = visual + [model.default_num_visual_tokens] if baseline else visual
-    prompt = np.asarray(rows_visual, dtype=np.int64)[:, np.newaxis] + text  # (V[+1], 1)
+    visual_grid = np.asarray(rows_visual, dtype=np.int64)[:, np.newaxis]  # (V[+1], 1)
     batch = np.asarray(batches, dtype=np.int64)[np.newaxis, :]  # (1, B)
     num_visual = len(visual)
     shape = (len(devices), len(plans), num_visual, len(batches))  # (H, Q, V, B)
-    columns = {f"{stage}_{total}": np.empty(shape) for stage in stages for total in TOTALS}
+    columns = {f"{stage}_{total}": np.zeros(shape) for stage in stages for total in TOTALS}
+    ttft_stages = [s for s in stages if s in PRE_DECODE_STAGES]
     if "prefill" in stages:
         columns["prefill_speedup"] = np.full(shape, np.nan)
+    if ttft_stages:
+        columns["ttft_s"] = np.zeros(shape)
+        columns["ttft_speedup"] = np.full(shape, np.nan)
     for q, plan in enumerate(plans):
-        graphs = _device_graphs(model, plan, stages, prompt, batch, accounting, flash, devices)
+        graphs = _device_graphs(model, plan, stages, visual_grid, text, batch, accounting, flash,
+                                devices)
         for indices, ops in graphs:
-            largest = build_ops(model, plan, stages, max(rows_visual) + text, max(batches),
+            largest = build_ops(model, plan, stages, max(rows_visual), text, max(batches),
                                 accounting, flash, devices[indices[0]].onchip_buffer_bytes)
             check_int64_range(largest, f"model {model.name!r}")
             stack = DeviceStack([devices[i] for i in indices])
-            totals = stage_totals(ops, stack, (len(indices), len(rows_visual), len(batches)))
-            for stage in stages:
+            grid_shape = (len(indices), len(rows_visual), len(batches))
+            totals = stage_totals(ops, stack, grid_shape)
+            for stage in totals:  # stages that build no operator here stay zero
                 for total in TOTALS:
                     columns[f"{stage}_{total}"][indices, q] = totals[stage][total][:, :num_visual]
             if "prefill" in stages and baseline:
                 time_s = totals["prefill"]["time_s"]  # (H_group, V + 1, B); row V: baseline
                 columns["prefill_speedup"][indices, q] = time_s[:, num_visual:] / time_s[:, :num_visual]
+            if ttft_stages:
+                ttft = np.zeros(grid_shape)
+                for stage in ttft_stages:
+                    if stage in totals:
+                        ttft = ttft + totals[stage]["time_s"]
+                columns["ttft_s"][indices, q] = ttft[:, :num_visual]
+                if baseline:
+                    columns["ttft_speedup"][indices, q] = ttft[:, num_visual:] / ttft[:, :num_visual]
     return {key: value.ravel() for key, value in columns.items()}
 
 
@@ -239,7 +274,7 @@ class DeviceStack:
         return self._cache[key]
 
 
-def _device_graphs(model, plan, stages, prompt, batch, accounting, flash, devices):
+def _device_graphs(model, plan, stages, visual, text, batch, accounting, flash, devices):
     """[(device indices, operators)]: the devices that share one operator graph. The graph
     depends on a device only through its on-chip buffer (the FlashAttention tile size);
     graphs that come out identical for different buffer sizes are merged, so most sweeps
@@ -249,7 +284,7 @@ def _device_graphs(model, plan, stages, prompt, batch, accounting, flash, device
     for i, device in enumerate(devices):
         by_buffer.setdefault(device.onchip_buffer_bytes if flash else None, []).append(i)
     for indices in by_buffer.values():
-        ops = build_ops(model, plan, stages, prompt, batch, accounting, flash,
+        ops = build_ops(model, plan, stages, visual, text, batch, accounting, flash,
                         devices[indices[0]].onchip_buffer_bytes)
         for known_indices, known_ops in graphs:
             if _same_ops(known_ops, ops):
@@ -286,6 +321,8 @@ def _column_order(stages) -> list[str]:
     columns += [f"{stage}_{total}" for stage in stages for total in TOTALS]
     if "prefill" in stages:
         columns.append("prefill_speedup")
+    if any(stage in PRE_DECODE_STAGES for stage in stages):
+        columns += ["ttft_s", "ttft_speedup"]
     return columns
 
 

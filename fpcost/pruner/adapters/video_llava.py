@@ -1,0 +1,93 @@
+"""Video-LLaVA (``VideoLlavaForConditionalGeneration``): prune per image and per frame.
+
+transformers' Video-LLaVA reads images and videos through two towers and treats them
+differently (checked on 5.23, ``get_image_features`` / ``get_video_features``):
+- images follow ``vision_feature_select_strategy`` ("default" drops CLS: 256 tokens);
+- video frames pass on every token of the feature layer, CLS included, whatever the
+  strategy (8 frames x 257 tokens = ``video_seq_length`` 2056).
+The adapter follows it: image patches are pruned as in LLaVA; each frame keeps its CLS
+feature and prunes its patches, with its own selection, so counts are per frame.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import torch
+from torch import nn
+
+from fpcost.pruner.adapters.common import (
+    PrunedGeneration,
+    PruningError,
+    config_token_id,
+    embed_and_generate,
+    find_module,
+)
+from fpcost.pruner.adapters.llava import project_images
+from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
+
+
+def generate_video_llava(
+    model: nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    pruner,
+    **generate_kwargs,
+) -> PrunedGeneration:
+    """``generate`` with image and frame tokens pruned by ``pruner``.
+
+    ``inputs``: ``input_ids`` (B, L) and optional ``attention_mask`` (B, L) with the
+    processor's placeholders expanded; ``pixel_values`` (or the older name
+    ``pixel_values_images``) (num_images, C, H, W) and/or ``pixel_values_videos``
+    (num_videos, F, C, H, W). Units in the result: one per image, one per frame.
+    """
+    images = inputs.get("pixel_values")
+    if images is None:
+        images = inputs.get("pixel_values_images")
+    videos = inputs.get("pixel_values_videos")
+    if images is None and videos is None:
+        raise PruningError("Video-LLaVA inputs hold neither pixel_values nor pixel_values_videos")
+
+    segments: list[Segment] = []
+    features: dict[int, torch.Tensor] = {}
+    selections = {}
+    if images is not None:
+        token_id = config_token_id(model, "image_token_id", "image_token_index")
+        tower = find_module(model, "image_tower")
+        num_tokens, num_kept, features[token_id], selections["image"] = project_images(
+            model, tower, images, pruner
+        )
+        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
+    if videos is not None:
+        if videos.dim() != 5:
+            raise PruningError(
+                "pixel_values_videos must be (videos, frames, channels, height, width), "
+                f"got {tuple(videos.shape)}"
+            )
+        token_id = config_token_id(model, "video_token_id", "video_token_index")
+        tower = find_module(model, "video_tower")
+        frames = videos.flatten(0, 1)  # (num_videos * F, C, H, W), video-major like the model
+        num_tokens, num_kept, features[token_id], selections["video"] = project_images(
+            model, tower, frames, pruner, keep_prefix=True
+        )
+        segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
+
+    prompt = rebuild_prompt(
+        inputs["input_ids"],
+        inputs.get("attention_mask"),
+        segments,
+        pad_token_id(model, generate_kwargs),
+    )
+    sequences, raw = embed_and_generate(
+        model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs
+    )
+    num_tokens_all = [s.num_tokens for s in segments]
+    num_kept_all = [s.num_kept for s in segments]
+    return PrunedGeneration(
+        sequences=sequences,
+        input_ids=prompt.input_ids,
+        attention_mask=prompt.attention_mask,
+        num_tokens_per_unit=per_sample(num_tokens_all, prompt.segments),
+        num_kept_per_unit=per_sample(num_kept_all, prompt.segments),
+        generate_output=raw,
+        selections=selections,
+    )

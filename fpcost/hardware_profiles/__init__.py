@@ -10,7 +10,7 @@ The file format is documented in docs/hardware.md and in ``schema``.
 
 from .loader import list_profiles, load_profile, resolve_profile_path
 from .schema import profile_from_toml_dict, profile_to_toml_dict
-from .writer import dumps_profile, write_profile
+from .writer import dumps_profile, write_profile, write_text_atomic
 
 __all__ = [
     "dumps_profile",
@@ -20,4 +20,5 @@ __all__ = [
     "profile_to_toml_dict",
     "resolve_profile_path",
     "write_profile",
+    "write_text_atomic",
 ]

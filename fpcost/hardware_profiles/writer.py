@@ -58,10 +58,18 @@ def write_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Pat
     target = Path(path)
     text = dumps_profile(profile)
     profile_from_toml_dict(tomllib.loads(text), str(target))  # never write what we can't read
+    return write_text_atomic(target, text, what="hardware profile")
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file") -> Path:
+    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same directory
+    and ``os.replace``: ``path`` holds either its old content or all of ``text``, even if
+    the process is interrupted. Raises ``HardwareError`` naming ``what`` on OS errors."""
+    target = Path(path)
     try:
         fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     except OSError as exc:
-        raise HardwareError(f"cannot write hardware profile {target}: {exc.strerror}") from None
+        raise HardwareError(f"cannot write {what} {target}: {exc.strerror}") from None
     try:
         with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as tmp:
             tmp.write(text)
@@ -70,7 +78,7 @@ def write_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Pat
         os.replace(tmp_name, target)
     except OSError as exc:
         Path(tmp_name).unlink(missing_ok=True)
-        raise HardwareError(f"cannot write hardware profile {target}: {exc.strerror}") from None
+        raise HardwareError(f"cannot write {what} {target}: {exc.strerror}") from None
     except BaseException:  # KeyboardInterrupt included: leave no temporary file behind
         Path(tmp_name).unlink(missing_ok=True)
         raise

@@ -1,0 +1,147 @@
+"""``fpcost calibrate``: measure this device's ceilings and per-class efficiencies and
+write them as a hardware profile (atomically: an interrupted run leaves no partial file)."""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import click
+
+from fpcost.costmodel.units import GIGA, MILLI
+
+from .render import Column, emit_csv, emit_json, format_option, render_table, stderr_console
+
+CEILING_COLUMNS = (
+    Column("what", "Measurement", justify="left"),
+    Column("detail", "Shape / size", justify="left"),
+    Column("rate", "Rate (G/s)", lambda v: f"{v / GIGA:.2f}"),
+    Column("of_peak", "Of peak", lambda v: "—" if v is None else f"{v:.2f}"),
+)
+KERNEL_COLUMNS = (
+    Column("kernel", "Kernel", justify="left"),
+    Column("op_class", "Class", justify="left"),
+    Column("measured_s", "Measured (ms)", lambda v: f"{v / MILLI:.3f}"),
+    Column("roofline_s", "Roofline (ms)", lambda v: f"{v / MILLI:.3f}"),
+    Column("calibrated_s", "Calibrated (ms)", lambda v: f"{v / MILLI:.3f}"),
+)
+
+
+@contextlib.contextmanager
+def progress_bar(total: int, description: str) -> Iterator[Callable[[str], None]]:
+    """A rich progress bar on stderr; yields ``step(label)`` that advances it by one."""
+    from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
+
+    columns = (TextColumn("{task.description}"), BarColumn(), TextColumn("{task.completed}/{task.total}"),
+               TimeElapsedColumn(), TextColumn("{task.fields[label]}"))
+    with Progress(*columns, console=stderr_console, transient=True) as bar:
+        task = bar.add_task(description, total=total, label="")
+
+        def step(label: str) -> None:
+            bar.update(task, advance=1, label=label)
+
+        yield step
+
+
+@click.command()
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Device to measure.")
+@click.option("--dtype", "dtypes", multiple=True,
+              type=click.Choice(["float32", "bfloat16", "float16", "int8"]),
+              help="Matmul dtypes to measure (repeatable) [default: cpu float32, bfloat16, "
+                   "int8; cuda float16, bfloat16, float32, int8].")
+@click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path),
+              required=True, help="Profile TOML file to write.")
+@click.option("--name", default=None, help="Profile name [default: the output file's stem].")
+@click.option("--nominal-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              help="CPU: also write a datasheet-style profile (cores x clock x SIMD FLOP/cycle, "
+                   "efficiency 1) to compare against (`fpcost validate --baseline FILE`).")
+@click.option("--threads", type=click.IntRange(min=1), default=None,
+              help="Intra-op threads to measure with [default: torch's, i.e. the cores].")
+@click.option("--clock", type=click.Choice(["wall", "thread"]), default="wall", show_default=True,
+              help="CPU clock: wall time, or CPU time of the calling thread (needs --threads 1; "
+                   "ignores time descheduled by other jobs on a shared machine).")
+@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
+@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
+              help="Timed calls per measurement.")
+@click.option("--statistic", type=click.Choice(["median", "min"]), default="median",
+              show_default=True,
+              help="How the repeats are summarised (min: the least-disturbed call, for machines "
+                   "shared with other jobs).")
+@format_option
+def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warmup, repeats,
+              statistic, output_format):
+    """Measure the device's ceilings (matmul per dtype over a shape ladder, copy bandwidth,
+    element-wise throughput) and per-class efficiencies (single decoder-layer operators
+    against the roofline), and write them as a hardware profile."""
+    from fpcost.hardware_profiles import write_profile
+    from fpcost.pruner.calibrate import calibrate as run_calibration
+    from fpcost.pruner.calibrate import calibration_steps
+    from fpcost.pruner.timing import resolve_device
+
+    dev = resolve_device(device, clock=clock, num_threads=threads)
+    if not dtypes:
+        dtypes = ("float32", "bfloat16", "int8") if device == "cpu" else (
+            "float16", "bfloat16", "float32", "int8")
+    if not output.parent.exists():
+        raise click.BadParameter(f"directory {str(output.parent)!r} does not exist",
+                                 param_hint="--output")
+    with progress_bar(calibration_steps(device, dtypes), f"calibrating {dev.name}") as step:
+        result = run_calibration(dev, list(dtypes), name or output.stem, warmup, repeats, step,
+                                 statistic)
+    write_profile(result.profile, output)
+    if nominal_output is not None:
+        if result.nominal is None:
+            stderr_console.print("no nominal profile: it needs a Linux CPU (/proc/cpuinfo); on a GPU "
+                                 "the built-in datasheet profiles are the baseline")
+        else:
+            write_profile(result.nominal, nominal_output)
+    _render(result, output, output_format)
+
+
+def _render(result, output: Path, output_format: str) -> None:
+    from dataclasses import replace
+
+    from fpcost.costmodel.calibration import peak_sample, roofline_time_s
+    from fpcost.costmodel.quant import QuantPlan
+    from fpcost.pruner.calibrate import SUITE_DTYPE
+    from fpcost.pruner.timing import DTYPE_BITS
+
+    measured = result.measurements
+    profile = result.profile
+    ceilings = []
+    for sample in measured.matmul:
+        peak = peak_sample(measured.matmul, (sample.dtype,))
+        ceilings.append({"what": f"matmul {sample.dtype}", "detail": sample.shape,
+                         "rate": sample.flops_per_s, "of_peak": sample.flops_per_s / peak.flops_per_s,
+                         "time_s": sample.time_s})
+    for sample in measured.vector:
+        ceilings.append({"what": f"element-wise {sample.dtype}", "detail": str(sample.num_elements),
+                         "rate": sample.flops_per_s, "of_peak": None, "time_s": sample.time_s})
+    ceilings.append({"what": "copy bandwidth (bytes)", "detail": f"{measured.copy_bytes:.3g} B",
+                     "rate": measured.copy_bandwidth_bytes_per_s, "of_peak": None,
+                     "time_s": measured.copy_time_s})
+    device_kind = "cuda" if profile.device_type == "gpu" else "cpu"
+    quant = QuantPlan.uniform(DTYPE_BITS[SUITE_DTYPE[device_kind]])
+    bare = replace(profile, efficiency={})
+    kernels = []
+    for case, seconds in zip(result.kernel_cases, result.kernel_times_s, strict=True):
+        op = case.op(quant, profile.onchip_buffer_bytes)
+        kernels.append({"kernel": case.label, "op_class": case.op_class, "measured_s": seconds,
+                        "roofline_s": roofline_time_s(op, bare),
+                        "calibrated_s": roofline_time_s(op, profile)})
+    if output_format == "json":
+        emit_json({"profile_path": str(output), "profile": profile.name,
+                   "device": measured.device_name, "efficiency": profile.efficiency,
+                   "provenance": profile.provenance, "ceilings": ceilings, "kernels": kernels})
+    elif output_format == "csv":
+        emit_csv(kernels)
+    else:
+        render_table(ceilings, CEILING_COLUMNS, title=f"Ceilings measured on {measured.device_name}",
+                     caption="Rates in GFLOP/s (GOP/s for int8; GB/s for the copy).")
+        render_table(kernels, KERNEL_COLUMNS, title="Single-operator kernels",
+                     caption="Roofline: measured ceilings, efficiency 1; calibrated: fitted "
+                             "per-class efficiencies " + ", ".join(
+                                 f"{c} {e:.2f}" for c, e in profile.efficiency.items()))
+        stderr_console.print(f"wrote {output}")

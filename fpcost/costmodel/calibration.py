@@ -1,0 +1,327 @@
+"""Calibration arithmetic: measured kernel times in, a calibrated ``HardwareProfile`` out.
+
+``fpcost calibrate`` (the torch side lives in ``fpcost.pruner.calibrate``) measures
+
+1. ceilings: matrix-multiply throughput per dtype over a ladder of shapes (the peak is the
+   best shape; small and skinny shapes show where they fall short), the bandwidth of a large
+   copy, and the throughput of a cache-resident element-wise kernel;
+2. one operator of a decoder layer at a time (``kernel_suite``) — projections, attention,
+   RMSNorm, SwiGLU, residual add — at several widths and token counts, each predicted by
+   the cost model's own operator records on the measured ceilings.
+
+Per operator class the efficiency is the factor that brings the roofline times of that
+class's kernels closest to the measured ones in relative terms (``fit_efficiency``). All
+numbers are SI (seconds, FLOP/s, bytes/s); nothing here touches torch or files.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field, replace
+
+from .accounting import FPCOST
+from .errors import HardwareError
+from .hardware import OPERATOR_CLASSES, HardwareProfile
+from .llm import DecoderPass, decoder_ops
+from .ops import Op, matmul_flops
+from .quant import QuantPlan
+from .roofline import time_op
+from .spec import LLMSpec
+
+# dtype name -> the profile ceiling its matmul rate fills.
+MATMUL_DTYPES = ("float32", "bfloat16", "float16", "int8")
+HALF_DTYPES = ("bfloat16", "float16")
+VECTOR_DTYPES = ("float32", "bfloat16", "float16")
+COPY_TRAFFIC_FACTOR = 2  # a copy reads and writes every byte
+
+
+@dataclass(frozen=True)
+class MatmulSample:
+    """One timed (m × k) @ (k × n) product in ``dtype``."""
+
+    dtype: str
+    m: int
+    k: int
+    n: int
+    time_s: float
+
+    @property
+    def flops(self) -> float:
+        return float(matmul_flops(self.m, self.k, self.n))
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.flops / self.time_s
+
+    @property
+    def shape(self) -> str:
+        return f"{self.m}x{self.k}x{self.n}"
+
+
+@dataclass(frozen=True)
+class VectorSample:
+    """One timed element-wise kernel over ``num_elements`` elements."""
+
+    dtype: str
+    num_elements: int
+    flops_per_element: int
+    time_s: float
+
+    @property
+    def flops_per_s(self) -> float:
+        return self.num_elements * self.flops_per_element / self.time_s
+
+
+@dataclass(frozen=True)
+class CeilingMeasurements:
+    """Everything ``fpcost calibrate`` measured about a device's ceilings, plus where."""
+
+    device_type: str  # "cpu" or "gpu"
+    device_name: str
+    matmul: tuple[MatmulSample, ...]
+    vector: tuple[VectorSample, ...]
+    copy_bytes: float  # size of the copied tensor
+    copy_time_s: float
+    memory_bytes: float
+    onchip_buffer_bytes: float
+    onchip_buffer_source: str
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def copy_bandwidth_bytes_per_s(self) -> float:
+        """Bytes moved (read + written) per second by the large copy."""
+        return COPY_TRAFFIC_FACTOR * self.copy_bytes / self.copy_time_s
+
+
+def peak_sample(samples: Sequence, dtypes: Sequence[str]):
+    """The fastest sample (highest FLOP/s) among those of ``dtypes``, or None."""
+    chosen = [s for s in samples if s.dtype in dtypes]
+    return max(chosen, key=lambda s: s.flops_per_s, default=None)
+
+
+def build_profile(measured: CeilingMeasurements, name: str, description: str = "") -> HardwareProfile:
+    """An uncalibrated (efficiency-free) profile whose ceilings are the measured ones.
+
+    CPU: ``tensor.fp32`` is the FP32 GEMM peak and ``vector.*`` the element-wise rates.
+    GPU: the FP32 GEMM runs on the CUDA cores (TF32 off), so its rate is the vector FP32
+    ceiling. A dtype that was not measured takes the FP32 rate, and its source says so.
+    """
+    fp32 = peak_sample(measured.matmul, ("float32",))
+    half = peak_sample(measured.matmul, HALF_DTYPES)
+    int8 = peak_sample(measured.matmul, ("int8",))
+    vec32 = peak_sample(measured.vector, ("float32",))
+    vec16 = peak_sample(measured.vector, HALF_DTYPES)
+    where = f"on {measured.device_name}"
+    if fp32 is None and half is None:
+        raise HardwareError("calibration measured no float32 or half-precision matmul; "
+                            "nothing to build a profile from")
+    base = fp32 or half
+    sources: dict[str, str] = {}
+
+    def matmul_source(sample, fallback_note: str) -> str:
+        if sample is None:
+            return f"not measured ({fallback_note}): the {base.dtype} GEMM rate {where} is recorded"
+        return (f"measured: best {sample.dtype} GEMM rate over the shape ladder (statistic in [provenance]), "
+                f"{sample.shape} {where}")
+
+    tensor_fp16 = (half or base).flops_per_s
+    sources["tensor_fp16_flops_per_s"] = matmul_source(half, "no float16/bfloat16 in --dtype")
+    tensor_int8 = (int8 or base).flops_per_s
+    sources["tensor_int8_ops_per_s"] = matmul_source(
+        int8, "int8 not requested or torch._int_mm unsupported on this device")
+    vector_fp32 = vec32.flops_per_s if vec32 else None
+    tensor_fp32 = None
+    if measured.device_type == "cpu":
+        tensor_fp32 = base.flops_per_s
+        sources["tensor_fp32_flops_per_s"] = matmul_source(fp32, "no float32 in --dtype")
+        if vec32 is None:
+            raise HardwareError("calibration measured no float32 element-wise kernel")
+        sources["vector_fp32_flops_per_s"] = (
+            f"measured: best float32 addcmul (2 FLOP/element), "
+            f"{vec32.num_elements} elements {where}")
+    else:
+        vector_fp32 = base.flops_per_s if fp32 else (vector_fp32 or base.flops_per_s)
+        sources["vector_fp32_flops_per_s"] = (
+            f"measured: float32 GEMM on the CUDA cores (TF32 off), {base.shape} {where}"
+            if fp32 else f"not measured: no float32 in --dtype; the {base.dtype} rate is recorded")
+    if vec16 is not None:
+        vector_fp16 = vec16.flops_per_s
+        sources["vector_fp16_flops_per_s"] = (
+            f"measured: best {vec16.dtype} addcmul (2 FLOP/element), "
+            f"{vec16.num_elements} elements {where}")
+    else:
+        vector_fp16 = vector_fp32
+        sources["vector_fp16_flops_per_s"] = ("not measured (no float16/bfloat16 in --dtype): "
+                                             "the float32 element-wise rate is recorded")
+    sources["hbm_bandwidth_bytes_per_s"] = (
+        f"measured: copy of {measured.copy_bytes:.4g} B, counted as read + write, {where}")
+    sources["memory_bytes"] = f"measured: total device memory {where}"
+    sources["onchip_buffer_bytes"] = measured.onchip_buffer_source
+    return HardwareProfile(
+        name=name,
+        description=description or f"calibrated {measured.device_name}",
+        device_type=measured.device_type,
+        memory_bytes=measured.memory_bytes,
+        hbm_bandwidth_bytes_per_s=measured.copy_bandwidth_bytes_per_s,
+        onchip_buffer_bytes=measured.onchip_buffer_bytes,
+        tensor_fp16_flops_per_s=tensor_fp16,
+        tensor_int8_ops_per_s=tensor_int8,
+        vector_fp16_flops_per_s=vector_fp16,
+        vector_fp32_flops_per_s=vector_fp32,
+        tensor_fp32_flops_per_s=tensor_fp32,
+        sources=sources,
+        provenance=dict(measured.provenance),
+    )
+
+
+def shortfall_notes(measured: CeilingMeasurements) -> dict[str, str]:
+    """Provenance lines recording each matmul shape's rate as a fraction of its dtype's
+    peak: where small and skinny products fall short."""
+    notes = {}
+    for sample in measured.matmul:
+        peak = peak_sample(measured.matmul, (sample.dtype,))
+        notes[f"matmul.{sample.dtype}.{sample.shape}"] = (
+            f"{sample.flops_per_s:.4g} FLOP/s = {sample.flops_per_s / peak.flops_per_s:.2f} of peak")
+    for sample in measured.vector:
+        notes[f"vector.{sample.dtype}.{sample.num_elements}"] = f"{sample.flops_per_s:.4g} FLOP/s"
+    return notes
+
+
+# ---------------------------------------------------------------------------------------------
+# Operator-class efficiencies from single-operator kernels
+
+
+@dataclass(frozen=True)
+class KernelCase:
+    """One operator of one decoder layer of ``llm``, run alone over ``num_tokens`` tokens.
+
+    ``op_name`` is the name in ``decoder_ops`` (FlashAttention-style fused attention, the
+    way SDPA runs): q_proj, gate_proj, down_proj, fused_attention, attn_norm, mlp_act,
+    attn_add.
+    """
+
+    op_name: str
+    llm: LLMSpec
+    num_tokens: int
+
+    @property
+    def label(self) -> str:
+        return f"{self.op_name} h{self.llm.hidden_size} s{self.num_tokens}"
+
+    def op(self, quant: QuantPlan, onchip_buffer_bytes: float) -> Op:
+        """The cost model's record of this operator (one instance)."""
+        step = DecoderPass("prefill", self.num_tokens, self.num_tokens, 1)
+        ops = decoder_ops(self.llm, quant, step, FPCOST, True, onchip_buffer_bytes)
+        (op,) = [o for o in ops if o.name == self.op_name]
+        return op
+
+    @property
+    def op_class(self) -> str:
+        return KERNEL_OP_CLASSES[self.op_name]
+
+
+KERNEL_OP_CLASSES = {
+    "q_proj": "matmul", "gate_proj": "matmul", "down_proj": "matmul",
+    "fused_attention": "attention", "attn_norm": "norm", "mlp_act": "vector", "attn_add": "vector",
+}
+# Widths of the suite: Llama-shaped layers (head_dim 64 or 128, FFN ≈ 2.7 × hidden), chosen
+# to span the models a device runs, not tuned to any one of them.
+SUITE_WIDTHS = {
+    "cpu": ((768, 12, 2048), (2048, 16, 5632)),
+    "gpu": ((2048, 16, 5632), (4096, 32, 11008), (5120, 40, 13824)),
+}
+SUITE_TOKENS = {"cpu": (128, 512, 1536), "gpu": (256, 1024, 4096)}
+
+
+def kernel_suite(device_type: str) -> tuple[KernelCase, ...]:
+    """The single-operator kernels calibration times on a ``device_type`` device."""
+    if device_type not in SUITE_WIDTHS:
+        raise HardwareError(f"no kernel suite for device_type {device_type!r}; valid: cpu, gpu")
+    cases = []
+    for hidden, heads, ffn in SUITE_WIDTHS[device_type]:
+        llm = LLMSpec(hidden_size=hidden, num_hidden_layers=1, num_attention_heads=heads,
+                      num_key_value_heads=heads, intermediate_size=ffn, vocab_size=32000,
+                      name=f"suite-h{hidden}")
+        for tokens in SUITE_TOKENS[device_type]:
+            cases += [KernelCase(name, llm, tokens) for name in KERNEL_OP_CLASSES]
+    return tuple(cases)
+
+
+def roofline_time_s(op: Op, hardware: HardwareProfile) -> float:
+    """Roofline time of one instance of ``op`` on ``hardware`` (with its efficiencies)."""
+    timing = time_op(op, hardware)
+    return max(timing.compute_time_s, timing.memory_time_s)
+
+
+def fit_efficiency(predicted_s: Sequence[float], measured_s: Sequence[float]) -> float:
+    """The efficiency e minimising Σ ((p/e − m) / m)²: predictions p made at efficiency 1,
+    measurements m, each error relative to its measurement.
+
+    With x = 1/e the problem is linear: x = Σ(p/m) / Σ(p/m)².
+    """
+    if len(predicted_s) != len(measured_s) or not predicted_s:
+        raise HardwareError("fit_efficiency needs as many measurements as predictions, at least one")
+    ratios = [p / m for p, m in zip(predicted_s, measured_s, strict=True)]
+    if any(not math.isfinite(r) or r < 0 for r in ratios) or not any(ratios):
+        raise HardwareError(f"cannot fit an efficiency to predicted/measured ratios {ratios}")
+    inverse = sum(ratios) / sum(r * r for r in ratios)
+    return 1.0 / inverse
+
+
+def fit_kernel_efficiencies(
+    cases: Sequence[KernelCase], measured_s: Sequence[float], hardware: HardwareProfile,
+    quant: QuantPlan,
+) -> dict[str, float]:
+    """Per operator class, the efficiency fitted over that class's kernels (roofline times
+    on ``hardware`` with its efficiencies removed).
+
+    Kernels are summed per layer shape (width and token count) before fitting, so a class
+    is judged by what it costs a decoder layer: the cheap residual add does not outvote
+    the SwiGLU activation that dominates the class's time.
+    """
+    bare = replace(hardware, efficiency={})
+    groups: dict[tuple[str, LLMSpec, int], list[float]] = {}
+    for case, measured in zip(cases, measured_s, strict=True):
+        predicted = roofline_time_s(case.op(quant, bare.onchip_buffer_bytes), bare)
+        sums = groups.setdefault((case.op_class, case.llm, case.num_tokens), [0.0, 0.0])
+        sums[0] += predicted
+        sums[1] += measured
+    efficiencies = {}
+    for op_class in OPERATOR_CLASSES:
+        pairs = [sums for (c, _, _), sums in groups.items() if c == op_class]
+        if pairs:
+            efficiencies[op_class] = fit_efficiency([p for p, _ in pairs], [m for _, m in pairs])
+    return efficiencies
+
+
+def calibrated(profile: HardwareProfile, efficiencies: dict[str, float], how: str) -> HardwareProfile:
+    """``profile`` with ``efficiencies`` applied; each efficiency's source says ``how``."""
+    sources = dict(profile.sources)
+    for op_class in efficiencies:
+        sources[f"efficiency.{op_class}"] = how
+    return replace(profile, efficiency=dict(efficiencies), sources=sources)
+
+
+def nominal_profile(measured: CeilingMeasurements, name: str, peak_flops_per_s: float,
+                    peak_source: str) -> HardwareProfile:
+    """A datasheet-style profile: every compute ceiling at the nominal peak
+    ``peak_flops_per_s`` (for a CPU: cores × clock × SIMD FLOP per cycle, the figure a spec
+    sheet gives), efficiency 1. Bandwidth and memory have no such figure here and keep the
+    measured values; their sources say so. The "before" of a calibration."""
+    measured_profile = build_profile(measured, name)
+    sources = {key: f"nominal: {peak_source}" for key in (
+        "tensor_fp16_flops_per_s", "tensor_int8_ops_per_s", "vector_fp16_flops_per_s",
+        "vector_fp32_flops_per_s")}
+    if measured.device_type == "cpu":
+        sources["tensor_fp32_flops_per_s"] = f"nominal: {peak_source}"
+    for key in ("hbm_bandwidth_bytes_per_s", "memory_bytes", "onchip_buffer_bytes"):
+        sources[key] = measured_profile.sources[key] + " (no nominal figure: measured)"
+    return replace(
+        measured_profile,
+        description=f"nominal (datasheet-style) peaks of {measured.device_name}",
+        tensor_fp16_flops_per_s=peak_flops_per_s, tensor_int8_ops_per_s=peak_flops_per_s,
+        vector_fp16_flops_per_s=peak_flops_per_s, vector_fp32_flops_per_s=peak_flops_per_s,
+        tensor_fp32_flops_per_s=peak_flops_per_s if measured.device_type == "cpu" else None,
+        sources=sources,
+    )

@@ -154,7 +154,7 @@ def test_validate_tokens_from_prune_results(capsys, cpu_profile, tiny_config, tm
     for image in images:
         assert image["a6000_predicted_speedup"] > 1 and image["predicted_speedup"] > 1
     bad = tmp_path / "bad.json"
-    bad.write_text(json.dumps({"images": [{"image": "a", "num_kept": 10}]}))
+    bad.write_text(json.dumps({"fpcost_prune_version": 1, "images": [{"image": "a", "num_kept": 10}]}))
     code, _, err = run_cli(capsys, "validate", "--profile", cpu_profile, "--tokens-from", bad)
     one_line_error(code, err, "num_tokens = None")
 

@@ -103,7 +103,6 @@ def selection_ops(
     n = num_images
     f = bytes_per_element(MAP_BITS)
     a = bytes_per_element(act_bits)
-    per_head = n * heads * t * t  # elements of all heads' maps
     maps = n * t * t  # elements of the head-averaged maps
     sort_comparisons = math.ceil(math.log2(t))  # per element, a comparison sort
     num_pivotal = min(pivotal * selection.k, vision.num_patches)

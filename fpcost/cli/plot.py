@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fpcost.costmodel.units import MILLI
 from fpcost.costmodel.workload import visual_tokens_for_ratio
 
 from .files import write_atomic
@@ -92,8 +93,8 @@ def roofline(model_name, config_path, hardware_name, bits, quant_text, keep_rati
 def _ms(result) -> str:
     totals = result.totals()
     if "prefill" not in totals:
-        return f"decode {totals['decode'].time_s * 1e3:.2f} ms"
-    return f"{totals['prefill'].time_s * 1e3:.2f} ms"
+        return f"decode {totals['decode'].time_s / MILLI:.2f} ms"
+    return f"{totals['prefill'].time_s / MILLI:.2f} ms"
 
 
 @plot.command(name="sweep")

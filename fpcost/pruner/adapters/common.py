@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
+from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
 from fpcost.pruner.api import EncoderOutput, Selection
 from fpcost.pruner.errors import PruningError
 
@@ -260,3 +261,34 @@ def embed_and_generate(
     if isinstance(output, torch.Tensor):
         return output, None
     return output.sequences, output
+
+
+def generate_from_segments(
+    model: nn.Module,
+    inputs: Mapping[str, torch.Tensor],
+    segments: Sequence[Segment],
+    features: Mapping[int, torch.Tensor],
+    generate_kwargs: Mapping[str, object],
+    selections: dict[str, Selection],
+) -> PrunedGeneration:
+    """The end every adapter shares: rebuild the prompt with each segment's kept count of
+    placeholders (left-padded), scatter ``features`` into them, ``generate``, and report the
+    counts per sample."""
+    prompt = rebuild_prompt(
+        inputs["input_ids"],
+        inputs.get("attention_mask"),
+        segments,
+        pad_token_id(model, generate_kwargs),
+    )
+    sequences, raw = embed_and_generate(
+        model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs
+    )
+    return PrunedGeneration(
+        sequences=sequences,
+        input_ids=prompt.input_ids,
+        attention_mask=prompt.attention_mask,
+        num_tokens_per_unit=per_sample([s.num_tokens for s in segments], prompt.segments),
+        num_kept_per_unit=per_sample([s.num_kept for s in segments], prompt.segments),
+        generate_output=raw,
+        selections=selections,
+    )

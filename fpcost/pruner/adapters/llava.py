@@ -18,14 +18,14 @@ from fpcost.pruner.adapters.common import (
     PruningError,
     config_token_id,
     drop_prefix,
-    embed_and_generate,
     feature_layers,
     find_module,
     gather_kept,
+    generate_from_segments,
     layer_features,
     run_pruner,
 )
-from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
+from fpcost.pruner.adapters.rebuild import Segment
 from fpcost.pruner.api import Selection
 
 
@@ -83,21 +83,6 @@ def generate_llava(
     num_tokens, num_kept, projected, selection = project_images(model, tower, pixel_values, pruner)
     token_id = config_token_id(model, "image_token_id", "image_token_index")
     segments = [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
-    prompt = rebuild_prompt(
-        inputs["input_ids"],
-        inputs.get("attention_mask"),
-        segments,
-        pad_token_id(model, generate_kwargs),
-    )
-    sequences, raw = embed_and_generate(
-        model, prompt.input_ids, prompt.attention_mask, {token_id: projected}, generate_kwargs
-    )
-    return PrunedGeneration(
-        sequences=sequences,
-        input_ids=prompt.input_ids,
-        attention_mask=prompt.attention_mask,
-        num_tokens_per_unit=per_sample(num_tokens, prompt.segments),
-        num_kept_per_unit=per_sample(num_kept, prompt.segments),
-        generate_output=raw,
-        selections={"image": selection},
+    return generate_from_segments(
+        model, inputs, segments, {token_id: projected}, generate_kwargs, {"image": selection}
     )

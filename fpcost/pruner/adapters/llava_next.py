@@ -33,15 +33,15 @@ from fpcost.pruner.adapters.common import (
     PruningError,
     config_token_id,
     drop_prefix,
-    embed_and_generate,
     feature_layers,
     find_module,
     find_parameter,
+    generate_from_segments,
     layer_features,
     run_pruner,
     select_strategy,
 )
-from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
+from fpcost.pruner.adapters.rebuild import Segment
 from fpcost.pruner.api import Selection
 
 NEWLINE = -1  # marks a newline position in the packed source-position map
@@ -203,21 +203,6 @@ def generate_llava_next(
     segments = [
         Segment(token_id, s.numel(), p.numel()) for s, p in zip(sources, picked, strict=True)
     ]
-    prompt = rebuild_prompt(
-        inputs["input_ids"],
-        inputs.get("attention_mask"),
-        segments,
-        pad_token_id(model, generate_kwargs),
-    )
-    sequences, raw = embed_and_generate(
-        model, prompt.input_ids, prompt.attention_mask, {token_id: image_features}, generate_kwargs
-    )
-    return PrunedGeneration(
-        sequences=sequences,
-        input_ids=prompt.input_ids,
-        attention_mask=prompt.attention_mask,
-        num_tokens_per_unit=per_sample([s.num_tokens for s in segments], prompt.segments),
-        num_kept_per_unit=per_sample([s.num_kept for s in segments], prompt.segments),
-        generate_output=raw,
-        selections={"image": selection},
+    return generate_from_segments(
+        model, inputs, segments, {token_id: image_features}, generate_kwargs, {"image": selection}
     )

@@ -20,11 +20,11 @@ from fpcost.pruner.adapters.common import (
     PrunedGeneration,
     PruningError,
     config_token_id,
-    embed_and_generate,
     find_module,
+    generate_from_segments,
 )
 from fpcost.pruner.adapters.llava import project_images
-from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
+from fpcost.pruner.adapters.rebuild import Segment
 
 
 def generate_video_llava(
@@ -71,23 +71,4 @@ def generate_video_llava(
         )
         segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
 
-    prompt = rebuild_prompt(
-        inputs["input_ids"],
-        inputs.get("attention_mask"),
-        segments,
-        pad_token_id(model, generate_kwargs),
-    )
-    sequences, raw = embed_and_generate(
-        model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs
-    )
-    num_tokens_all = [s.num_tokens for s in segments]
-    num_kept_all = [s.num_kept for s in segments]
-    return PrunedGeneration(
-        sequences=sequences,
-        input_ids=prompt.input_ids,
-        attention_mask=prompt.attention_mask,
-        num_tokens_per_unit=per_sample(num_tokens_all, prompt.segments),
-        num_kept_per_unit=per_sample(num_kept_all, prompt.segments),
-        generate_output=raw,
-        selections=selections,
-    )
+    return generate_from_segments(model, inputs, segments, features, generate_kwargs, selections)

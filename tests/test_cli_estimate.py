@@ -84,6 +84,7 @@ def test_table3_json(capsys):
     (["estimate", "--tokens", "10", "--keep-ratio", "0.5"], "give only one of tokens"),
     (["estimate", "--config", "/no/such/config.json"], "does not exist"),
     (["estimate", "--tokens-from", "/no/such.json"], "does not exist"),
+    (["estimate", "--output-tokens", "10000001"], "more than 10,000,000 decode steps"),
 ])
 def test_bad_input_gives_one_line_error(capsys, args, fragment):
     code, out, err = run_cli(capsys, *args)
@@ -102,8 +103,8 @@ OPTIONS = ["--model", "--hardware", "--bits", "--quant", "--tokens", "--visual-t
            "--selection-layers"]
 
 
-@settings(max_examples=200, deadline=None)
-@given(pairs=st.lists(st.tuples(st.sampled_from(OPTIONS), OPTION_VALUES), max_size=5),
+@settings(max_examples=300, deadline=None)
+@given(pairs=st.lists(st.tuples(st.sampled_from(OPTIONS), OPTION_VALUES), max_size=6),
        flags=st.lists(st.sampled_from(["--breakdown", "--flash-attention"]), max_size=2))
 def test_random_arguments_never_raise(pairs, flags):
     args = ["estimate"] + [x for pair in pairs for x in pair] + flags

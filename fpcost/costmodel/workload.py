@@ -17,6 +17,11 @@ def check_count(name: str, value: object, minimum: int = 1) -> int:
     return value
 
 
+# Decode steps are each costed exactly (one array element per step): 10 million steps,
+# far beyond any context window, take a few seconds and ~1 GB; more is refused.
+MAX_OUTPUT_TOKENS = 10_000_000
+
+
 @dataclass(frozen=True)
 class Workload:
     """Per-sample token counts, the batch size and the tokens generated.
@@ -41,6 +46,11 @@ class Workload:
         check_count("num_text_tokens", self.num_text_tokens, minimum=0)
         check_count("batch_size", self.batch_size)
         check_count("num_output_tokens", self.num_output_tokens, minimum=0)
+        if self.num_output_tokens > MAX_OUTPUT_TOKENS:
+            raise WorkloadError(
+                f"num_output_tokens = {self.num_output_tokens} is more than {MAX_OUTPUT_TOKENS:,} "
+                "decode steps (each step is costed on its own); give at most that many"
+            )
         if self.num_prompt_tokens < 1:
             raise WorkloadError("the prompt is empty: visual + text tokens must be at least 1")
         if self.image_size is not None:

@@ -7,7 +7,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from fpcost.costmodel.estimate import STAGES, estimate
+from fpcost.costmodel.estimate import estimate
+from fpcost.costmodel.pipeline import LLM_STAGES as STAGES
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.spec import ModelSpec
 from fpcost.costmodel.workload import Workload

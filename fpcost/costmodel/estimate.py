@@ -20,7 +20,6 @@ from .roofline import time_op
 from .spec import ModelSpec
 from .workload import Workload
 
-STAGES = ("prefill", "decode")  # the LLM's stages, LLM-Viewer's two
 SUMMED_OP_FIELDS = ("tensor_flops", "vector_flops", "weight_bytes", "act_read_bytes",
                     "act_write_bytes", "kv_read_bytes", "kv_write_bytes")
 

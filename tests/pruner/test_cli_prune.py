@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
+from tiny_models import TINY_ENCODER
 from transformers import CLIPVisionConfig, CLIPVisionModel
 
 from fpcost.cli.main import main
@@ -21,14 +22,7 @@ NUM_PATCHES = 64  # 56 px / 7 px patches
 @pytest.fixture(scope="module")
 def model_dir(tmp_path_factory):
     torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        image_size=56,
-        patch_size=7,
-    )
+    config = CLIPVisionConfig(**TINY_ENCODER)
     directory = tmp_path_factory.mktemp("tiny-clip")
     CLIPVisionModel(config).save_pretrained(directory)
     return directory
@@ -245,14 +239,7 @@ def test_model_dir_without_weights(capsys, images, tmp_path):
 
 def test_nan_attention(capsys, images, tmp_path):
     torch.manual_seed(0)
-    config = CLIPVisionConfig(
-        hidden_size=32,
-        intermediate_size=64,
-        num_hidden_layers=4,
-        num_attention_heads=4,
-        image_size=56,
-        patch_size=7,
-    )
+    config = CLIPVisionConfig(**TINY_ENCODER)
     model = CLIPVisionModel(config)
     with torch.no_grad():
         model.encoder.layers[0].self_attn.k_proj.weight.fill_(float("nan"))

@@ -4,6 +4,7 @@ import pytest
 import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from tiny_models import TINY_ENCODER
 from transformers import CLIPVisionConfig, CLIPVisionModel, SiglipVisionConfig, SiglipVisionModel
 
 from fpcost.pruner.api import EncoderOutput
@@ -12,14 +13,7 @@ from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import METHODS, get_pruner, method_parameters
 
 # 56 px / 7 px patches: an 8 x 8 grid of 64 patch tokens, 4 layers
-TINY = dict(
-    hidden_size=32,
-    intermediate_size=64,
-    num_hidden_layers=4,
-    num_attention_heads=4,
-    image_size=56,
-    patch_size=7,
-)
+TINY = TINY_ENCODER
 NUM_PATCHES = 64
 
 

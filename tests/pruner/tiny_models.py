@@ -30,6 +30,18 @@ PAD_TOKEN_ID = 0
 GRID_PINPOINTS = [[28, 56], [56, 28], [56, 56]]
 
 
+# A bare 4-layer encoder at 56 px with 7 px patches: an 8 x 8 grid of 64 patch tokens, for
+# the selection, method and CLI tests (keyword arguments of CLIPVisionConfig / SiglipVisionConfig).
+TINY_ENCODER = dict(
+    hidden_size=32,
+    intermediate_size=64,
+    num_hidden_layers=4,
+    num_attention_heads=4,
+    image_size=56,
+    patch_size=7,
+)
+
+
 def _vision_config() -> CLIPVisionConfig:
     return CLIPVisionConfig(
         hidden_size=32,

@@ -271,3 +271,39 @@ def test_check_output_dir(tmp_path):
     if os.path.isdir("/proc"):
         with pytest.raises(OutputError, match="cannot create files in directory /proc"):
             check_output_dir("/proc/overlays")
+
+
+def test_every_writer_follows_the_same_rule(tmp_path, umask_022):
+    """The profile writer, the results-file writer, the overlay writer and the CLI's writer
+    are one function: same permissions (profiles were 0600, the rest 0644), same refusals."""
+    from fpcost.cli.files import write_atomic
+    from fpcost.hardware_profiles import load_profile, write_profile
+    from fpcost.pruner.results import write_json_atomic
+
+    writers = {
+        "profile.toml": lambda p: write_profile(load_profile("a6000"), p),
+        "results.json": lambda p: write_json_atomic(p, {"images": []}),
+        "sweep.csv": lambda p: write_atomic(p, "a,b\n"),
+    }
+    try:
+        from PIL import Image
+
+        from fpcost.pruner.results import ImageResult
+        from fpcost.pruner.run import save_overlay
+
+        result = ImageResult("x.png", 4, [0], [0], [], [], 0.0, (2, 2))
+        writers["overlay.png"] = lambda p: save_overlay(result, Image.new("RGB", (28, 28)), 14, p)
+    except ImportError:  # the base install: no torch
+        pass
+    for name, write in writers.items():
+        write(tmp_path / name)
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o644, name
+        (tmp_path / name).chmod(0o600)
+        write(tmp_path / name)
+        assert stat.S_IMODE((tmp_path / name).stat().st_mode) == 0o600, name
+        with pytest.raises(OutputError, match="does not exist"):
+            write(tmp_path / "missing" / name)
+        before = os.stat("/dev/null")
+        write("/dev/null")
+        assert os.stat("/dev/null").st_ino == before.st_ino
+    assert listing(tmp_path) == sorted(writers)

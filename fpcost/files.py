@@ -185,10 +185,11 @@ def _descriptor_alias(text: str) -> int | None:
         match = _FD_ALIAS.match(current)
         if match and (match["pid"] is None or int(match["pid"]) == os.getpid()):
             return int(match["fd"])
-        if not os.path.islink(current):
+        try:
+            link = os.readlink(current)
+        except OSError:  # not a link, or unreadable: os.stat has the last word
             return None
-        current = os.path.join(os.path.dirname(current), os.readlink(current))
-        current = os.path.abspath(current)
+        current = os.path.abspath(os.path.join(os.path.dirname(current), link))
     return None  # a loop: os.stat reports it
 
 

@@ -454,7 +454,9 @@ def test_write_profile_rejects_unknown_source_key(tmp_path):
 
 
 def test_write_profile_into_missing_directory(tmp_path):
-    with pytest.raises(HardwareError, match="^cannot write hardware profile .*"):
+    from fpcost.costmodel.errors import OutputError
+
+    with pytest.raises(OutputError, match="^cannot write hardware profile .*does not exist$"):
         write_profile(load_profile("a6000"), tmp_path / "no" / "such" / "dir.toml")
 
 

@@ -11,6 +11,7 @@ import click
 
 from fpcost.costmodel.units import GIGA, MILLI
 
+from .files import output_path_callback, same_file
 from .render import Column, emit_csv, emit_json, format_option, render_table, stderr_console
 
 CEILING_COLUMNS = (
@@ -52,9 +53,11 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[str], None]
               help="Matmul dtypes to measure (repeatable) [default: cpu float32, bfloat16, "
                    "int8; cuda float16, bfloat16, float32, int8].")
 @click.option("--output", "-o", "output", type=click.Path(dir_okay=False, path_type=Path),
+              callback=output_path_callback,
               required=True, help="Profile TOML file to write.")
 @click.option("--name", default=None, help="Profile name [default: the output file's stem].")
 @click.option("--nominal-output", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=output_path_callback,
               help="CPU: also write a datasheet-style profile (cores x clock x SIMD FLOP/cycle, "
                    "efficiency 1) to compare against (`fpcost validate --baseline FILE`).")
 @click.option("--threads", type=click.IntRange(min=1), default=None,
@@ -75,6 +78,9 @@ def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warm
     """Measure the device's ceilings (matmul per dtype over a shape ladder, copy bandwidth,
     element-wise throughput) and per-class efficiencies (single decoder-layer operators
     against the roofline), and write them as a hardware profile."""
+    if nominal_output is not None and same_file(output, nominal_output):
+        raise click.UsageError(f"--output {output} and --nominal-output {nominal_output} are "
+                               "the same file; give two file names")
     from fpcost.hardware_profiles import write_profile
     from fpcost.pruner.calibrate import calibrate as run_calibration
     from fpcost.pruner.calibrate import calibration_steps
@@ -84,9 +90,6 @@ def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warm
     if not dtypes:
         dtypes = ("float32", "bfloat16", "int8") if device == "cpu" else (
             "float16", "bfloat16", "float32", "int8")
-    if not output.parent.exists():
-        raise click.BadParameter(f"directory {str(output.parent)!r} does not exist",
-                                 param_hint="--output")
     with progress_bar(calibration_steps(device, dtypes), f"calibrating {dev.name}") as step:
         result = run_calibration(dev, list(dtypes), name or output.stem, warmup, repeats, step,
                                  statistic)

@@ -1,41 +1,44 @@
-"""Writing command output to files: atomically, so a reader never sees half a file."""
+"""Output paths on the command line: checked while the options are parsed, before any work,
+and written by the package's one helper (``fpcost.files``; its docstring has the rules)."""
 
 from __future__ import annotations
 
 import os
-import tempfile
 from pathlib import Path
 
 import click
 
+from fpcost.files import check_output_dir, check_output_path, write_output
 
-def write_atomic(path: str | os.PathLike[str], data: str | bytes) -> Path:
-    """Write ``data`` (text as UTF-8, or bytes) to a temporary file beside ``path``, then
-    move it over ``path`` with ``os.replace``, so a reader sees the old file or the whole
-    new one. Errors become a one-line ``click.ClickException``; no temporary file is left
-    behind. The file gets the usual permissions (0666 less the umask), not mkstemp's 0600."""
-    target = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise click.ClickException(f"cannot write {target}: {exc.strerror}") from None
-    try:
-        os.chmod(tmp_name, 0o666 & ~_umask())
-        with os.fdopen(fd, "wb") as tmp:
-            tmp.write(data.encode("utf-8") if isinstance(data, str) else data)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, target)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise click.ClickException(f"cannot write {target}: {exc.strerror}") from None
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+__all__ = ["check_output_path", "output_dir_callback", "output_path_callback", "same_file",
+           "write_atomic"]
+
+write_atomic = write_output  # the name the commands use
 
 
-def _umask() -> int:
-    mask = os.umask(0)
-    os.umask(mask)
-    return mask
+def output_path_callback(ctx: click.Context, param: click.Parameter, value):
+    """Click callback for an output-file option: ``check_output_path`` at parse time, so
+    ``--output /proc/x`` fails before a model loads or a measurement starts."""
+    if value is not None and not ctx.resilient_parsing:
+        check_output_path(value, option=_flag(param))
+    return value
+
+
+def output_dir_callback(ctx: click.Context, param: click.Parameter, value):
+    """Click callback for an output-directory option (``prune --overlay DIR``)."""
+    if value is not None and not ctx.resilient_parsing:
+        check_output_dir(value, option=_flag(param))
+    return value
+
+
+def same_file(first: str | os.PathLike[str], second: str | os.PathLike[str]) -> bool:
+    """Whether two output paths name one file (symlinks and ``..`` resolved)."""
+    a, b = Path(first), Path(second)
+    if a.exists() and b.exists():
+        return os.path.samefile(a, b)
+    return os.path.realpath(a) == os.path.realpath(b)
+
+
+def _flag(param: click.Parameter) -> str:
+    longest = max(param.opts, key=len) if param.opts else param.name or ""
+    return longest

@@ -1,13 +1,16 @@
 """The ``fpcost`` command: parse, call the library, render.
 
-Library errors (``FpcostError``) become one-line messages and exit code 2 here, in one
-place; ``--debug`` shows the traceback instead. Subcommands live in their own modules and
+Library errors (``FpcostError``) and OS errors (a full disk behind ``> file``) become
+one-line messages and exit code 2 here, in one place; ``--debug`` shows the traceback
+instead. Ctrl-C exits 130 and SIGTERM 143, both after every ``finally`` has run, so no
+temporary file is left behind. Subcommands live in their own modules and
 are imported only when invoked, so ``fpcost estimate`` never imports torch.
 """
 
 from __future__ import annotations
 
 import importlib
+import signal
 import sys
 
 import click
@@ -27,6 +30,8 @@ SUBCOMMANDS = {
 }
 
 EXIT_USAGE = 2
+EXIT_SIGINT = 130  # 128 + SIGINT, as a shell reports it
+EXIT_SIGTERM = 143  # 128 + SIGTERM
 
 
 class LazyGroup(click.Group):
@@ -52,17 +57,39 @@ def cli(ctx: click.Context, debug: bool) -> None:
     ctx.obj = {"debug": debug}
 
 
+class Terminated(BaseException):
+    """SIGTERM, raised in the main thread like KeyboardInterrupt for SIGINT, so every
+    ``finally`` runs (temporary files are removed) before the process exits 143."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated
+
+
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the console script. Returns the exit code."""
     args = sys.argv[1:] if argv is None else argv
     debug = "--debug" in args
     try:
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
+    except (ValueError, AttributeError):  # not the main thread, or no SIGTERM
+        previous = None
+    try:
+        return _run(args, debug)
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def _run(args: list[str], debug: bool) -> int:
+    try:
         cli.main(args=args, prog_name="fpcost", standalone_mode=False)
+        sys.stdout.flush()  # a full disk behind ``> file`` is reported here, not at exit
     except click.exceptions.Exit as exc:
         return exc.exit_code
     except click.exceptions.Abort:
         click.echo("Aborted.", err=True)
-        return 130
+        return EXIT_SIGINT
     except click.ClickException as exc:
         # One line, usage errors included: the message names the value and what is valid.
         message = " ".join(exc.format_message().split())
@@ -75,7 +102,17 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
-        return 130
+        return EXIT_SIGINT
+    except Terminated:
+        click.echo("Terminated.", err=True)
+        return EXIT_SIGTERM
+    except OSError as exc:  # writing stdout (``> /dev/full``), or one not wrapped where it arose
+        if debug:
+            raise
+        # Without a file name it is a stream: stdout, which rich and click write unnamed.
+        where = str(exc.filename) if exc.filename else "cannot write the output"
+        click.echo(f"Error: {where}: {exc.strerror or exc}", err=True)
+        return EXIT_USAGE
     return 0
 
 

@@ -11,7 +11,7 @@ import click
 from fpcost.costmodel.units import MILLI
 from fpcost.costmodel.workload import visual_tokens_for_ratio
 
-from .files import write_atomic
+from .files import output_path_callback, write_atomic
 from .options import (
     NON_NEGATIVE_INT,
     POSITIVE_INT,
@@ -28,6 +28,7 @@ from .sweep import parse_ints, parse_ratios
 
 output_option = click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
+    callback=output_path_callback,
     help="The PNG file to write (atomically).")
 flash_option = click.option("--flash-attention/--no-flash-attention", default=False, show_default=True)
 

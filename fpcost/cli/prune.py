@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from fpcost.cli.files import output_dir_callback, output_path_callback
 from fpcost.cli.render import (
     Column,
     emit_csv,
@@ -139,12 +140,14 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     "--overlay",
     "overlay_dir",
     type=click.Path(path_type=Path, file_okay=False),
+    callback=output_dir_callback,
     help="Write per image a PNG with the kept tokens drawn (pivotal magenta, complementary cyan).",
 )
 @click.option(
     "--output",
     "output_file",
     type=click.Path(path_type=Path, dir_okay=False),
+    callback=output_path_callback,
     help="Write a JSON results file (read by fpcost estimate --tokens-from).",
 )
 @format_option
@@ -207,13 +210,6 @@ def prune(
             )
     params = {key: value for key, value in params.items() if value is not None}
     pruner = get_pruner(method, **params)  # parameter errors before any model is loaded
-    if (
-        output_file is not None
-        and not (output_file.parent if str(output_file.parent) else Path(".")).is_dir()
-    ):
-        raise PruningError(
-            f"cannot write {output_file}: directory {output_file.parent} does not exist"
-        )
 
     encoder = load_encoder(encoder_name or model_path, image_size=image_size)
     overlays = None

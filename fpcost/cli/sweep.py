@@ -14,7 +14,7 @@ from fpcost.costmodel.pipeline import ALL_STAGES
 from fpcost.costmodel.sweep import MAX_CONFIGURATIONS
 from fpcost.costmodel.units import MILLI, VALID_BITS
 
-from .files import write_atomic
+from .files import output_path_callback, write_atomic
 from .render import FORMATS, Column, render_table, scaled, stderr_console
 
 # The table view prints at most this many rows (CSV and JSON print all).
@@ -122,6 +122,7 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="table",
               show_default=True, help="Table (a subset of columns), or JSON / CSV (all columns).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=output_path_callback,
               help="Write CSV or JSON to this file (atomically); format from --format or the suffix.")
 @click.option("--force", is_flag=True,
               help=f"Allow sweeps of more than {MAX_CONFIGURATIONS:,} configurations.")

@@ -13,6 +13,7 @@ from fpcost.costmodel.errors import ConfigError, WorkloadError
 from fpcost.costmodel.units import MILLI
 
 from .calibrate import progress_bar
+from .files import output_path_callback, write_atomic
 from .options import read_tokens_file
 from .render import Column, emit_csv, emit_json, format_option, render_table, stderr_console
 
@@ -151,6 +152,7 @@ def resolve_llm(model_name: str | None, config_path: Path | None, device: str):
 @click.option("--folds", type=click.IntRange(min=2), default=2, show_default=True,
               help="Interleaved folds for the held-out fit.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
+              callback=output_path_callback,
               help="Also write the full JSON report to this file (atomically).")
 @format_option
 def validate(device, profile_name, baseline_name, model_name, config_path, dtype, tokens_text,
@@ -202,10 +204,8 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
     if images is not None:
         payload["images"] = _image_rows(images, text_tokens, payload["rows"], model, profile, dtype)
     if output is not None:
-        from fpcost.hardware_profiles import write_text_atomic
-
-        write_text_atomic(output, json.dumps(payload, indent=2, allow_nan=False) + "\n",
-                          what="validation report")
+        write_atomic(output, json.dumps(payload, indent=2, allow_nan=False) + "\n",
+                     what="validation report")
     _render(payload, output_format)
 
 

@@ -19,3 +19,7 @@ class HardwareError(FpcostError):
 
 class WorkloadError(FpcostError):
     """Token counts, batch sizes, bit widths or ratios outside their valid range."""
+
+
+class OutputError(FpcostError):
+    """An output path that cannot be written: a directory, a missing parent, a full disk."""

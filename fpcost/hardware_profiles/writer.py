@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import os
 import re
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fpcost.costmodel.errors import HardwareError
 from fpcost.costmodel.hardware import HardwareProfile
+from fpcost.files import write_output
 
 from ._toml import tomllib
 from .schema import NUMERIC_TABLES, profile_from_toml_dict, profile_to_toml_dict
@@ -51,10 +50,9 @@ def dumps_profile(profile: HardwareProfile) -> str:
 
 
 def write_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Path:
-    """Write ``profile`` to ``path`` atomically: the text is checked to load back, written
-    to a temporary file in the same directory, then moved over ``path`` with ``os.replace``,
-    so a reader never sees a half-written profile. Returns the path written; raises
-    ``HardwareError`` if the directory cannot be written."""
+    """Write ``profile`` to ``path``: the text is checked to load back, then written by
+    ``fpcost.files.write_output`` (atomically for a regular file; see its rules). Returns
+    the path written; raises ``OutputError`` if it cannot be written."""
     target = Path(path)
     text = dumps_profile(profile)
     profile_from_toml_dict(tomllib.loads(text), str(target))  # never write what we can't read
@@ -62,27 +60,9 @@ def write_profile(profile: HardwareProfile, path: str | os.PathLike[str]) -> Pat
 
 
 def write_text_atomic(path: str | os.PathLike[str], text: str, what: str = "file") -> Path:
-    """Write ``text`` (UTF-8) to ``path`` through a temporary file in the same directory
-    and ``os.replace``: ``path`` holds either its old content or all of ``text``, even if
-    the process is interrupted. Raises ``HardwareError`` naming ``what`` on OS errors."""
-    target = Path(path)
-    try:
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    except OSError as exc:
-        raise HardwareError(f"cannot write {what} {target}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as tmp:
-            tmp.write(text)
-            tmp.flush()
-            os.fsync(tmp.fileno())
-        os.replace(tmp_name, target)
-    except OSError as exc:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise HardwareError(f"cannot write {what} {target}: {exc.strerror}") from None
-    except BaseException:  # KeyboardInterrupt included: leave no temporary file behind
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
-    return target
+    """``text`` to ``path`` through the package's one output writer (kept under this name
+    for callers of ``fpcost.hardware_profiles``)."""
+    return write_output(path, text, what=what)
 
 
 def _table_lines(table: Mapping[str, Any]) -> list[str]:

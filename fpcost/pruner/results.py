@@ -31,12 +31,11 @@ Schema (version 1), a JSON object::
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fpcost.files import write_output
 from fpcost.pruner.errors import PruningError
 
 RESULTS_VERSION = 1
@@ -102,22 +101,10 @@ def results_document(
 
 
 def write_json_atomic(path: Path | str, payload: Any) -> None:
-    """Write ``payload`` as JSON to ``path`` via a temporary file and ``os.replace``, so the
-    file is either the complete new content or untouched."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    if not directory.is_dir():
-        raise PruningError(f"cannot write {path}: directory {directory} does not exist")
+    """Write ``payload`` as JSON to ``path`` by ``fpcost.files.write_output``: a regular file
+    is replaced atomically (complete new content or untouched); ``OutputError`` otherwise."""
     text = json.dumps(payload, indent=2, allow_nan=False) + "\n"
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "w") as handle:
-            handle.write(text)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; a results file is an ordinary output file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    write_output(path, text, what="results file")
 
 
 def read_results(path: Path | str) -> list[dict[str, Any]]:

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import os
-import tempfile
+import io
 from pathlib import Path
 
 from PIL import Image, UnidentifiedImageError
 
+from fpcost.files import write_output
 from fpcost.pruner.encoders import Encoder
 from fpcost.pruner.errors import PruningError
 from fpcost.pruner.overlay import draw_overlay
@@ -50,7 +50,8 @@ def prune_image(encoder: Encoder, pruner, path: Path | str) -> tuple[ImageResult
 
 
 def save_overlay(result: ImageResult, crop: Image.Image, patch_size: int, path: Path) -> None:
-    """Write the overlay PNG of ``result`` to ``path`` atomically (temp file + os.replace)."""
+    """Write the overlay PNG of ``result`` to ``path`` by ``fpcost.files.write_output``
+    (atomically for a regular file; ``OutputError`` if it cannot be written)."""
     image = draw_overlay(
         crop,
         result.grid,
@@ -59,12 +60,6 @@ def save_overlay(result: ImageResult, crop: Image.Image, patch_size: int, path: 
         result.complementary_indices,
         result.filled_indices,
     )
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".png", dir=path.parent)
-    os.close(fd)
-    try:
-        image.save(tmp, format="PNG", optimize=True)
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600; an overlay is an ordinary output file
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    png = io.BytesIO()
+    image.save(png, format="PNG", optimize=True)
+    write_output(path, png.getvalue(), what="overlay")

@@ -13,6 +13,7 @@ import sys
 import click
 
 from fpcost.costmodel.errors import FpcostError
+from fpcost.extras import extra_for_missing, missing_extra_message
 
 # name -> "module:attribute" of the click command; imported lazily.
 SUBCOMMANDS = {
@@ -76,6 +77,16 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         click.echo("Interrupted.", err=True)
         return 130
+    except ModuleNotFoundError as exc:
+        # An optional dependency met after the command's own require_extra check (or in a
+        # command that has none): the same one line, naming the extra that installs it.
+        extra = extra_for_missing(exc)
+        if extra is None or debug:
+            raise
+        command = next((a for a in args if a in SUBCOMMANDS), "fpcost")
+        what = f"fpcost {command}" if command != "fpcost" else command
+        click.echo(f"Error: {missing_extra_message(extra, what, exc.name)}", err=True)
+        return EXIT_USAGE
     return 0
 
 

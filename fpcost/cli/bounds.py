@@ -65,7 +65,8 @@ class BoundedInt(click.ParamType):
             if not _INTEGER.fullmatch(text):
                 self.fail(f"{shown_value(text)} is not an integer; valid: {self.range_text()}", param, ctx)
             if len(digits) > self._max_chars:
-                self.fail(f"{shown_value(text)} is out of range; valid: {self.range_text()}", param, ctx)
+                shown = text if len(text) <= SHOWN_CHARS else shown_value(text)
+                self.fail(f"{shown} is out of range; valid: {self.range_text()}", param, ctx)
             number = int(text)
         if not self.minimum <= number <= self.maximum:
             self.fail(f"{number} is out of range; valid: {self.range_text()}", param, ctx)

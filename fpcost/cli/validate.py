@@ -93,8 +93,9 @@ def parse_token_list(text: str) -> list[int]:
         digits = item.lstrip("0")  # ASCII digits only, at most 10 of them, before int()
         if (not re.fullmatch(r"[0-9]+", item) or not digits or len(digits) > len(str(MAX_TOKENS))
                 or int(digits) > MAX_TOKENS):
+            where = f" (in {shown_value(text)})" if item != text.strip() else ""
             raise WorkloadError(f"--tokens: {shown_value(item)} is not a positive integer up to "
-                                f"{MAX_TOKENS} (in {shown_value(text)})")
+                                f"{MAX_TOKENS}{where}")
         counts.append(int(digits))
     return sorted(set(counts))
 

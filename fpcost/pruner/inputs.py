@@ -147,10 +147,10 @@ def check_against_encoder(pruner, num_layers: int, num_patches: int, encoder_nam
             )
         budget = getattr(config, "budget", None)
         if budget is not None and budget > num_patches:
-            raise PruningError(f"--budget {budget} exceeds the {num_patches} patch tokens of {where}")
+            raise PruningError(f"--budget {budget} exceeds the patch tokens of {where}")
     count = getattr(pruner, "count", None)
     if count is not None and count > num_patches:
-        raise PruningError(f"--budget {count} exceeds the {num_patches} patch tokens of {where}")
+        raise PruningError(f"--budget {count} exceeds the patch tokens of {where}")
     try:  # whatever else the method resolves (cls and prumerge+ read fixed layers)
         pruner.capture_layers(num_layers)
     except PruningError as exc:

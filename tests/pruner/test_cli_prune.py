@@ -218,7 +218,10 @@ def test_bad_image_among_good_ones(capsys, model_dir, images, tmp_path):
             ["IMG", "--model", "MODEL", "--method", "random", "--k", "3"],
             "--k apply to --method freepruner only",
         ),
-        (["IMG", "--model", "MODEL", "--budget", "65"], "Error: --budget 65 exceeds the 64 patch"),
+        (
+            ["IMG", "--model", "MODEL", "--budget", "65"],
+            "Error: --budget 65 exceeds the patch tokens of encoder",
+        ),
         (["IMG", "--encoder", "clip-l"], "Error: no weights at clip-l: not a local directory"),
         (["IMG", "--model", "org/some-model"], "Error: no weights at org/some-model"),
     ],

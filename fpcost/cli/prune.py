@@ -107,7 +107,9 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     type=COUNT,
     help="Number of patch tokens to keep (freepruner: fixed budget; baselines: count).",
 )
-@click.option("--seed", type=SEED, help="Seed of the random method.  [default: 0]")
+@click.option(
+    "--seed", type=SEED, help="Seed of the random method, 0..2**63-1.  [default: 0]"
+)
 @click.option(
     "--k",
     type=COUNT,

@@ -189,7 +189,7 @@ def prune(
     from fpcost.pruner.capture import find_attention_layers
     from fpcost.pruner.encoders import load_encoder
     from fpcost.pruner.errors import PruningError
-    from fpcost.pruner.inputs import check_against_encoder
+    from fpcost.pruner.inputs import check_against_encoder, configured_geometry
     from fpcost.pruner.methods import get_pruner
     from fpcost.pruner.results import results_document, write_json_atomic
     from fpcost.pruner.run import prune_image, save_overlay
@@ -230,7 +230,11 @@ def prune(
             f"cannot write {output_file}: directory {output_file.parent} does not exist"
         )
 
-    encoder = load_encoder(encoder_name or model_path, image_size=image_size)
+    # Layers, budget and count from the encoder's config before its weights load, then again
+    # against the loaded encoder (the config may leave some unsettled), before any image.
+    name = encoder_name or model_path
+    check_against_encoder(pruner, *configured_geometry(name, image_size), name)
+    encoder = load_encoder(name, image_size=image_size)
     # Layers, budget and count against the encoder's depth and patch count, before any image.
     num_layers = len(find_attention_layers(encoder.model))
     check_against_encoder(pruner, num_layers, encoder.num_patches, encoder.name)

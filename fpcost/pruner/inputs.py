@@ -16,6 +16,7 @@ patch tokens.
 
 from __future__ import annotations
 
+import json
 import warnings
 from pathlib import Path
 
@@ -127,13 +128,16 @@ def check_image_size(image_size: int | None) -> None:
         )
 
 
-def check_against_encoder(pruner, num_layers: int, num_patches: int, encoder_name: str) -> None:
+def check_against_encoder(pruner, num_layers: int | None, num_patches: int | None,
+                          encoder_name: str) -> None:
     """Before any image: every layer index the pruner reads exists in a ``num_layers``-layer
-    encoder, and a fixed budget or count is at most its ``num_patches`` patch tokens.
-    Messages name the ``fpcost prune`` flags."""
-    where = f"encoder {encoder_name} ({num_layers} layers, {num_patches} patch tokens)"
+    encoder, and a fixed budget or count is at most its ``num_patches`` patch tokens (either
+    may be None: not known yet, not checked). Messages name the ``fpcost prune`` flags."""
+    parts = [f"{n} {what}" for n, what in ((num_layers, "layers"), (num_patches, "patch tokens"))
+             if n is not None]
+    where = f"encoder {encoder_name} ({', '.join(parts)})"
     config = getattr(pruner, "config", None)
-    if config is not None:
+    if config is not None and num_layers is not None:
         comp = getattr(config, "complementary_layer", None)
         if comp is not None and not -num_layers <= comp < num_layers:
             raise PruningError(f"--complementary-layer {comp} is out of range for {where}; "
@@ -145,13 +149,60 @@ def check_against_encoder(pruner, num_layers: int, num_patches: int, encoder_nam
                 f"--start-layer {start} and --end-layer {end} (exclusive) select no layer of "
                 f"{where}; give a start before the end, within {-num_layers}..{num_layers}"
             )
+    if num_patches is not None:
         budget = getattr(config, "budget", None)
-        if budget is not None and budget > num_patches:
-            raise PruningError(f"--budget {budget} exceeds the patch tokens of {where}")
-    count = getattr(pruner, "count", None)
-    if count is not None and count > num_patches:
-        raise PruningError(f"--budget {count} exceeds the patch tokens of {where}")
-    try:  # whatever else the method resolves (cls and prumerge+ read fixed layers)
-        pruner.capture_layers(num_layers)
-    except PruningError as exc:
-        raise PruningError(f"{exc} ({where})") from None
+        count = getattr(pruner, "count", None)
+        for value in (budget, count):
+            if value is not None and value > num_patches:
+                raise PruningError(f"--budget {value} exceeds the patch tokens of {where}")
+    if num_layers is not None:
+        try:  # whatever else the method resolves (cls and prumerge+ read fixed layers)
+            pruner.capture_layers(num_layers)
+        except PruningError as exc:
+            raise PruningError(f"{exc} ({where})") from None
+
+
+def _positive_int(value) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) and value > 0 else None
+
+
+def configured_geometry(name_or_path: str, image_size: int | None) -> tuple[int | None, int | None]:
+    """(layers, patch tokens) of an encoder from its config alone, before its weights load
+    (a LLaVA checkpoint's shards are read in full to find the tower). None where the config
+    does not settle it (the loaded encoder is checked again): layers from
+    ``num_hidden_layers``; patch tokens for the built-in DINOv2 and for CLIP / SigLIP, whose
+    input side is always their config's ``image_size``."""
+    from fpcost.pruner.dinov2_onnx import DINOV2_S14
+
+    if name_or_path == "dinov2-s14":
+        from fpcost.pruner.encoders import DINOV2_S14_IMAGE_SIZE
+
+        side = (image_size or DINOV2_S14_IMAGE_SIZE) // DINOV2_S14["patch_size"]
+        return DINOV2_S14["num_hidden_layers"], side * side
+    config_path = Path(name_or_path).expanduser() / "config.json"
+    try:
+        raw = json.loads(config_path.read_text())
+    except (OSError, ValueError, RecursionError):
+        return None, None  # the loader gives the one-line error
+    model_type = raw.get("model_type") if isinstance(raw, dict) else None
+    if model_type in _TOWER_TYPES:  # a LLaVA-family checkpoint: its vision tower
+        vision = raw.get("vision_config")
+        vision_type = vision.get("model_type", "clip_vision_model") if isinstance(vision, dict) else None
+    elif model_type in _BARE_TYPES:
+        vision, vision_type = raw.get("vision_config", raw), model_type
+    else:
+        return None, None  # not an encoder fpcost loads: the loader says so
+    if not isinstance(vision, dict) or vision_type not in _BARE_TYPES:
+        return None, None
+    layers = _positive_int(vision.get("num_hidden_layers"))
+    side, patch = _positive_int(vision.get("image_size")), _positive_int(vision.get("patch_size"))
+    if vision_type in _FIXED_SIZE_TYPES and side and patch and image_size in (None, side):
+        return layers, (side // patch) ** 2
+    return layers, None
+
+
+# model_type values encoders.py loads (its _BARE and _TOWERS); CLIP and SigLIP take only
+# their config's image_size as input side, DINOv2 any.
+_FIXED_SIZE_TYPES = ("clip_vision_model", "clip", "siglip_vision_model", "siglip")
+_BARE_TYPES = (*_FIXED_SIZE_TYPES, "dinov2")
+_TOWER_TYPES = ("llava", "llava_next", "video_llava")

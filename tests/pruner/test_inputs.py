@@ -209,3 +209,43 @@ def test_integer_options_bounded_before_the_model_loads(capsys, ok_image, monkey
     assert code == 2 and out == ""
     assert err.count("\n") == 1 and err.startswith("Error: ") and message in err, err
     assert len(err) < 300
+
+
+def test_geometry_from_the_config_alone(model_dir, tmp_path):
+    from fpcost.pruner import encoders
+    from fpcost.pruner.inputs import configured_geometry
+
+    assert set(inputs._BARE_TYPES) == set(encoders._BARE)
+    assert set(inputs._TOWER_TYPES) == set(encoders._TOWERS)
+    assert configured_geometry("dinov2-s14", None) == (12, 24 * 24)
+    assert configured_geometry("dinov2-s14", 224) == (12, 16 * 16)
+    assert configured_geometry(str(model_dir), None) == (4, 64)
+    assert configured_geometry(str(model_dir), 100) == (4, None)  # the loader refuses 100 px
+    llava = tmp_path / "llava"
+    llava.mkdir()
+    llava.joinpath("config.json").write_text(
+        '{"model_type": "llava", "vision_config": {"num_hidden_layers": 24, "image_size": 336, '
+        '"patch_size": 14}}')
+    assert configured_geometry(str(llava), None) == (24, 576)
+    for text in ('{"model_type": "bert", "num_hidden_layers": 2}', '[1]', '{"model_type": "llava"}',
+                 '{"model_type": "dinov2", "num_hidden_layers": true}', "not json"):
+        llava.joinpath("config.json").write_text(text)
+        assert configured_geometry(str(llava), None) == (None, None), text
+    assert configured_geometry(str(tmp_path / "missing"), None) == (None, None)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--encoder", "dinov2-s14", "--complementary-layer", "12"],
+     "--complementary-layer 12 is out of range for encoder dinov2-s14 (12 layers, 576 patch tokens)"),
+    (["--encoder", "dinov2-s14", "--image-size", "224", "--budget", "257"],
+     "--budget 257 exceeds the patch tokens of encoder dinov2-s14 (12 layers, 256 patch tokens)"),
+    (["--model", "MODEL", "--budget", "65"], "--budget 65 exceeds the patch tokens of encoder"),
+    (["--model", "MODEL", "--method", "cls", "--start-layer", "1"], "--start-layer apply to"),
+])
+def test_parameters_refused_before_the_weights_load(capsys, model_dir, ok_image, monkeypatch, args,
+                                                    message):
+    monkeypatch.setattr("fpcost.pruner.encoders.load_encoder",
+                        lambda *_, **__: pytest.fail("the encoder must not load"))
+    args = [str(model_dir) if a == "MODEL" else a for a in args]
+    code, out, err = run(capsys, ok_image, *args)
+    assert code == 2 and out == "" and err.count("\n") == 1 and message in err, err

@@ -14,16 +14,11 @@ import io
 import math
 from collections.abc import Mapping
 
-from fpcost.costmodel.errors import FpcostError
 from fpcost.costmodel.estimate import Estimate
 from fpcost.costmodel.units import MILLI, TERA
+from fpcost.extras import MissingExtraError, missing_extra_message
 
-
-class MissingExtraError(FpcostError):
-    """An optional dependency (an extra of the fpcost package) is not installed."""
-
-
-MISSING_MATPLOTLIB = "fpcost plot needs matplotlib: pip install 'fpcost[plot]'"
+MISSING_MATPLOTLIB = missing_extra_message("plot", "fpcost plot", "matplotlib")
 
 try:
     from matplotlib.backends.backend_agg import FigureCanvasAgg

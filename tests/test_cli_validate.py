@@ -258,3 +258,49 @@ def test_images_pruned_with_the_real_dinov2(capsys, cpu_profile, tiny_config, tm
     (image,) = json.loads(out)["images"]
     assert image["image"] == "camera.png" and image["num_tokens"] == 576
     assert 0 < image["num_kept"] < 576
+
+
+BIG = "1" * 5000  # past Python's 4,300-digit int-from-str limit
+
+
+@pytest.mark.parametrize("command, option, value, fragment", [
+    ("calibrate", "--threads", "100000", "'--threads': 100000 is out of range; valid: 1.."),
+    ("calibrate", "--threads", "1e200", "'--threads': '1e200' is not an integer"),
+    ("calibrate", "--threads", BIG, "(5,000 characters) is out of range"),
+    ("calibrate", "--warmup", "1" + "0" * 200, "'--warmup': '100000000000000000000000'… (201 "
+                                               "characters) is out of range; valid: 0..100"),
+    ("calibrate", "--warmup", "101", "'--warmup': 101 is out of range; valid: 0..100"),
+    ("calibrate", "--repeats", "1001", "'--repeats': 1001 is out of range; valid: 1..1000"),
+    ("calibrate", "--repeats", "0", "'--repeats': 0 is out of range"),
+    ("validate", "--threads", "100000", "'--threads': 100000 is out of range"),
+    ("validate", "--warmup", BIG, "'--warmup': '111111111111111111111111'…"),
+    ("validate", "--repeats", "9223372036854775808", "'--repeats': 9223372036854775808 is out of range"),
+    ("validate", "--hooked-repeats", "1001", "'--hooked-repeats': 1001 is out of range"),
+    ("validate", "--folds", "1", "'--folds': 1 is out of range; valid: 2..1000"),
+    ("validate", "--text-tokens", BIG, "'--text-tokens': '111111111111111111111111'…"),
+    ("validate", "--text-tokens", "-1", "'--text-tokens': -1 is out of range"),
+    ("validate", "--tokens", BIG, "--tokens: '111111111111111111111111'… (5,000 characters) is not "
+                                  "a positive integer up to 2147483647"),
+    ("validate", "--tokens", "64,2147483648", "--tokens: '2147483648' is not a positive integer up "
+                                              "to 2147483647 (in '64,2147483648')"),
+    ("validate", "--tokens", "64,١٢٨", "'١٢٨' is not a positive integer"),
+])
+def test_integer_options_are_bounded(capsys, tmp_path, monkeypatch, command, option, value, fragment):
+    """Refused by the option's range, before anything is timed or written (issue 8)."""
+    monkeypatch.setattr(calibrate_module, "calibrate", lambda *a, **k: pytest.fail("measured"))
+    target = ("--output", tmp_path / "x.toml") if command == "calibrate" else ("--profile", "a6000")
+    code, out, err = run_cli(capsys, command, *target, option, value)
+    assert code == 2 and out == ""
+    one_line_error(code, err, fragment)
+    assert len(err) < 300
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_threads_bound_is_this_machines_cpus():
+    from fpcost.cli.bounds import available_cpus
+    from fpcost.cli.calibrate import calibrate
+    from fpcost.cli.validate import validate
+
+    for command in (calibrate, validate):
+        threads = next(p for p in command.params if p.name == "threads")
+        assert (threads.type.minimum, threads.type.maximum) == (1, available_cpus())

@@ -11,6 +11,7 @@ import click
 
 from fpcost.costmodel.units import GIGA, MILLI
 
+from .bounds import REPEATS, WARMUP, threads_type
 from .files import output_path_callback, same_file
 from .render import Column, emit_csv, emit_json, format_option, render_table, stderr_console
 
@@ -60,14 +61,16 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[str], None]
               callback=output_path_callback,
               help="CPU: also write a datasheet-style profile (cores x clock x SIMD FLOP/cycle, "
                    "efficiency 1) to compare against (`fpcost validate --baseline FILE`).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Intra-op threads to measure with [default: torch's, i.e. the cores].")
+@click.option("--threads", type=threads_type(), default=None,
+              help="Intra-op threads to measure with, at most the CPUs available here "
+                   "[default: torch's, i.e. the cores].")
 @click.option("--clock", type=click.Choice(["wall", "thread"]), default="wall", show_default=True,
               help="CPU clock: wall time, or CPU time of the calling thread (needs --threads 1; "
                    "ignores time descheduled by other jobs on a shared machine).")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Timed calls per measurement.")
+@click.option("--warmup", type=WARMUP, default=1, show_default=True,
+              help="Untimed calls before each measurement (at most 100).")
+@click.option("--repeats", type=REPEATS, default=5, show_default=True,
+              help="Timed calls per measurement (at most 1000).")
 @click.option("--statistic", type=click.Choice(["median", "min"]), default="median",
               show_default=True,
               help="How the repeats are summarised (min: the least-disturbed call, for machines "
@@ -81,6 +84,9 @@ def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warm
     if nominal_output is not None and same_file(output, nominal_output):
         raise click.UsageError(f"--output {output} and --nominal-output {nominal_output} are "
                                "the same file; give two file names")
+    from fpcost.extras import require_extra
+
+    require_extra("torch", "fpcost calibrate")
     from fpcost.hardware_profiles import write_profile
     from fpcost.pruner.calibrate import calibrate as run_calibration
     from fpcost.pruner.calibrate import calibration_steps

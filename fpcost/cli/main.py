@@ -16,6 +16,7 @@ import sys
 import click
 
 from fpcost.costmodel.errors import FpcostError
+from fpcost.extras import extra_for_missing, missing_extra_message
 
 # name -> "module:attribute" of the click command; imported lazily.
 SUBCOMMANDS = {
@@ -112,6 +113,16 @@ def _run(args: list[str], debug: bool) -> int:
         # Without a file name it is a stream: stdout, which rich and click write unnamed.
         where = str(exc.filename) if exc.filename else "cannot write the output"
         click.echo(f"Error: {where}: {exc.strerror or exc}", err=True)
+        return EXIT_USAGE
+    except ModuleNotFoundError as exc:
+        # An optional dependency met after the command's own require_extra check (or in a
+        # command that has none): the same one line, naming the extra that installs it.
+        extra = extra_for_missing(exc)
+        if extra is None or debug:
+            raise
+        command = next((a for a in args if a in SUBCOMMANDS), "fpcost")
+        what = f"fpcost {command}" if command != "fpcost" else command
+        click.echo(f"Error: {missing_extra_message(extra, what, exc.name)}", err=True)
         return EXIT_USAGE
     return 0
 

@@ -11,6 +11,7 @@ from typing import Any
 
 import click
 
+from fpcost.cli.bounds import INT32_MAX, SEED, BoundedInt
 from fpcost.cli.files import output_dir_callback, output_path_callback
 from fpcost.cli.render import (
     Column,
@@ -27,6 +28,11 @@ from fpcost.costmodel.units import MILLI
 # building the command does not import torch.
 METHOD_NAMES = ("freepruner", "random", "uniform", "cls", "prumerge+", "keep-all")
 # FreePrunerConfig's defaults, for the help text only (a test keeps them in step).
+# --image-size bound, = fpcost.pruner.inputs.MAX_IMAGE_SIZE (a test keeps them in step; the
+# reason is given there): checked by click, before torch is imported or a model loaded.
+MAX_IMAGE_SIZE = 1024
+COUNT = BoundedInt(1, INT32_MAX)  # --budget, --k: checked against the encoder once loaded
+LAYER = BoundedInt(-INT32_MAX, INT32_MAX)  # checked against the encoder's depth once loaded
 FREEPRUNER_DEFAULTS: dict[str, Any] = {
     "k": 192,
     "pivotal_start_layer": -3,
@@ -99,28 +105,30 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
 )
 @click.option(
     "--budget",
-    type=int,
+    type=COUNT,
     help="Number of patch tokens to keep (freepruner: fixed budget; baselines: count).",
 )
-@click.option("--seed", type=int, help="Seed of the random method.  [default: 0]")
+@click.option(
+    "--seed", type=SEED, help="Seed of the random method, 0..2**63-1.  [default: 0]"
+)
 @click.option(
     "--k",
-    type=int,
+    type=COUNT,
     help="freepruner: pivotal tokens per layer." + _D["k"],
 )
 @click.option(
     "--start-layer",
-    type=int,
+    type=LAYER,
     help="freepruner: first pivotal layer L_s." + _D["pivotal_start_layer"],
 )
 @click.option(
     "--end-layer",
-    type=int,
+    type=LAYER,
     help="freepruner: pivotal layers end before L (exclusive)." + _D["pivotal_end_layer"],
 )
 @click.option(
     "--complementary-layer",
-    type=int,
+    type=LAYER,
     help="freepruner: the 'penultimate' layer." + _D["complementary_layer"],
 )
 @click.option(
@@ -134,7 +142,9 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     help="freepruner: let the CLS row/column take part.  [default: exclude]",
 )
 @click.option(
-    "--image-size", type=int, help="Input side in px (DINOv2 only).  [default: 336 for dinov2-s14]"
+    "--image-size",
+    type=BoundedInt(1, MAX_IMAGE_SIZE, "DINOv2's attention grows as the side to the 4th power"),
+    help=f"Input side in px, at most {MAX_IMAGE_SIZE} (DINOv2 only).  [default: 336 for dinov2-s14]",
 )
 @click.option(
     "--overlay",
@@ -176,8 +186,13 @@ def prune(
     if (encoder_name is None) == (model_path is None):
         raise click.UsageError("give exactly one of --encoder NAME or --model PATH_OR_ID")
 
+    from fpcost.extras import require_extra
+
+    require_extra("torch", "fpcost prune")
+    from fpcost.pruner.capture import find_attention_layers
     from fpcost.pruner.encoders import load_encoder
     from fpcost.pruner.errors import PruningError
+    from fpcost.pruner.inputs import check_against_encoder, configured_geometry
     from fpcost.pruner.methods import get_pruner
     from fpcost.pruner.results import results_document, write_json_atomic
     from fpcost.pruner.run import prune_image, save_overlay
@@ -211,7 +226,13 @@ def prune(
     params = {key: value for key, value in params.items() if value is not None}
     pruner = get_pruner(method, **params)  # parameter errors before any model is loaded
 
-    encoder = load_encoder(encoder_name or model_path, image_size=image_size)
+    # Layers, budget and count from the encoder's config before its weights load, then again
+    # against the loaded encoder (the config may leave some unsettled), before any image.
+    name = encoder_name or model_path
+    check_against_encoder(pruner, *configured_geometry(name, image_size), name)
+    encoder = load_encoder(name, image_size=image_size)
+    num_layers = len(find_attention_layers(encoder.model))
+    check_against_encoder(pruner, num_layers, encoder.num_patches, encoder.name)
     overlays = None
     if overlay_dir is not None:
         overlay_dir.mkdir(parents=True, exist_ok=True)

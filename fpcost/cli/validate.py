@@ -12,6 +12,7 @@ import click
 from fpcost.costmodel.errors import ConfigError, WorkloadError
 from fpcost.costmodel.units import MILLI
 
+from .bounds import INT32_MAX, REPEATS, WARMUP, BoundedInt, shown_value, threads_type
 from .calibrate import progress_bar
 from .files import output_path_callback, write_atomic
 from .options import read_tokens_file
@@ -27,6 +28,11 @@ ACCOUNTING = "fpcost"
 FLASH_ATTENTION = True
 SIDE_BY_SIDE_MODEL = "llava-1.5-7b"
 SIDE_BY_SIDE_HARDWARE = "a6000"
+# A token count (each of --tokens, and --text-tokens) fits a signed 32-bit integer; the
+# memory check (check_fits) then refuses what the device cannot hold, with the figure.
+MAX_TOKENS = INT32_MAX
+# Each fold holds out at least one count; more folds than counts is refused by the fit.
+MAX_FOLDS = 1000
 
 ms = lambda v: "—" if v is None else f"{v / MILLI:.1f}"  # noqa: E731
 x2 = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
@@ -85,9 +91,13 @@ def parse_token_list(text: str) -> list[int]:
         raise WorkloadError(f"--tokens {text!r} is empty; give counts such as 64,256,1024")
     counts = []
     for item in items:
-        if not re.fullmatch(r"\d+", item) or int(item) < 1:
-            raise WorkloadError(f"--tokens: {item!r} is not a positive integer (in {text!r})")
-        counts.append(int(item))
+        digits = item.lstrip("0")  # ASCII digits only, at most 10 of them, before int()
+        if (not re.fullmatch(r"[0-9]+", item) or not digits or len(digits) > len(str(MAX_TOKENS))
+                or int(digits) > MAX_TOKENS):
+            where = f" (in {shown_value(text)})" if item != text.strip() else ""
+            raise WorkloadError(f"--tokens: {shown_value(item)} is not a positive integer up to "
+                                f"{MAX_TOKENS}{where}")
+        counts.append(int(digits))
     return sorted(set(counts))
 
 
@@ -134,22 +144,24 @@ def resolve_llm(model_name: str | None, config_path: Path | None, device: str):
                    "their kept counts become the workloads, as with --tokens-from.")
 @click.option("--encoder", default="dinov2-s14", show_default=True,
               help="Vision encoder for --images (a name `fpcost prune --encoder` accepts).")
-@click.option("--text-tokens", type=click.IntRange(min=0), default=40, show_default=True,
+@click.option("--text-tokens", type=BoundedInt(0, MAX_TOKENS), default=40, show_default=True,
               help="Text tokens added to each image's visual tokens (--tokens-from).")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Intra-op threads [default: torch's].")
+@click.option("--threads", type=threads_type(), default=None,
+              help="Intra-op threads, at most the CPUs available here [default: torch's].")
 @click.option("--clock", type=click.Choice(["wall", "thread"]), default="wall", show_default=True,
               help="CPU clock (thread: CPU time of the calling thread, needs --threads 1).")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True)
-@click.option("--repeats", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Timed passes per count for the total (median).")
-@click.option("--hooked-repeats", type=click.IntRange(min=1), default=3, show_default=True,
-              help="Timed passes per count with module hooks, for the split per operator class.")
+@click.option("--warmup", type=WARMUP, default=1, show_default=True,
+              help="Untimed passes per count before the timed ones (at most 100).")
+@click.option("--repeats", type=REPEATS, default=5, show_default=True,
+              help="Timed passes per count for the total (median; at most 1000).")
+@click.option("--hooked-repeats", type=REPEATS, default=3, show_default=True,
+              help="Timed passes per count with module hooks, for the split per operator class "
+                   "(at most 1000).")
 @click.option("--statistic", type=click.Choice(["median", "min"]), default="median",
               show_default=True,
               help="How repeated passes are summarised (min: the least-disturbed pass, for "
                    "machines shared with other jobs). The JSON also holds the other one's errors.")
-@click.option("--folds", type=click.IntRange(min=2), default=2, show_default=True,
+@click.option("--folds", type=BoundedInt(2, MAX_FOLDS), default=2, show_default=True,
               help="Interleaved folds for the held-out fit.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               callback=output_path_callback,
@@ -160,6 +172,9 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
              hooked_repeats, statistic, folds, output, output_format):
     """Time the real prefill forward pass at each token count and compare it with the cost
     model's prediction (uncalibrated, calibrated profile, fitted in-sample and held-out)."""
+    from fpcost.extras import require_extra
+
+    require_extra("torch", "fpcost validate")
     from fpcost.costmodel.spec import ModelSpec
     from fpcost.costmodel.validation import check_profile_device
     from fpcost.hardware_profiles import load_profile

@@ -31,6 +31,7 @@ from torch import nn
 
 from fpcost.pruner.dinov2_onnx import IMAGENET_MEAN, IMAGENET_STD, build_dinov2_s14
 from fpcost.pruner.errors import PruningError
+from fpcost.pruner.inputs import check_finite_pixels, check_image_size, check_resize
 
 BUILTIN_ENCODERS = ("dinov2-s14",)
 DINOV2_S14_IMAGE_SIZE = 336  # px: 24 x 24 patches of 14 px, LLaVA-1.5's 576 tokens
@@ -97,6 +98,7 @@ class Encoder:
 def to_rgb(image: Image.Image) -> Image.Image:
     """Any PIL mode as RGB: alpha composited on white, 16-bit and float rescaled to 8 bits."""
     if image.mode in ("I", "I;16", "I;16B", "I;16L", "F"):
+        check_finite_pixels(image)  # NaN / inf have no brightness to rescale
         values = np.asarray(image, dtype=np.float64)
         low, high = float(values.min()), float(values.max())
         scaled = (values - low) / (high - low) * 255 if high > low else np.zeros_like(values)
@@ -112,6 +114,7 @@ def to_rgb(image: Image.Image) -> Image.Image:
 
 def resize_and_crop(image: Image.Image, size: int) -> Image.Image:
     """Shortest side to ``size`` px (bicubic), then the centred ``size`` x ``size`` square."""
+    check_resize(image.size, size)  # bounded before resizing: 1 x 20000 px would be 7 GB
     width, height = image.size
     scale = size / min(width, height)
     new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
@@ -254,8 +257,7 @@ def load_encoder(name_or_path: str, image_size: int | None = None) -> Encoder:
 
 
 def _load_encoder(name_or_path: str, image_size: int | None) -> Encoder:
-    if image_size is not None and image_size < 1:
-        raise PruningError(f"image size ({image_size}) must be a positive number of px")
+    check_image_size(image_size)  # 1..MAX_IMAGE_SIZE px
     if name_or_path in BUILTIN_ENCODERS:
         model = build_dinov2_s14()
         size = image_size or DINOV2_S14_IMAGE_SIZE

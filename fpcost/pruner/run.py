@@ -5,32 +5,20 @@ from __future__ import annotations
 import io
 from pathlib import Path
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from fpcost.files import write_output
 from fpcost.pruner.encoders import Encoder
-from fpcost.pruner.errors import PruningError
+from fpcost.pruner.inputs import check_resize, open_image
 from fpcost.pruner.overlay import draw_overlay
 from fpcost.pruner.results import ImageResult
 
 
-def open_image(path: Path | str) -> Image.Image:
-    """The decoded image at ``path``; ``PruningError`` if it is missing or not an image."""
-    path = Path(path)
-    if not path.is_file():
-        raise PruningError(f"cannot read image {path}: no such file")
-    try:
-        with Image.open(path) as image:
-            image.load()
-            return image.copy()
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise PruningError(f"cannot read image {path}: {reason}") from None
-
-
 def prune_image(encoder: Encoder, pruner, path: Path | str) -> tuple[ImageResult, Image.Image]:
     """Select tokens of one image file. Returns the result and the crop the encoder saw."""
-    crop = encoder.crop(open_image(path))
+    image = open_image(path)  # PruningError naming the file: unreadable, bomb, NaN pixels
+    check_resize(image.size, encoder.image_size, path)
+    crop = encoder.crop(image)
     output = pruner.encode_and_select(encoder.model, encoder.pixel_values([crop]))
     selection = output.selection
     filled = selection.filled[0].tolist() if selection.filled else []

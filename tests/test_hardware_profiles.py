@@ -629,8 +629,13 @@ def test_written_profiles_use_capacity_gib_and_round_trip_exactly(tmp_path):
         ("a = " + "[" * 100_000 + "]" * 100_000, "malformed TOML: arrays or tables nested too deeply"),
         ("a = " + "{b = " * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
         ("x" * (2 * 1024 * 1024), "larger than 1 MiB"),
+        (MINIMAL.replace("capacity_gb = 48", "capacity_gb = 1" + "0" * 5000),
+         "malformed TOML: Exceeds the limit (4300 digits) for integer string conversion"),
+        (MINIMAL.replace("capacity_gb = 48", 'capacity_gb = "' + "4" * 5000 + '"'),
+         "[memory] capacity_gb = '44444444444444444444444444444444444444444444444444444444... "
+         "must be a number"),
     ],
-    ids=["deep-array", "deep-table", "huge"],
+    ids=["deep-array", "deep-table", "huge", "huge-int", "long-string"],
 )
 def test_hostile_files_are_one_line_errors(tmp_path, text, expected):
     _assert_one_line_error(_write(tmp_path, text), expected)

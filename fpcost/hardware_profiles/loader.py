@@ -103,4 +103,6 @@ def _read(path: Path) -> HardwareProfile:
         raise HardwareError(f"{origin}: malformed TOML: {exc}") from None
     except RecursionError:  # tomllib recurses once per nested array or inline table
         raise HardwareError(f"{origin}: malformed TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise HardwareError(f"{origin}: malformed TOML: {str(exc).split(':')[0]}") from None
     return profile_from_toml_dict(data, origin)

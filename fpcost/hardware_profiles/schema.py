@@ -28,6 +28,7 @@ from fpcost.costmodel.hardware import (
     OPERATOR_CLASSES,
     HardwareProfile,
 )
+from fpcost.costmodel.spec import show
 from fpcost.costmodel.units import GIBI, GIGA, KILO, TERA
 
 
@@ -211,16 +212,16 @@ def _string(origin: str, data: Mapping[str, Any], key: str, required: bool) -> s
             raise HardwareError(f"{origin}: {key} is missing")
         return ""
     if not isinstance(value, str):
-        raise HardwareError(f"{origin}: {key} = {value!r} must be a string")
+        raise HardwareError(f"{origin}: {key} = {show(value)} must be a string")
     if required and not value.strip():
-        raise HardwareError(f"{origin}: {key} = {value!r} must be a non-empty string")
+        raise HardwareError(f"{origin}: {key} = {show(value)} must be a non-empty string")
     return value
 
 
 def _table(origin: str, data: Mapping[str, Any], table: str) -> Mapping[str, Any]:
     value = data.get(table, {})
     if not isinstance(value, Mapping):
-        raise HardwareError(f"{origin}: [{table}] must be a table, got {value!r}")
+        raise HardwareError(f"{origin}: [{table}] must be a table, got {show(value)}")
     return value
 
 
@@ -233,10 +234,10 @@ def _number_in_range(origin: str, table: str, key: str, value: Any, minimum: flo
     """``value`` if it is an int or float in [minimum, maximum], else a one-line error
     naming the file, the key and the valid range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HardwareError(f"{origin}: [{table}] {key} = {value!r} must be a number")
+        raise HardwareError(f"{origin}: [{table}] {key} = {show(value)} must be a number")
     if not minimum <= value <= maximum:  # NaN fails too; no float() of a huge int
         raise HardwareError(
-            f"{origin}: [{table}] {key} = {value!r} is out of range; valid: {minimum:g} to "
+            f"{origin}: [{table}] {key} = {show(value)} is out of range; valid: {minimum:g} to "
             f"{maximum:g} {unit}"
         )
     return value
@@ -249,7 +250,7 @@ def _sources(origin: str, table: Mapping[str, Any]) -> dict[str, str]:
     for dotted, text in table.items():
         if not isinstance(text, str) or not text.strip():
             raise HardwareError(
-                f"{origin}: [sources] {dotted!r} = {text!r} must be a non-empty string"
+                f"{origin}: [sources] {dotted!r} = {show(text)} must be a non-empty string"
             )
         sources[by_dotted.get(dotted, dotted)] = text
     return sources
@@ -260,7 +261,7 @@ def _provenance(origin: str, table: Mapping[str, Any]) -> dict[str, str]:
     for key, value in table.items():
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise HardwareError(
-                f"{origin}: [provenance] {key} = {value!r} must be a string or a number"
+                f"{origin}: [provenance] {key} = {show(value)} must be a string or a number"
             )
         provenance[key] = str(value)
     return provenance

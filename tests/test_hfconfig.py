@@ -79,8 +79,8 @@ def test_video_and_next_kinds(tmp_path):
      "config.json: model_type = 'blip' is not supported; valid: llava, video_llava, llava_next"),
     ({k: v for k, v in LLAVA_15_7B.items() if k != "vision_config"}, "'vision_config' is missing"),
     ({**LLAVA_15_7B, "vision_config": {"model_type": "convnext"}},
-     "config.json vision_config: model_type = 'convnext' is not supported; valid: "
-     "clip_vision_model, siglip_vision_model, dinov2"),
+     "config.json vision_config: vision tower model_type 'convnext' is not a supported ViT; "
+     "valid: clip_vision_model, siglip_vision_model, dinov2"),
 ])
 def test_errors_name_the_field(tmp_path, data, message):
     with pytest.raises(ConfigError, match=None) as info:
@@ -140,7 +140,8 @@ def _vision(base=LLAVA_15_7B, **fields):
     ({**LLAVA_15_7B, "model_type": {"a": 1}}, "model_type = {'a': 1} is not supported"),
     ({**LLAVA_15_7B, "model_type": None}, "model_type = None is not supported"),
     (_text(model_type=["llama"]), "text_config: model_type = ['llama'] must be a string"),
-    (_vision(model_type=7), "vision_config: model_type = 7 is not supported"),
+    (_vision(model_type=7), "vision_config: vision tower model_type 7 is not a supported ViT"),
+    (_vision(model_type=["clip_vision_model"]), "model_type ['clip_vision_model'] is not a"),
     ({**LLAVA_15_7B, "text_config": [1]}, "config.json: text_config = [1] must be a JSON object"),
     ({**LLAVA_15_7B, "vision_config": None}, "vision_config = None must be a JSON object"),
     ({**LLAVA_15_7B, "vision_feature_select_strategy": ["full"]},

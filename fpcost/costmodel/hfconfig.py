@@ -215,8 +215,10 @@ def _llm_spec(cfg: dict, where: str, name: str, default_model_type: str | None) 
 
 
 def _vision_spec(cfg: dict, where: str, feature_layer: object, origin: str) -> VisionSpec:
-    model_type = _choice(cfg, "model_type", where, tuple(VISION_MODEL_TYPES),
-                         DEFAULT_VISION_MODEL_TYPE)
+    model_type = _get(cfg, "model_type", where, DEFAULT_VISION_MODEL_TYPE)
+    if not isinstance(model_type, str) or model_type not in VISION_MODEL_TYPES:
+        raise ConfigError(f"{where}: vision tower model_type {show(model_type)} is not a supported "
+                          f"ViT; valid: {', '.join(VISION_MODEL_TYPES)}")
     family = VISION_MODEL_TYPES[model_type]
     defaults = VISION_DEFAULTS[family]
     values = {key: _int(cfg, key, where, defaults.get(key, _REQUIRED)) for key in VISION_FIELDS

@@ -76,7 +76,8 @@ def test_video_and_next_kinds(tmp_path):
     ({**LLAMA_3_8B, "vocab_size": -3}, "vocab_size = -3 is out of range; valid: 1..16777216"),
     ({**LLAMA_3_8B, "num_hidden_layers": "32"}, "num_hidden_layers = '32' must be an integer"),
     ({**LLAVA_15_7B, "model_type": "blip"},
-     "config.json: model_type = 'blip' is not supported; valid: llava, video_llava, llava_next"),
+     "config.json: model_type 'blip' is not a supported multimodal model; valid: llava, "
+     "video_llava, llava_next"),
     ({k: v for k, v in LLAVA_15_7B.items() if k != "vision_config"}, "'vision_config' is missing"),
     ({**LLAVA_15_7B, "vision_config": {"model_type": "convnext"}},
      "config.json vision_config: vision tower model_type 'convnext' is not a supported ViT; "
@@ -114,14 +115,14 @@ def _vision(base=LLAVA_15_7B, **fields):
 @pytest.mark.parametrize("data, message", [
     # booleans must be JSON booleans: "false" used to be read as true (LM head dropped)
     (_text(tie_word_embeddings="false"),
-     "config.json text_config: tie_word_embeddings = 'false' must be true or false"),
-    (_text(tie_word_embeddings=0), "tie_word_embeddings = 0 must be true or false"),
-    (_text(tie_word_embeddings=None), "tie_word_embeddings = None must be true or false"),
-    (_text(attention_bias="true"), "attention_bias = 'true' must be true or false"),
-    (_text(mlp_bias=[True]), "mlp_bias = [True] must be true or false"),
+     "config.json text_config: tie_word_embeddings = 'false' must be true or false (a boolean)"),
+    (_text(tie_word_embeddings=0), "tie_word_embeddings = 0 must be true or false (a boolean)"),
+    (_text(tie_word_embeddings=None), "tie_word_embeddings = None must be true or false (a boolean)"),
+    (_text(attention_bias="true"), "attention_bias = 'true' must be true or false (a boolean)"),
+    (_text(mlp_bias=[True]), "mlp_bias = [True] must be true or false (a boolean)"),
     ({**LLAMA_3_8B, "tie_word_embeddings": "false"}, "config.json: tie_word_embeddings = 'false'"),
     (_vision(model_type="siglip_vision_model", vision_use_head="false"),
-     "config.json vision_config: vision_use_head = 'false' must be true or false"),
+     "config.json vision_config: vision_use_head = 'false' must be true or false (a boolean)"),
     # integers must be JSON integers, in range
     (_text(hidden_size=4096.0), "text_config: hidden_size = 4096.0 must be an integer in 1..1048576"),
     (_text(hidden_size=True), "hidden_size = True must be an integer"),
@@ -136,17 +137,17 @@ def _vision(base=LLAVA_15_7B, **fields):
     (_vision(num_channels=3.0), "num_channels = 3.0 must be an integer"),
     (_vision(patch_size=0), "patch_size = 0 is out of range"),
     # strings, objects and choices
-    ({**LLAVA_15_7B, "model_type": ["llava"]}, "model_type = ['llava'] is not supported; valid:"),
-    ({**LLAVA_15_7B, "model_type": {"a": 1}}, "model_type = {'a': 1} is not supported"),
-    ({**LLAVA_15_7B, "model_type": None}, "model_type = None is not supported"),
+    ({**LLAVA_15_7B, "model_type": ["llava"]}, "model_type ['llava'] is not a supported multimodal"),
+    ({**LLAVA_15_7B, "model_type": {"a": 1}}, "model_type {'a': 1} is not a supported multimodal"),
+    ({**LLAVA_15_7B, "model_type": None}, "model_type None is not a supported multimodal model"),
     (_text(model_type=["llama"]), "text_config: model_type = ['llama'] must be a string"),
     (_vision(model_type=7), "vision_config: vision tower model_type 7 is not a supported ViT"),
     (_vision(model_type=["clip_vision_model"]), "model_type ['clip_vision_model'] is not a"),
     ({**LLAVA_15_7B, "text_config": [1]}, "config.json: text_config = [1] must be a JSON object"),
     ({**LLAVA_15_7B, "vision_config": None}, "vision_config = None must be a JSON object"),
     ({**LLAVA_15_7B, "vision_feature_select_strategy": ["full"]},
-     "vision_feature_select_strategy = ['full'] is not supported; valid: default, full"),
-    ({**LLAVA_15_7B, "vision_feature_select_strategy": "cls"}, "= 'cls' is not supported"),
+     "vision_feature_select_strategy ['full'] is not a supported strategy; valid: default, full"),
+    ({**LLAVA_15_7B, "vision_feature_select_strategy": "cls"}, "'cls' is not a supported strategy"),
     # the feature layer must exist in a 24-layer tower: hidden_states -25..24
     ({**LLAVA_15_7B, "vision_feature_layer": 100},
      "config.json: vision_feature_layer = 100 must be one integer layer index in -25..24 for "

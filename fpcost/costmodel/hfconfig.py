@@ -27,6 +27,7 @@ from .spec import (
     ModelSpec,
     ProjectorSpec,
     VisionSpec,
+    check_bool,
     check_int,
     check_pinpoints,
     feature_layer_range,
@@ -145,26 +146,23 @@ def _get(cfg: dict, key: str, where: str, default: object) -> object:
     return default
 
 
-def _int(cfg: dict, key: str, where: str, default: object = _REQUIRED,
-         limits: tuple[int, int] | None = None) -> int:
+def _int(cfg: dict, key: str, where: str, default: object = _REQUIRED) -> int:
     """A JSON integer (not a boolean, float or string) within ``INT_LIMITS[key]``."""
-    return check_int(where, key, _get(cfg, key, where, default), *(limits or INT_LIMITS[key]))
+    return check_int(where, key, _get(cfg, key, where, default))
 
 
 def _bool(cfg: dict, key: str, where: str, default: bool) -> bool:
     """A JSON boolean: ``"false"`` and ``0`` are refused rather than read as true/false."""
-    value = _get(cfg, key, where, default)
-    if not isinstance(value, bool):
-        raise ConfigError(f"{where}: {key} = {show(value)} must be true or false (a JSON boolean)")
-    return value
+    return check_bool(where, key, _get(cfg, key, where, default))
 
 
-def _choice(cfg: dict, key: str, where: str, choices, default: object = _REQUIRED) -> str:
-    """One of the strings ``choices``."""
+def _choice(cfg: dict, key: str, where: str, choices, default: object = _REQUIRED,
+            noun: str = "value", label: str | None = None) -> str:
+    """One of the strings ``choices`` (a list or dict is refused, not hashed)."""
     value = _get(cfg, key, where, default)
     if not isinstance(value, str) or value not in choices:
-        raise ConfigError(f"{where}: {key} = {show(value)} is not supported; valid: "
-                          f"{', '.join(choices)}")
+        raise ConfigError(f"{where}: {label or key} {show(value)} is not a supported {noun}; "
+                          f"valid: {', '.join(choices)}")
     return value
 
 
@@ -215,10 +213,8 @@ def _llm_spec(cfg: dict, where: str, name: str, default_model_type: str | None) 
 
 
 def _vision_spec(cfg: dict, where: str, feature_layer: object, origin: str) -> VisionSpec:
-    model_type = _get(cfg, "model_type", where, DEFAULT_VISION_MODEL_TYPE)
-    if not isinstance(model_type, str) or model_type not in VISION_MODEL_TYPES:
-        raise ConfigError(f"{where}: vision tower model_type {show(model_type)} is not a supported "
-                          f"ViT; valid: {', '.join(VISION_MODEL_TYPES)}")
+    model_type = _choice(cfg, "model_type", where, tuple(VISION_MODEL_TYPES),
+                         DEFAULT_VISION_MODEL_TYPE, noun="ViT", label="vision tower model_type")
     family = VISION_MODEL_TYPES[model_type]
     defaults = VISION_DEFAULTS[family]
     values = {key: _int(cfg, key, where, defaults.get(key, _REQUIRED)) for key in VISION_FIELDS
@@ -247,14 +243,15 @@ def _vision_spec(cfg: dict, where: str, feature_layer: object, origin: str) -> V
 
 
 def _multimodal_spec(data: dict, name: str, origin: str) -> ModelSpec:
-    kind = LLAVA_KINDS[_choice(data, "model_type", origin, tuple(LLAVA_KINDS))]
+    kind = LLAVA_KINDS[_choice(data, "model_type", origin, tuple(LLAVA_KINDS),
+                               noun="multimodal model")]
     text_where, vision_where = f"{origin} text_config", f"{origin} vision_config"
     llm = _llm_spec(_object(data, "text_config", origin), text_where, f"{name}-llm",
                     default_model_type=DEFAULT_TEXT_MODEL_TYPE)
     vision = _vision_spec(_object(data, "vision_config", origin), vision_where,
                           _get(data, "vision_feature_layer", origin, -2), origin)
     strategy = _choice(data, "vision_feature_select_strategy", origin, FEATURE_SELECT_STRATEGIES,
-                       "default")
+                       "default", noun="strategy")
     keep_cls = strategy == "full"
     tokens_per_image = vision.num_patches + int(keep_cls and vision.has_cls_token)
     extra: dict = {}

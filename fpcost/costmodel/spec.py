@@ -40,7 +40,7 @@ def show(value: object, limit: int = 60) -> str:
     """``repr(value)`` cut to ``limit`` characters, so that a one-line error stays short
     (and never converts a huge integer to text, which Python refuses past 4,300 digits)."""
     if isinstance(value, int) and value.bit_length() > 4 * limit:
-        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"  # log10(2)
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
 

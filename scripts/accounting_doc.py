@@ -14,9 +14,6 @@ from fpcost.costmodel.units import MILLI
 from fpcost.costmodel.workload import Workload
 from fpcost.hardware_profiles import load_profile
 
-# Table 3's methods and the preset whose vision side they use
-PIPELINE_MODELS = {"VideoLLaVA": "videollava", "LLaVA-1.5": "llava-1.5-13b"}
-
 
 def fmt(value: float, divisor: float) -> str:
     return f"{value / divisor:.2f}"
@@ -59,7 +56,7 @@ def pipeline_table(hardware) -> None:
     for row in ROWS:
         if row.quantization != "FP16":
             continue
-        model = PRESETS[PIPELINE_MODELS[row.method.split(" ")[0]]]
+        model = PRESETS[row.preset]  # the built-in model with this row's backbone
         workload = Workload(row.num_visual_tokens, row.num_text_tokens)
         result = estimate(model, workload, hardware, row.quant, "fpcost")
         times = {s: t.time_s for s, t in result.totals().items()}

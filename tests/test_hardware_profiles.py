@@ -17,6 +17,7 @@ from click.testing import CliRunner
 from fpcost.cli.main import cli, main
 from fpcost.costmodel.errors import HardwareError
 from fpcost.costmodel.hardware import HardwareProfile
+from fpcost.costmodel.units import GIBI, MEBI
 from fpcost.hardware_profiles import (
     dumps_profile,
     list_profiles,
@@ -40,21 +41,22 @@ BUILTIN_NAMES = [
 ]
 HOPPER = ["h100-sxm", "h100-pcie", "h200"]
 
-# DESIGN.md §4 "Hardware datasheet (dense peaks; sparse figures are exactly 2x and must not
-# be used)", in SI units: (memory bytes, bandwidth bytes/s, FP16 tensor FLOP/s, INT8 OP/s,
-# INT4 OP/s or None, FP8 FLOP/s or None). Sources: NVIDIA datasheets and architecture
-# whitepapers for the RTX A6000 (GA102), A100, H100, H200, L40S and RTX 4090 (Ada); the
-# RTX 4090's FP16 and FP8 are the FP32-accumulate rates; the L40S INT4 is derived.
+# Dense peaks from the datasheets (sparse figures are exactly 2x and must not be used), in
+# SI units: (memory bytes, bandwidth bytes/s, FP16 tensor FLOP/s, INT8 OP/s, INT4 OP/s or
+# None, FP8 FLOP/s or None). Sources: NVIDIA datasheets and architecture whitepapers for the
+# RTX A6000 (GA102), A100, H100, H200, L40S and RTX 4090 (Ada); the RTX 4090's FP16 and FP8
+# are the FP32-accumulate rates; the L40S INT4 is derived (docs/hardware.md). Capacities are
+# binary: the datasheets' "40 GB" A100 holds 40 GiB, reported by nvidia-smi as 40,960 MiB.
 DATASHEET = {
-    "a6000": (48e9, 768e9, 154.8e12, 309.7e12, 619.4e12, None),
-    "a100-40g": (40e9, 1555e9, 312e12, 624e12, 1248e12, None),
-    "a100-80g": (80e9, 2039e9, 312e12, 624e12, 1248e12, None),
-    "a100-80g-pcie": (80e9, 1935e9, 312e12, 624e12, 1248e12, None),
-    "h100-sxm": (80e9, 3350e9, 989.4e12, 1979e12, None, 1979e12),
-    "h100-pcie": (80e9, 2000e9, 756e12, 1513e12, None, 1513e12),
-    "h200": (141e9, 4800e9, 989.4e12, 1979e12, None, 1979e12),
-    "l40s": (48e9, 864e9, 362e12, 733e12, 733e12, 733e12),
-    "rtx4090": (24e9, 1008e9, 165.2e12, 660.6e12, 1321e12, 330e12),
+    "a6000": (48 * GIBI, 768e9, 154.8e12, 309.7e12, 619.4e12, None),
+    "a100-40g": (40 * GIBI, 1555e9, 312e12, 624e12, 1248e12, None),
+    "a100-80g": (80 * GIBI, 2039e9, 312e12, 624e12, 1248e12, None),
+    "a100-80g-pcie": (80 * GIBI, 1935e9, 312e12, 624e12, 1248e12, None),
+    "h100-sxm": (80 * GIBI, 3350e9, 989.4e12, 1979e12, None, 1979e12),
+    "h100-pcie": (80 * GIBI, 2000e9, 756e12, 1513e12, None, 1513e12),
+    "h200": (141 * GIBI, 4800e9, 989.4e12, 1979e12, None, 1979e12),
+    "l40s": (48 * GIBI, 864e9, 362e12, 733e12, 733e12, 733e12),
+    "rtx4090": (24 * GIBI, 1008e9, 165.2e12, 660.6e12, 1321e12, 330e12),
 }
 DATASHEET_FIELDS = (
     "memory_bytes",
@@ -179,7 +181,8 @@ def test_hopper_has_no_int4_peak(name):
 
 
 def test_a6000_reproduces_llm_viewer_table3_setting():
-    # DESIGN.md §3: A6000 768e9 B/s, FP16 154.8e12 FLOP/s, INT8 309.7e12 OP/s, 21504e3 B.
+    # The setting that reproduces Table 3 (docs/accounting.md): A6000 768e9 B/s, FP16
+    # 154.8e12 FLOP/s, INT8 309.7e12 OP/s, on-chip buffer 21504e3 B.
     profile = load_profile("a6000")
     assert profile.hbm_bandwidth_bytes_per_s == 7.68e11
     assert profile.tensor_fp16_flops_per_s == pytest.approx(1.548e14, rel=1e-12)
@@ -289,18 +292,41 @@ def test_cpu_profile_with_provenance(tmp_path):
         (
             "capacity_gb = 48",
             "capacity_gb = 0",
-            "[memory] capacity_gb = 0 must be a positive number",
+            "[memory] capacity_gb = 0 is out of range; valid: 0.001 to 1e+06 GB",
         ),
         (
             "bandwidth_gb_per_s = 768",
             "bandwidth_gb_per_s = -768",
-            "[memory] bandwidth_gb_per_s = -768 must be a positive number",
+            "[memory] bandwidth_gb_per_s = -768 is out of range; valid: 0.001 to 1e+06 GB/s",
         ),
         (
             "bandwidth_gb_per_s = 768",
             "bandwidth_gb_per_s = inf",
-            "[memory] bandwidth_gb_per_s = inf must be a positive number",
+            "[memory] bandwidth_gb_per_s = inf is out of range; valid: 0.001 to 1e+06 GB/s",
         ),
+        # subnormal, absurdly small or large, NaN: refused at load, never a time of inf or 0
+        (
+            "bandwidth_gb_per_s = 768",
+            "bandwidth_gb_per_s = 1e-320",
+            "[memory] bandwidth_gb_per_s = 1e-320 is out of range; valid: 0.001 to 1e+06 GB/s",
+        ),
+        ("bandwidth_gb_per_s = 768", "bandwidth_gb_per_s = nan", "bandwidth_gb_per_s = nan is out"),
+        ("bandwidth_gb_per_s = 768", "bandwidth_gb_per_s = 2e6", "bandwidth_gb_per_s = 2000000.0 is"),
+        (
+            "bandwidth_gb_per_s = 768",
+            "bandwidth_gb_per_s = 9" + "9" * 30,
+            "bandwidth_gb_per_s = " + "9" * 31 + " is out of range",
+        ),
+        ("capacity_gb = 48", "capacity_gb = 5e-4", "capacity_gb = 0.0005 is out of range"),
+        ("capacity_gb = 48", "capacity_gib = 2e6", "capacity_gib = 2000000.0 is out of range; "
+                                                   "valid: 0.001 to 1e+06 GiB"),
+        ("capacity_gb = 48", "capacity_gb = 48\ncapacity_gib = 48",
+         "[memory] give one of capacity_gib or capacity_gb, not both"),
+        ("capacity_gb = 48\n", "", "[memory] capacity_gib is missing"),
+        ("onchip_buffer_kb = 21504", "onchip_buffer_kb = 2e9", "valid: 0.001 to 1e+09 KB"),
+        ("fp16_tflops = 154.8", "fp16_tflops = 1e-7",
+         "[tensor] fp16_tflops = 1e-07 is out of range; valid: 1e-06 to 1e+06 TFLOP/s"),
+        ("int8_tops = 309.7", "int8_tops = -inf", "[tensor] int8_tops = -inf is out of range"),
         (
             "fp16_tflops = 154.8",
             "fp16_tflop = 154.8",
@@ -339,17 +365,15 @@ def test_error_messages(tmp_path, old, new, expected):
             "[efficiency]\nsoftmax = 0.5\n",
             "unknown operator class [efficiency] 'softmax'; valid: matmul, attention, vector, norm",
         ),
-        ("[efficiency]\nmatmul = 0\n", "[efficiency] matmul = 0 must be a positive number"),
+        ("[efficiency]\nmatmul = 0\n", "[efficiency] matmul = 0 is out of range; valid: 1e-06 to 1000"),
+        ("[efficiency]\nmatmul = 1e-300\n", "[efficiency] matmul = 1e-300 is out of range"),
         (
             '[sources]\n"tensor.fp16_tflop" = "x"\n',
-            "unknown source key [sources] 'tensor.fp16_tflop'; valid: memory.capacity_gb, ",
+            "unknown source key [sources] 'tensor.fp16_tflop'; valid: memory.capacity_gib, ",
         ),
         ('[sources]\n"tensor.fp16_tflops" = ""\n', "must be a non-empty string"),
         ("[provenance]\ndevice = [1, 2]\n", "[provenance] device = [1, 2] must be a string"),
-        (
-            "[efficiency]\nmatmul = 5000\n",
-            "efficiency['matmul'] = 5000.0 must be a number in (0, 1000]",
-        ),
+        ("[efficiency]\nmatmul = 5000\n", "[efficiency] matmul = 5000 is out of range"),
     ],
 )
 def test_error_messages_optional_tables(tmp_path, extra, expected):
@@ -495,7 +519,7 @@ def test_cli_list_csv():
     assert result.exit_code == 0, result.output
     rows = list(csv.DictReader(io.StringIO(result.output)))
     assert [row["name"] for row in rows] == BUILTIN_NAMES
-    assert float(rows[BUILTIN_NAMES.index("a6000")]["memory_bytes"]) == 48e9
+    assert float(rows[BUILTIN_NAMES.index("a6000")]["memory_bytes"]) == 48 * GIBI
 
 
 def test_cli_show_one_with_sources():
@@ -552,3 +576,108 @@ def test_loading_profiles_imports_no_cli_or_dataframe_libraries():
         cwd=Path(__file__).resolve().parents[1],
     ).stdout
     assert out.strip() == "[]"
+
+
+# --- capacities are binary; every value bounded; hostile files -----------------------------
+
+
+def test_capacities_are_binary_gib():
+    """A "40 GB" A100 holds 40 GiB = 42,949,672,960 B (nvidia-smi: 40,960 MiB), not 40e9 B;
+    the H200's "141 GB" is 141 GiB (its driver reports 143,771 MiB, more than 141e9 B)."""
+    assert load_profile("a100-40g").memory_bytes == 42_949_672_960
+    assert load_profile("a100-80g").memory_bytes == 80 * GIBI
+    assert load_profile("h200").memory_bytes == 141 * GIBI
+    assert load_profile("h200").memory_bytes > 143_771 * MEBI > 141e9
+    for name in BUILTIN_NAMES:
+        assert "memory.capacity_gib" in (DATA_DIR / f"{name}.toml").read_text(encoding="utf-8")
+        assert "binary GB" in load_profile(name).sources["memory_bytes"]
+
+
+def test_llava_13b_batch_14_fits_a100_40g():
+    """The issue's case: 26.7 GB of weights + 12.9 GB of KV cache + 0.9 GB of activations =
+    40.6e9 B fits 40 GiB (42.9e9 B); with 40e9 B it was refused and the largest batch was 13."""
+    args = ["estimate", "--model", "llava-1.5-13b", "--hardware", "a100-40g", "--batch", "14",
+            "--output-tokens", "512", "--format", "json"]
+    result = CliRunner().invoke(cli, args)
+    assert result.exit_code == 0, result.output
+    memory = json.loads(result.output)["memory"]
+    assert memory["device_memory_bytes"] == 40 * GIBI
+    assert 40e9 < memory["total_bytes"] < 40 * GIBI
+    assert memory["fits"] is True
+    assert memory["max_batch_size"] == 16
+
+
+def test_legacy_capacity_gb_still_reads_as_decimal(tmp_path):
+    """User files written before capacity_gib keep their meaning: capacity_gb = 48 is 48e9 B."""
+    old = load_profile(_write(tmp_path, MINIMAL, "old.toml"))
+    new = load_profile(_write(tmp_path, MINIMAL.replace("capacity_gb = 48", "capacity_gib = 48")))
+    assert old.memory_bytes == 48e9 and isinstance(old.memory_bytes, float)
+    assert new.memory_bytes == 48 * GIBI and isinstance(new.memory_bytes, float)
+    text = MINIMAL + '[sources]\n"memory.capacity_gb" = "datasheet"\n'
+    assert load_profile(_write(tmp_path, text, "src.toml")).sources == {"memory_bytes": "datasheet"}
+
+
+def test_written_profiles_use_capacity_gib_and_round_trip_exactly(tmp_path):
+    profile = dataclasses.replace(load_profile("a6000"), memory_bytes=16_777_216_123.0)
+    path = write_profile(profile, tmp_path / "odd.toml")
+    assert "capacity_gib = " in path.read_text(encoding="utf-8")
+    assert load_profile(path).memory_bytes == 16_777_216_123.0
+    assert "capacity_gib = 48\n" in dumps_profile(load_profile("a6000"))
+
+
+@pytest.mark.parametrize(
+    ("text", "expected"),
+    [
+        ("a = " + "[" * 100_000 + "]" * 100_000, "malformed TOML: arrays or tables nested too deeply"),
+        ("a = " + "{b = " * 100_000 + "1" + "}" * 100_000, "nested too deeply"),
+        ("x" * (2 * 1024 * 1024), "larger than 1 MiB"),
+        (MINIMAL.replace("capacity_gb = 48", "capacity_gb = 1" + "0" * 5000),
+         "malformed TOML: Exceeds the limit (4300 digits) for integer string conversion"),
+        (MINIMAL.replace("capacity_gb = 48", 'capacity_gb = "' + "4" * 5000 + '"'),
+         "[memory] capacity_gb = '44444444444444444444444444444444444444444444444444444444... "
+         "must be a number"),
+    ],
+    ids=["deep-array", "deep-table", "huge", "huge-int", "long-string"],
+)
+def test_hostile_files_are_one_line_errors(tmp_path, text, expected):
+    _assert_one_line_error(_write(tmp_path, text), expected)
+
+
+def test_non_utf8_file(tmp_path):
+    path = tmp_path / "bin.toml"
+    path.write_bytes(MINIMAL.encode() + b"# \xff\xfe\n")
+    _assert_one_line_error(path, "not UTF-8 text")
+
+
+@pytest.mark.parametrize("arg", ["~no_such_user_xyz/x.toml", "a\x00b.toml", "/dev/null/x.toml"])
+def test_odd_paths_are_one_line_errors(arg):
+    with pytest.raises(HardwareError, match="^hardware profile file not found: ") as info:
+        load_profile(arg)
+    assert "\n" not in str(info.value) and "\x00" not in str(info.value)
+
+
+@pytest.mark.parametrize("value", [0.5, 1e25, float("nan"), float("inf"), 5e-324])
+def test_profile_dataclass_bounds_si_values(value):
+    """The Python API checks too: a rate below 1 or above 1e24 SI units is refused."""
+    expected = r"hbm_bandwidth_bytes_per_s = .* must be a number in \[1, 1e\+24\]"
+    with pytest.raises(HardwareError, match=expected):
+        dataclasses.replace(load_profile("a6000"), hbm_bandwidth_bytes_per_s=value)
+
+
+def test_cli_bad_value_names_key_file_and_range(tmp_path, capsys):
+    path = _write(tmp_path, MINIMAL.replace("bandwidth_gb_per_s = 768", "bandwidth_gb_per_s = 1e-320"))
+    for args in (["hardware", str(path)], ["table3", "--hardware", str(path)]):
+        assert main(args) == 2
+        assert capsys.readouterr().err == (
+            f"Error: {path}: [memory] bandwidth_gb_per_s = 1e-320 is out of range; valid: 0.001 "
+            "to 1e+06 GB/s\n"
+        )
+
+
+def test_cli_help_describes_argument_and_names_profiles():
+    result = CliRunner().invoke(cli, ["hardware", "--help"])
+    assert result.exit_code == 0
+    text = " ".join(result.output.split())
+    assert "NAME_OR_PATH is a built-in profile name" in text
+    assert "[default: table]" in text
+    assert "Built-in profiles: " + ", ".join(BUILTIN_NAMES) in text

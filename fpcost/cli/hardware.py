@@ -10,7 +10,7 @@ import click
 
 from fpcost.cli.render import Column, emit_csv, emit_json, format_option, render_table
 from fpcost.costmodel.hardware import HardwareProfile
-from fpcost.costmodel.units import GIGA, TERA
+from fpcost.costmodel.units import GIBI, GIGA, TERA
 from fpcost.hardware_profiles import list_profiles, load_profile
 from fpcost.hardware_profiles.schema import NUMERIC_KEYS
 
@@ -27,7 +27,7 @@ def compact(divisor: float) -> Callable[[Any], str]:
 # Short headers so that the table fits 80 columns; the caption spells out the units.
 LIST_COLUMNS = (
     Column("name", "profile", justify="left"),
-    Column("memory_bytes", "mem\nGB", compact(GIGA)),
+    Column("memory_bytes", "mem\nGiB", compact(GIBI)),
     Column("hbm_bandwidth_bytes_per_s", "BW\nGB/s", compact(GIGA)),
     Column("tensor_fp16_flops_per_s", "FP16", compact(TERA)),
     Column("tensor_int8_ops_per_s", "INT8", compact(TERA)),
@@ -40,6 +40,7 @@ LIST_COLUMNS = (
 LIST_CSV_KEYS = ("name", "description", "device_type") + tuple(k.field for k in NUMERIC_KEYS)
 LIST_TITLE = "Hardware profiles"
 LIST_CAPTION = (
+    "mem: device memory in GiB (2^30 B); BW: memory bandwidth in GB/s (1e9 B/s). "
     "FP16/INT8/INT4/FP8: dense tensor peaks in TFLOP/s (TOP/s for INT8/INT4), never the 2x "
     "sparse figures; — = no such tensor path. vec: non-tensor rates in TFLOP/s. "
     "`fpcost hardware NAME` shows every field with its source."
@@ -54,15 +55,21 @@ DETAIL_COLUMNS = (
 DETAIL_CSV_KEYS = ("field", "value", "source")
 
 
-@click.command()
-@click.argument("name_or_path", required=False)
+@click.command(epilog="Built-in profiles: " + ", ".join(list_profiles()) + ". The file "
+               "format, its units and valid ranges: docs/hardware.md.")
+@click.argument("name_or_path", required=False, metavar="[NAME_OR_PATH]")
 @format_option
 def hardware(name_or_path: str | None, output_format: str) -> None:
-    """List the built-in hardware profiles, or show NAME_OR_PATH (a profile name such as
-    a6000 or h100-sxm, or a profile .toml file) with every field and its source.
+    """List the built-in hardware profiles (the default, with no argument), or show one
+    profile with every number, its unit and its source.
 
-    Table values are in datasheet units; JSON and CSV hold raw SI numbers (bytes, bytes/s,
-    FLOP/s) in unit-suffixed fields.
+    NAME_OR_PATH is a built-in profile name, case-insensitive, aliases accepted (a6000,
+    "RTX A6000", h100 = h100-sxm, a100 = a100-40g), or a profile .toml file (any argument
+    ending in .toml or containing a /).
+
+    Table values are in the file's units (capacity GiB = 2^30 B; bandwidth GB/s = 1e9 B/s;
+    TFLOP/s); JSON and CSV hold raw SI numbers (bytes, bytes/s, FLOP/s) in unit-suffixed
+    fields.
     """
     if name_or_path is None:
         _show_list([load_profile(name) for name in list_profiles()], output_format)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import click
 
-from fpcost.costmodel.table3 import COLUMNS, SETTINGS, regenerate
+from fpcost.costmodel.table3 import COLUMNS, ROW_NOTES, SETTINGS, regenerate
 
 from .options import hardware_option, resolve_hardware
 from .render import emit_csv, emit_json, format_option, stdout_console
@@ -17,27 +17,37 @@ from .render import emit_csv, emit_json, format_option, stdout_console
               help="llm-viewer reproduces the paper; fpcost shows the corrected numbers.")
 @format_option
 def table3(hardware_name, accounting, output_format):
-    """The paper's Table 3: paper value, fpcost value and relative error for every cell."""
+    """The paper's Table 3: paper value, fpcost value and relative error for every cell.
+
+    The paper's LLaVA-1.5 rows are the 13B model (Vicuna-13B backbone, 576 visual + 40 text
+    tokens; pruned 288 + 32), its VideoLLaVA rows the 7B model (Vicuna-7B, 2048 + 40;
+    pruned 512 + 40). Only the LLM backbone's prefill is costed, as LLM-Viewer did.
+    """
     hardware = resolve_hardware(hardware_name)
     rows = regenerate(hardware, accounting)
     settings = f"{SETTINGS}; hardware {hardware.name}; accounting {accounting}"
     if output_format == "json":
-        emit_json({"settings": settings, "hardware": hardware.name, "accounting": accounting,
-                   "rows": rows,
+        emit_json({"settings": settings, "notes": ROW_NOTES, "hardware": hardware.name,
+                   "accounting": accounting, "rows": rows,
                    "num_cells_matching": sum(c["matches"] for r in rows for c in r["cells"].values())})
         return
     if output_format == "csv":
         flat = []
         for r in rows:
             for key, cell in r["cells"].items():
-                flat.append({"method": r["method"], "quantization": r["quantization"],
-                             "num_tokens": r["num_tokens"], "column": key, **cell})
+                flat.append({"method": r["method"], "backbone": r["backbone_label"],
+                             "quantization": r["quantization"], "num_tokens": r["num_tokens"],
+                             "num_visual_tokens": r["num_visual_tokens"],
+                             "num_text_tokens": r["num_text_tokens"],
+                             "estimate_command": r["estimate_command"], "column": key, **cell})
         emit_csv(flat)
         return
     from rich.table import Table
 
-    table = Table(title="freePruner Table 3, regenerated", caption=settings, caption_justify="left")
-    for header, justify in (("Method", "left"), ("Quant.", "left"), ("Tokens", "right"),
+    table = Table(title="freePruner Table 3, regenerated", caption=f"{settings}. {ROW_NOTES}",
+                  caption_justify="left")
+    for header, justify in (("Method\nLLM backbone", "left"), ("Quant.", "left"),
+                            ("Tokens\nvisual + text", "right"),
                             ("Column", "left"), ("Paper", "right"), ("fpcost", "right"),
                             ("Rel. error", "right")):
         table.add_column(header, justify=justify)
@@ -47,10 +57,11 @@ def table3(hardware_name, accounting, output_format):
             c = r["cells"][key]
             matches += c["matches"]
             style = "green" if c["matches"] else "red"
-            first = i == 0
+            label = {0: r["method"], 1: r["backbone_label"]}.get(i, "")
+            tokens = {0: str(r["num_tokens"]),
+                      1: f"{r['num_visual_tokens']} + {r['num_text_tokens']}"}.get(i, "")
             table.add_row(
-                r["method"] if first else "", r["quantization"] if first else "",
-                str(r["num_tokens"]) if first else "", header,
+                label, r["quantization"] if i == 0 else "", tokens, header,
                 f"{c['paper']:.{digits}f}", f"[{style}]{c['fpcost']:.{digits + 2}f}[/]",
                 f"{c['rel_error'] * 100:+.2f}%", end_section=i == len(COLUMNS) - 1,
             )

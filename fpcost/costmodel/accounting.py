@@ -1,7 +1,7 @@
 """Accounting modes: which counting conventions an estimate follows.
 
 ``llm-viewer`` reproduces LLM-Viewer (2024), the tool behind the paper's Table 3, quirks
-included (DESIGN.md §3). ``fpcost`` (the default) corrects each quirk. Every correction is
+included (docs/accounting.md). ``fpcost`` (the default) corrects each quirk. Every correction is
 its own flag, so ``docs/accounting.md`` can show what each one moves.
 """
 

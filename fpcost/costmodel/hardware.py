@@ -6,13 +6,19 @@ its shape and the rule that picks a ceiling for an operator.
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field
 
 from .errors import HardwareError
 
 # Operator classes that a calibrated profile may carry an efficiency for (issue: calibrate).
 OPERATOR_CLASSES = ("matmul", "attention", "vector", "norm")
+
+# Every rate and size of a profile, in SI units (bytes, bytes/s, FLOP/s), lies in this range:
+# below 1 or above 1e24 is a unit mix-up, and would turn roofline times into subnormal noise,
+# zero or inf. Profile files are checked against tighter per-key ranges when read.
+SI_RANGE = (1.0, 1e24)
+# Efficiency factors: fractions of a ceiling (above 1 only when a ceiling was set too low).
+EFFICIENCY_RANGE = (1e-6, 1e3)
 
 # "cpu" profiles are written by calibration: tensor_* then means the measured matrix rate,
 # vector_* the measured element-wise rate.
@@ -77,10 +83,12 @@ class HardwareProfile:
                     f"profile {self.name!r}: efficiency class {op_class!r} is unknown; "
                     f"valid: {', '.join(OPERATOR_CLASSES)}"
                 )
-            if not (isinstance(factor, (int, float)) and 0 < factor <= 1.0e3):
+            low, high = EFFICIENCY_RANGE
+            if isinstance(factor, bool) or not (isinstance(factor, (int, float))
+                                                and low <= factor <= high):
                 raise HardwareError(
                     f"profile {self.name!r}: efficiency[{op_class!r}] = {factor!r} must be a "
-                    "number in (0, 1000]"
+                    f"number in [{low:g}, {high:g}]"
                 )
 
     def peak_flops_per_s(self, unit: str, precision: str) -> float:
@@ -123,5 +131,8 @@ class HardwareProfile:
 def _check_positive(profile: str, field_name: str, value: object) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise HardwareError(f"profile {profile!r}: {field_name} = {value!r} must be a number")
-    if not math.isfinite(value) or value <= 0:
-        raise HardwareError(f"profile {profile!r}: {field_name} = {value!r} must be positive")
+    low, high = SI_RANGE
+    if not low <= value <= high:  # NaN fails too
+        raise HardwareError(
+            f"profile {profile!r}: {field_name} = {value!r} must be a number in [{low:g}, {high:g}]"
+        )

@@ -3,7 +3,7 @@
 
 The tower runs on SDPA, so the attention maps are not materialized; the pruner hooks the q
 and k projections of the layers it reads and recomputes each head's map in fp32
-(DESIGN.md §5). Per image (frame, crop) of T tokens (CLS included), H heads of width d:
+(docs/pruning.md). Per image (frame, crop) of T tokens (CLS included), H heads of width d:
 
 - for every pivotal layer: ``map_qk`` q·kᵀ per head in fp32 (fp32 matmuls run on the CUDA
   cores: PyTorch leaves TF32 off), reading the captured 16-bit q and k; ``map_softmax`` in

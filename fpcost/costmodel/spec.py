@@ -11,10 +11,67 @@ from dataclasses import dataclass, field
 
 from .errors import ConfigError
 
+# Valid range of every size a spec holds, by Hugging Face field name. The upper bounds are
+# far above any released model (widths reach 16,384 and 53,248, vocabularies 262,144, depth
+# 126, images 1,024 px) yet keep every count the cost model derives from them exact in
+# int64 and float64.
+MAX_WIDTH = 2**20
+MAX_IMAGE_SIDE = 2**14  # pixels
+MAX_PINPOINTS = 1024
+INT_LIMITS = {
+    "hidden_size": (1, MAX_WIDTH),
+    "intermediate_size": (1, MAX_WIDTH),
+    "head_dim": (1, MAX_WIDTH),
+    "num_hidden_layers": (1, 2**14),
+    "num_attention_heads": (1, 2**14),
+    "num_key_value_heads": (1, 2**14),
+    "vocab_size": (1, 2**24),
+    "image_size": (1, MAX_IMAGE_SIDE),
+    "patch_size": (1, MAX_IMAGE_SIDE),
+    "num_channels": (1, 2**10),
+    "vision_hidden_size": (1, MAX_WIDTH),
+    "text_hidden_size": (1, MAX_WIDTH),
+    "num_frames": (1, 2**14),
+    "num_vision_towers": (1, 2**4),
+}
+
+
+def show(value: object, limit: int = 60) -> str:
+    """``repr(value)`` cut to ``limit`` characters, so that a one-line error stays short
+    (and never converts a huge integer to text, which Python refuses past 4,300 digits)."""
+    if isinstance(value, int) and value.bit_length() > 4 * limit:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"  # log10(2)
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def check_int(owner: str, name: str, value: object, low: int | None = None,
+              high: int | None = None) -> int:
+    """``value`` if it is an int (not a bool) in [low, high] (default: ``INT_LIMITS[name]``),
+    else a ``ConfigError`` naming ``owner``, the field, the value and the valid range."""
+    if low is None or high is None:
+        low, high = INT_LIMITS[name]
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ConfigError(f"{owner}: {name} = {show(value)} must be an integer in {low}..{high}")
+    if not low <= value <= high:
+        raise ConfigError(f"{owner}: {name} = {show(value)} is out of range; valid: {low}..{high}")
+    return value
+
+
+def check_bool(owner: str, name: str, value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ConfigError(f"{owner}: {name} = {show(value)} must be true or false (a boolean)")
+    return value
+
+
+def feature_layer_range(num_hidden_layers: int) -> tuple[int, int]:
+    """Valid ``vision_feature_layer`` indices: ``hidden_states`` holds the embedding output
+    plus one state per layer, L + 1 in all, indexed from -(L + 1) to L."""
+    return -(num_hidden_layers + 1), num_hidden_layers
+
 
 def _require_positive_int(owner: str, name: str, value: object) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ConfigError(f"{owner}: {name} = {value!r} must be a positive integer")
+    check_int(owner, name, value)
 
 
 @dataclass(frozen=True)
@@ -51,6 +108,8 @@ class LLMSpec:
                 )
         else:
             _require_positive_int(self.name, "head_dim", self.head_dim)
+        for flag in ("tie_word_embeddings", "attention_bias", "mlp_bias"):
+            check_bool(self.name, flag, getattr(self, flag))
         if self.num_attention_heads % self.num_key_value_heads:
             raise ConfigError(
                 f"{self.name}: num_attention_heads ({self.num_attention_heads}) must be "
@@ -125,6 +184,9 @@ class VisionSpec:
                 f"{self.name}: image_size ({self.image_size}) must be divisible by "
                 f"patch_size ({self.patch_size})"
             )
+        check_bool(self.name, "use_head", self.use_head)
+        check_int(self.name, "feature_layer", self.feature_layer,
+                  *feature_layer_range(self.num_hidden_layers))
 
     @property
     def has_cls_token(self) -> bool:
@@ -149,13 +211,7 @@ class VisionSpec:
     def num_feature_layers(self) -> int:
         """Encoder layers needed to produce hidden state ``feature_layer`` (hidden_states[0]
         is the embedding output, so index -2 of 25 states needs 23 of 24 layers)."""
-        num_states = self.num_hidden_layers + 1
-        if not -num_states <= self.feature_layer < num_states:
-            raise ConfigError(
-                f"{self.name}: feature_layer ({self.feature_layer}) is out of range for "
-                f"{self.num_hidden_layers} layers; valid: {-num_states}..{num_states - 1}"
-            )
-        return self.feature_layer % num_states
+        return self.feature_layer % (self.num_hidden_layers + 1)  # in range: __post_init__
 
 
 @dataclass(frozen=True)
@@ -220,5 +276,25 @@ class ModelSpec:
                 f"{self.vision_feature_select_strategy!r} is unknown; valid: "
                 f"{', '.join(FEATURE_SELECT_STRATEGIES)}"
             )
-        if self.kind == "llava-next" and not self.image_grid_pinpoints:
-            raise ConfigError(f"model {self.name!r}: a llava-next model needs image_grid_pinpoints")
+        if self.kind == "llava-next":
+            check_pinpoints(f"model {self.name!r}", self.image_grid_pinpoints, self.vision.image_size)
+
+
+def check_pinpoints(owner: str, pinpoints: object, crop_size: int) -> tuple[tuple[int, int], ...]:
+    """LLaVA-NeXT's ``image_grid_pinpoints``: 1 to ``MAX_PINPOINTS`` [height, width] pairs of
+    integers, each a multiple of the tower's ``image_size`` (``crop_size``), since AnyRes
+    cuts the resized image into whole crops of that size (a smaller pinpoint leaves no crop).
+    Returns them as a tuple of tuples; anything else is a one-line ``ConfigError``."""
+    what = (f"a list of 1 to {MAX_PINPOINTS} [height, width] pairs of integers, each a "
+            f"multiple of the vision image_size ({crop_size}) up to {MAX_IMAGE_SIDE}")
+    if not isinstance(pinpoints, (list, tuple)) or not 1 <= len(pinpoints) <= MAX_PINPOINTS:
+        raise ConfigError(f"{owner}: image_grid_pinpoints = {show(pinpoints)} must be {what}")
+    for pair in pinpoints:
+        if not (isinstance(pair, (list, tuple)) and len(pair) == 2 and all(
+                not isinstance(v, bool) and isinstance(v, int) and 0 < v <= MAX_IMAGE_SIDE
+                and v % crop_size == 0 for v in pair)):
+            raise ConfigError(
+                f"{owner}: image_grid_pinpoints entry {show(pair)} is not valid; each must be "
+                f"[height, width], positive multiples of {crop_size} up to {MAX_IMAGE_SIDE}"
+            )
+    return tuple((pair[0], pair[1]) for pair in pinpoints)

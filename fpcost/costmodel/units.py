@@ -10,6 +10,11 @@ MEGA = 1e6
 GIGA = 1e9
 TERA = 1e12
 
+# Binary prefixes, for memory capacities only: DRAM comes in powers of two, so a "40 GB"
+# A100 holds 40 GiB (40,960 MiB as nvidia-smi reports it). Rates stay decimal.
+MEBI = 2**20
+GIBI = 2**30
+
 MILLI = 1e-3
 MICRO = 1e-6
 

@@ -8,11 +8,14 @@ from pathlib import Path
 
 from fpcost.costmodel.errors import HardwareError
 from fpcost.costmodel.hardware import HardwareProfile
+from fpcost.costmodel.units import MEBI
 
 from ._toml import tomllib
 from .schema import profile_from_toml_dict
 
 DATA_DIR = Path(__file__).parent / "data"
+# Built-in profiles are under 4 KiB; anything far larger is not a profile (or is /dev/zero).
+MAX_PROFILE_BYTES = MEBI
 
 # Other spellings of the built-in names, after normalisation (see ``_normalise``). Bare
 # "a100" is the 40 GB part and "h100" the SXM part, as in LLM-Viewer's hardware_params.
@@ -50,9 +53,13 @@ def resolve_profile_path(name_or_path: str | os.PathLike[str]) -> Path:
     """The TOML file ``load_profile`` would read for ``name_or_path``."""
     text = os.fspath(name_or_path)
     if _looks_like_path(text):
-        path = Path(text).expanduser()
-        if not path.is_file():
-            raise HardwareError(f"hardware profile file not found: {text}")
+        shown = text if text.isprintable() else repr(text)
+        try:
+            path = Path(text).expanduser()
+        except RuntimeError:  # "~someone/x.toml" for a user without a home directory
+            raise HardwareError(f"hardware profile file not found: {shown}") from None
+        if not path.is_file():  # also False for a directory, a device or a NUL in the name
+            raise HardwareError(f"hardware profile file not found: {shown}")
         return path
     names = list_profiles()
     key = _normalise(text)
@@ -81,11 +88,21 @@ def _read(path: Path) -> HardwareProfile:
     origin = path.name if path.parent == DATA_DIR else str(path)
     try:
         with path.open("rb") as handle:
-            data = tomllib.load(handle)
-    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
-        raise HardwareError(f"{origin}: malformed TOML: {exc}") from None
-    except UnicodeDecodeError:
-        raise HardwareError(f"{origin}: not UTF-8 text") from None
+            raw = handle.read(MAX_PROFILE_BYTES + 1)
     except OSError as exc:
         raise HardwareError(f"{origin}: cannot read hardware profile: {exc.strerror}") from None
+    if len(raw) > MAX_PROFILE_BYTES:
+        raise HardwareError(
+            f"{origin}: larger than {MAX_PROFILE_BYTES / MEBI:g} MiB; a hardware profile is a few KiB"
+        )
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise HardwareError(f"{origin}: not UTF-8 text (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:  # its message ends "(at line L, column C)"
+        raise HardwareError(f"{origin}: malformed TOML: {exc}") from None
+    except RecursionError:  # tomllib recurses once per nested array or inline table
+        raise HardwareError(f"{origin}: malformed TOML: arrays or tables nested too deeply") from None
+    except ValueError as exc:  # an integer of more than 4,300 digits
+        raise HardwareError(f"{origin}: malformed TOML: {str(exc).split(':')[0]}") from None
     return profile_from_toml_dict(data, origin)

@@ -1,13 +1,13 @@
 """The hardware-profile TOML schema and its conversion to and from ``HardwareProfile``.
 
-Files hold numbers in the units datasheets print (GB, GB/s, KB, TFLOP/s, TOP/s) with the
+Files hold numbers in the units datasheets print (GiB, GB/s, KB, TFLOP/s, TOP/s) with the
 unit in the key name; ``HardwareProfile`` holds SI base units. This module is the one place
 that converts between the two, through the constants of ``fpcost.costmodel.units``.
 
 Layout of a file (see docs/hardware.md)::
 
     name, description, device_type          top-level strings
-    [memory]      capacity_gb, bandwidth_gb_per_s, onchip_buffer_kb
+    [memory]      capacity_gib (or capacity_gb), bandwidth_gb_per_s, onchip_buffer_kb
     [tensor]      fp16_tflops, int8_tops, int4_tops?, fp8_tflops?, tf32_tflops?, fp32_tflops?
     [vector]      fp16_tflops, fp32_tflops
     [efficiency]  matmul?, attention?, vector?, norm?     (fractions of the ceilings)
@@ -17,14 +17,19 @@ Layout of a file (see docs/hardware.md)::
 
 from __future__ import annotations
 
-import math
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
 from fpcost.costmodel.errors import HardwareError
-from fpcost.costmodel.hardware import DEVICE_TYPES, OPERATOR_CLASSES, HardwareProfile
-from fpcost.costmodel.units import GIGA, KILO, TERA
+from fpcost.costmodel.hardware import (
+    DEVICE_TYPES,
+    EFFICIENCY_RANGE,
+    OPERATOR_CLASSES,
+    HardwareProfile,
+)
+from fpcost.costmodel.spec import show
+from fpcost.costmodel.units import GIBI, GIGA, KILO, TERA
 
 
 @dataclass(frozen=True)
@@ -37,6 +42,10 @@ class NumericKey:
     si_per_file_unit: float
     unit: str  # the file unit, for help texts and the CLI
     required: bool
+    # Valid range in the file unit: anything outside is a typo or a unit mix-up, and would
+    # turn roofline times into 0, inf or subnormal noise (a bandwidth of 1e-320 GB/s).
+    minimum: float = 1e-3
+    maximum: float = 1e6
 
     @property
     def dotted(self) -> str:
@@ -44,19 +53,27 @@ class NumericKey:
         return f"{self.table}.{self.key}"
 
 
+# Ranges: capacity 1 MiB..~1 PiB; bandwidth 1 MB/s..1 PB/s; on-chip buffer 1 B..1 TB;
+# compute 1 MFLOP/s..1 EFLOP/s (a slow CPU's measured FP16 element-wise rate can be well
+# under 1 GFLOP/s; the fastest GPU's sparse FP4 peak is ~2e4 TFLOP/s).
+_RATE_RANGE = {"minimum": 1e-6, "maximum": 1e6}
 NUMERIC_KEYS = (
-    NumericKey("memory", "capacity_gb", "memory_bytes", GIGA, "GB", True),
+    NumericKey("memory", "capacity_gib", "memory_bytes", GIBI, "GiB", True),
     NumericKey("memory", "bandwidth_gb_per_s", "hbm_bandwidth_bytes_per_s", GIGA, "GB/s", True),
-    NumericKey("memory", "onchip_buffer_kb", "onchip_buffer_bytes", KILO, "KB", True),
-    NumericKey("tensor", "fp16_tflops", "tensor_fp16_flops_per_s", TERA, "TFLOP/s", True),
-    NumericKey("tensor", "int8_tops", "tensor_int8_ops_per_s", TERA, "TOP/s", True),
-    NumericKey("tensor", "int4_tops", "tensor_int4_ops_per_s", TERA, "TOP/s", False),
-    NumericKey("tensor", "fp8_tflops", "tensor_fp8_flops_per_s", TERA, "TFLOP/s", False),
-    NumericKey("tensor", "tf32_tflops", "tensor_tf32_flops_per_s", TERA, "TFLOP/s", False),
-    NumericKey("tensor", "fp32_tflops", "tensor_fp32_flops_per_s", TERA, "TFLOP/s", False),
-    NumericKey("vector", "fp16_tflops", "vector_fp16_flops_per_s", TERA, "TFLOP/s", True),
-    NumericKey("vector", "fp32_tflops", "vector_fp32_flops_per_s", TERA, "TFLOP/s", True),
+    NumericKey("memory", "onchip_buffer_kb", "onchip_buffer_bytes", KILO, "KB", True,
+               maximum=1e9),
+    NumericKey("tensor", "fp16_tflops", "tensor_fp16_flops_per_s", TERA, "TFLOP/s", True, **_RATE_RANGE),
+    NumericKey("tensor", "int8_tops", "tensor_int8_ops_per_s", TERA, "TOP/s", True, **_RATE_RANGE),
+    NumericKey("tensor", "int4_tops", "tensor_int4_ops_per_s", TERA, "TOP/s", False, **_RATE_RANGE),
+    NumericKey("tensor", "fp8_tflops", "tensor_fp8_flops_per_s", TERA, "TFLOP/s", False, **_RATE_RANGE),
+    NumericKey("tensor", "tf32_tflops", "tensor_tf32_flops_per_s", TERA, "TFLOP/s", False, **_RATE_RANGE),
+    NumericKey("tensor", "fp32_tflops", "tensor_fp32_flops_per_s", TERA, "TFLOP/s", False, **_RATE_RANGE),
+    NumericKey("vector", "fp16_tflops", "vector_fp16_flops_per_s", TERA, "TFLOP/s", True, **_RATE_RANGE),
+    NumericKey("vector", "fp32_tflops", "vector_fp32_flops_per_s", TERA, "TFLOP/s", True, **_RATE_RANGE),
 )
+# Older spellings still read (never written): a key here may stand in for the NUMERIC_KEYS
+# entry with the same field, not beside it. capacity_gb is decimal: 40 means 40e9 B.
+LEGACY_KEYS = (NumericKey("memory", "capacity_gb", "memory_bytes", GIGA, "GB", False),)
 NUMERIC_TABLES = ("memory", "tensor", "vector")
 TOP_LEVEL_STRINGS = ("name", "description", "device_type")
 OPTIONAL_TABLES = ("efficiency", "sources", "provenance")
@@ -64,7 +81,7 @@ TOP_LEVEL_KEYS = TOP_LEVEL_STRINGS + NUMERIC_TABLES + OPTIONAL_TABLES
 
 # Keys allowed in a file's [sources]: every number, including the efficiency factors.
 _EFFICIENCY_SOURCE_KEYS = tuple(f"efficiency.{op_class}" for op_class in OPERATOR_CLASSES)
-SOURCE_KEYS = tuple(k.dotted for k in NUMERIC_KEYS) + _EFFICIENCY_SOURCE_KEYS
+SOURCE_KEYS = tuple(k.dotted for k in NUMERIC_KEYS + LEGACY_KEYS) + _EFFICIENCY_SOURCE_KEYS
 # The same keys in ``HardwareProfile.sources``: SI field names, then "efficiency.<class>".
 PROFILE_SOURCE_KEYS = tuple(k.field for k in NUMERIC_KEYS) + _EFFICIENCY_SOURCE_KEYS
 
@@ -87,23 +104,31 @@ def profile_from_toml_dict(data: Mapping[str, Any], origin: str) -> HardwareProf
 
     tables = {t: _table(origin, data, t) for t in NUMERIC_TABLES + OPTIONAL_TABLES}
     for table in NUMERIC_TABLES:
-        valid = [k.key for k in NUMERIC_KEYS if k.table == table]
+        valid = [k.key for k in NUMERIC_KEYS + LEGACY_KEYS if k.table == table]
         _check_known(origin, table, tables[table], valid, "key")
 
     si_values: dict[str, float | None] = {}
     for nk in NUMERIC_KEYS:
-        raw = tables[nk.table].get(nk.key)
-        if raw is None:
+        given = [k for k in (nk, *_legacy(nk)) if k.key in tables[k.table]]
+        if len(given) > 1:
+            raise HardwareError(
+                f"{origin}: [{nk.table}] give one of {' or '.join(k.key for k in given)}, not both"
+            )
+        if not given:
             if nk.required:
                 raise HardwareError(f"{origin}: [{nk.table}] {nk.key} is missing")
             si_values[nk.field] = None
             continue
-        si_values[nk.field] = _positive(origin, nk.table, nk.key, raw) * nk.si_per_file_unit
+        key = given[0]
+        raw = tables[key.table][key.key]
+        value = _number_in_range(origin, key.table, key.key, raw, key.minimum, key.maximum, key.unit)
+        si_values[nk.field] = float(value * key.si_per_file_unit)
 
     efficiency = tables["efficiency"]
     _check_known(origin, "efficiency", efficiency, OPERATOR_CLASSES, "operator class")
     efficiency_factors = {
-        op_class: float(_positive(origin, "efficiency", op_class, value))
+        op_class: float(_number_in_range(origin, "efficiency", op_class, value, *EFFICIENCY_RANGE,
+                                         "(fraction of the ceiling)"))
         for op_class, value in efficiency.items()
     }
 
@@ -125,8 +150,9 @@ def profile_from_toml_dict(data: Mapping[str, Any], origin: str) -> HardwareProf
 
 def profile_to_toml_dict(profile: HardwareProfile) -> dict[str, Any]:
     """The nested document ``profile_from_toml_dict`` reads back: numbers in file units
-    (rounded to 15 significant digits, so 133.8e12 is written as 133.8), absent optional
-    peaks left out, sources re-keyed to ``"<table>.<key>"``."""
+    (the fewest significant digits, from 15, that read back to the same SI value: 133.8e12
+    is written as 133.8), absent optional peaks left out, sources re-keyed to
+    ``"<table>.<key>"``. Memory capacity is written as ``capacity_gib``."""
     doc: dict[str, Any] = {
         "name": profile.name,
         "description": profile.description,
@@ -137,9 +163,9 @@ def profile_to_toml_dict(profile: HardwareProfile) -> dict[str, Any]:
     for nk in NUMERIC_KEYS:
         value = getattr(profile, nk.field)
         if value is not None:
-            doc[nk.table][nk.key] = _file_number(value / nk.si_per_file_unit)
+            doc[nk.table][nk.key] = _file_number(value, nk.si_per_file_unit)
     if profile.efficiency:
-        doc["efficiency"] = {k: _file_number(v) for k, v in profile.efficiency.items()}
+        doc["efficiency"] = {k: _file_number(v, 1.0) for k, v in profile.efficiency.items()}
     by_field = {nk.field: nk.dotted for nk in NUMERIC_KEYS}
     sources: dict[str, str] = {}
     for key, text in profile.sources.items():
@@ -155,8 +181,14 @@ def profile_to_toml_dict(profile: HardwareProfile) -> dict[str, Any]:
     return doc
 
 
-def _file_number(value: float) -> int | float:
-    rounded = float(f"{value:.15g}")
+def _file_number(si_value: float, si_per_file_unit: float) -> int | float:
+    """``si_value`` in file units, as short as it can be written and still read back to
+    exactly ``si_value`` (15 digits hide division noise; 17 always round-trip)."""
+    value = si_value / si_per_file_unit
+    for digits in (15, 16, 17):
+        rounded = float(f"{value:.{digits}g}")
+        if rounded * si_per_file_unit == si_value:
+            break
     if rounded.is_integer() and abs(rounded) < 2**53:
         return int(rounded)
     return rounded
@@ -180,35 +212,45 @@ def _string(origin: str, data: Mapping[str, Any], key: str, required: bool) -> s
             raise HardwareError(f"{origin}: {key} is missing")
         return ""
     if not isinstance(value, str):
-        raise HardwareError(f"{origin}: {key} = {value!r} must be a string")
+        raise HardwareError(f"{origin}: {key} = {show(value)} must be a string")
     if required and not value.strip():
-        raise HardwareError(f"{origin}: {key} = {value!r} must be a non-empty string")
+        raise HardwareError(f"{origin}: {key} = {show(value)} must be a non-empty string")
     return value
 
 
 def _table(origin: str, data: Mapping[str, Any], table: str) -> Mapping[str, Any]:
     value = data.get(table, {})
     if not isinstance(value, Mapping):
-        raise HardwareError(f"{origin}: [{table}] must be a table, got {value!r}")
+        raise HardwareError(f"{origin}: [{table}] must be a table, got {show(value)}")
     return value
 
 
-def _positive(origin: str, table: str, key: str, value: Any) -> float:
+def _legacy(nk: NumericKey) -> tuple[NumericKey, ...]:
+    return tuple(k for k in LEGACY_KEYS if k.field == nk.field)
+
+
+def _number_in_range(origin: str, table: str, key: str, value: Any, minimum: float,
+                     maximum: float, unit: str) -> float:
+    """``value`` if it is an int or float in [minimum, maximum], else a one-line error
+    naming the file, the key and the valid range."""
     if isinstance(value, bool) or not isinstance(value, (int, float)):
-        raise HardwareError(f"{origin}: [{table}] {key} = {value!r} must be a number")
-    if not math.isfinite(value) or value <= 0:
-        raise HardwareError(f"{origin}: [{table}] {key} = {value!r} must be a positive number")
+        raise HardwareError(f"{origin}: [{table}] {key} = {show(value)} must be a number")
+    if not minimum <= value <= maximum:  # NaN fails too; no float() of a huge int
+        raise HardwareError(
+            f"{origin}: [{table}] {key} = {show(value)} is out of range; valid: {minimum:g} to "
+            f"{maximum:g} {unit}"
+        )
     return value
 
 
 def _sources(origin: str, table: Mapping[str, Any]) -> dict[str, str]:
     _check_known(origin, "sources", table, SOURCE_KEYS, "source key")
-    by_dotted = {nk.dotted: nk.field for nk in NUMERIC_KEYS}
+    by_dotted = {nk.dotted: nk.field for nk in NUMERIC_KEYS + LEGACY_KEYS}
     sources = {}
     for dotted, text in table.items():
         if not isinstance(text, str) or not text.strip():
             raise HardwareError(
-                f"{origin}: [sources] {dotted!r} = {text!r} must be a non-empty string"
+                f"{origin}: [sources] {dotted!r} = {show(text)} must be a non-empty string"
             )
         sources[by_dotted.get(dotted, dotted)] = text
     return sources
@@ -219,7 +261,7 @@ def _provenance(origin: str, table: Mapping[str, Any]) -> dict[str, str]:
     for key, value in table.items():
         if isinstance(value, bool) or not isinstance(value, (str, int, float)):
             raise HardwareError(
-                f"{origin}: [provenance] {key} = {value!r} must be a string or a number"
+                f"{origin}: [provenance] {key} = {show(value)} must be a string or a number"
             )
         provenance[key] = str(value)
     return provenance

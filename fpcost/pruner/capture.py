@@ -1,4 +1,4 @@
-"""Attention capture that leaves the encoder on SDPA (DESIGN.md §5).
+"""Attention capture that leaves the encoder on SDPA (docs/pruning.md).
 
 Under SDPA, ``output_attentions=True`` gives nothing useful, and switching the tower to eager
 attention costs time and memory for every layer. Instead, forward hooks on the q and k

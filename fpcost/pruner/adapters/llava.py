@@ -1,6 +1,6 @@
 """LLaVA (``LlavaForConditionalGeneration``): prune each image's patch tokens before the LLM.
 
-Seam (DESIGN.md §5): vision tower, run once by the pruner → the feature layer LLaVA reads
+Seam: vision tower, run once by the pruner → the feature layer LLaVA reads
 (``vision_feature_layer``; the "default" strategy drops CLS) → kept tokens only → the
 model's own ``multi_modal_projector`` → a prompt rebuilt with K_b placeholders per image →
 the model's input embeddings with the features scattered in → ``generate``.

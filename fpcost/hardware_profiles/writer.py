@@ -19,8 +19,8 @@ from ._toml import tomllib
 from .schema import NUMERIC_TABLES, profile_from_toml_dict, profile_to_toml_dict
 
 HEADER = (
-    "# fpcost hardware profile. Units are in the key names: GB = 1e9 B, KB = 1e3 B,\n"
-    "# TFLOP/s = 1e12 FLOP/s, TOP/s = 1e12 OP/s. Tensor peaks are dense (never the 2x\n"
+    "# fpcost hardware profile. Units are in the key names: GiB = 2^30 B, GB = 1e9 B,\n"
+    "# KB = 1e3 B, TFLOP/s = 1e12 FLOP/s, TOP/s = 1e12 OP/s. Tensor peaks are dense (never the 2x\n"
     "# sparse figures). See docs/hardware.md.\n"
 )
 TABLE_COMMENTS = {

@@ -34,8 +34,10 @@ BAD_FLOATS = ("0", "-0", "-0.0", "1e-320", "nan", "-nan", "inf", "-inf", "1e200"
 BAD_TEXTS = ("", " ", "\t", "\n", "x" * 10_000, "é", "ß\x00", "-", "--", "--help", "a,b",
              ",,", "-3,-2,", "0:1:0", "1:0:-1", "0:1:1e-9", "0.1:1:1e-7", "1:1e9", "0:1e15:1",
              "1:2**63:1")
+# /dev/full as an input (endless zeros) is in the regression tests, once per input option:
+# each read runs into the memory cap, seconds per case, too slow to draw again and again.
 BAD_INPUT_PATHS = ("no-such-file.json", "adir", "adir/", "special/dangling.json", "/proc/x",
-                   "/dev/full", "special/link.json")
+                   "special/link.json", "special/null")
 # Output paths inside the scratch directory: a new file, a symlink (its target must be
 # written), a dangling symlink, device nodes (written through, never replaced), a
 # directory, a missing directory, unwritable /proc.
@@ -195,7 +197,7 @@ PRUNE_OPTIONS = {
     "--format": st.sampled_from(FORMATS),
 }
 PRUNE_IMAGES = st.lists(st.sampled_from(scratch.IMAGE_FILES * 3 + scratch.BAD_IMAGE_FILES
-                                        + ("missing.png", "adir", "/dev/full")),
+                                        + ("missing.png", "adir", "special/null")),
                         min_size=1, max_size=3)
 prune_argv = command(
     ("prune",), PRUNE_OPTIONS, ("--include-cls", "--exclude-cls"), max_options=4,
@@ -258,10 +260,10 @@ VALIDATE_BAD = {
     "--folds": MUST_REFUSE_COUNTS[:-1] + ("1",),
     "--tokens": ("0", "-5", "", ",", "²", "1e3", "64," + "1" + "0" * 4300, str(2**63), "10" + "0" * 14),
     "--tokens-from": ("results/kept-gt-tokens.json", "results/tokens-negative.json",
-                      "results/deep.json", "results/kept-huge.json", "/dev/full", "adir"),
+                      "results/deep.json", "results/kept-huge.json", "special/null", "adir"),
     "--config": ("configs/deep.json", "configs/model-type-list.json", "configs/hidden-size-huge.json",
-                 "/dev/full"),
-    "--profile": ("profiles/bandwidth-1e-320.toml", "profiles/deep.toml", "tpu", "/dev/full"),
+                 "special/null"),
+    "--profile": ("profiles/bandwidth-1e-320.toml", "profiles/deep.toml", "tpu", "special/null"),
     "--output": ("/proc/x", "adir", "no-such-dir/x.json"),
     "--text-tokens": ("-1", str(2**63), "1" + "0" * 4300),
 }
@@ -283,7 +285,7 @@ def _checked(name: tuple[str, ...], valid: dict, bad: dict, required: tuple[str,
     return build()
 
 
-CPU_PROFILE = "profiles/this-cpu.toml"  # written by the fixture: a CPU profile of this machine
+CPU_PROFILE = scratch.CPU_PROFILE  # a CPU profile of this machine, for validate
 calibrate_argv = _checked(("calibrate",), CALIBRATE_VALID, CALIBRATE_BAD).map(
     lambda case: ((case[0] if "--output" in case[0] else [*case[0], "--output", "out/cal.toml"]),
                   case[1]))

@@ -23,7 +23,7 @@ DEEP = 100_000  # nesting depth of the "deep" files (RecursionError in a recursi
 
 # --- config.json files -----------------------------------------------------------------------
 
-SIGLIP_TOWER = {"model_type": "siglip_vision_model", "hidden_size": 1152, "image_size": 384,
+SIGLIP_TOWER = {"model_type": "siglip_vision_model", "hidden_size": 1152, "image_size": 378,
                 "intermediate_size": 4304, "num_attention_heads": 16, "num_hidden_layers": 27,
                 "patch_size": 14}
 DINOV2_TOWER = {"model_type": "dinov2", "hidden_size": 384, "image_size": 518,
@@ -48,6 +48,8 @@ GOOD_CONFIGS = {
     "configs/llava-next.json": LLAVA_NEXT,
     "configs/siglip.json": _with(LLAVA_15_7B, vision_config=SIGLIP_TOWER),
     "configs/dinov2.json": _with(LLAVA_15_7B, vision_config=DINOV2_TOWER),
+    # google/siglip-so400m-patch14-384 as published: 384 px, 14 px patches (27 x 27 = 729 tokens)
+    "configs/siglip-so400m-384.json": _with(LLAVA_15_7B, vision_config={**SIGLIP_TOWER, "image_size": 384}),
 }
 BAD_CONFIGS = {
     "configs/tie-false-string.json": _with(LLAVA_15_7B, tie_word_embeddings="false"),
@@ -141,6 +143,7 @@ def _image(num_tokens, num_kept, name="a.png", grid=(24, 24)) -> dict:
 
 GOOD_RESULTS = {
     "results/ok-576.json": _results([_image(576, 288), _image(576, 144, "b.png")]),
+    "results/k192.json": _results([_image(576, 288)], params={"k": 192}),
 }
 BAD_RESULTS = {
     "results/geometry-64.json": _results([_image(64, 30, grid=(8, 8))], image_size=56, patch_size=7),
@@ -249,10 +252,33 @@ def build(root: Path, with_images: bool = True) -> Path:
     (root / "special/target.json").write_text("{}")
     (root / "adir").mkdir()
     (root / "out").mkdir()
+    (root / "configs/tiny-llama.json").write_text(json.dumps(TINY_LLAMA))
     make_specials(root)
     if with_images:
         _write_images(root)
     return root
+
+
+TINY_LLAMA = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
+              "num_attention_heads": 4, "num_key_value_heads": 4, "intermediate_size": 64,
+              "vocab_size": 128}
+CPU_PROFILE = "profiles/this-cpu.toml"
+
+
+def write_cpu_profile(root: Path) -> Path:
+    """A CPU profile of this machine (in appearance: fixed measurements), for validate."""
+    from fpcost.costmodel.calibration import build_profile
+    from fpcost.hardware_profiles import write_profile
+    from fpcost.pruner.timing import cpu_name
+    from tests.test_calibration import measurements
+
+    path = root / CPU_PROFILE
+    if not path.exists():
+        measured = measurements()
+        measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(),
+                                     "provenance": {"device": cpu_name(), "threads": "1"}})
+        write_profile(build_profile(measured, "this-cpu"), path)
+    return path
 
 
 def tiny_encoder_dir(root: Path) -> Path:
@@ -264,6 +290,8 @@ def tiny_encoder_dir(root: Path) -> Path:
 
     torch.manual_seed(0)
     directory = root / "model"
+    if directory.exists():
+        return directory
     CLIPVisionModel(CLIPVisionConfig(**TINY_ENCODER)).save_pretrained(directory)
     return directory
 

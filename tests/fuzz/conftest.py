@@ -39,16 +39,21 @@ def prune_root(fuzz_root):
 
 
 @pytest.fixture(scope="session")
-def measured_root(prune_root):
-    """``prune_root`` with a CPU profile of this machine (``profiles/this-cpu.toml``) and the
-    measurements of calibrate and validate replaced by ``refuse_measurement``."""
+def cpu_profile_root(prune_root):
+    """``prune_root`` with a CPU profile of this machine (``profiles/this-cpu.toml``)."""
+    scratch.write_cpu_profile(prune_root)
+    return prune_root
+
+
+@pytest.fixture
+def measured_root(cpu_profile_root, monkeypatch):
+    """``cpu_profile_root``, with the measurements of calibrate and validate replaced by
+    ``refuse_measurement`` for the duration of one test."""
     from fpcost.pruner import calibrate as calibrate_module
     from fpcost.pruner import validate as validate_module
 
     from .harness import refuse_measurement
 
-    scratch.write_cpu_profile(prune_root)
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(calibrate_module, "calibrate", refuse_measurement)
-        patch.setattr(validate_module, "measure_prefills", refuse_measurement)
-        yield prune_root
+    monkeypatch.setattr(calibrate_module, "calibrate", refuse_measurement)
+    monkeypatch.setattr(validate_module, "measure_prefills", refuse_measurement)
+    return cpu_profile_root

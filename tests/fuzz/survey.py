@@ -1,8 +1,11 @@
-"""Run the CLI fuzz strategies without stopping at the first failure, and print every broken
-case grouped by cause: ``python -m tests.fuzz.survey [EXAMPLES_PER_COMMAND] [COMMAND ...]``.
+"""Run the CLI fuzz tests without stopping at a command's first failure, and print every
+broken case grouped by cause:
 
-The tests (``test_fuzz_cli.py``) stop at a command's first failing case; this lists them all,
-so a fix can be checked against the whole set. Same cases as the tests (derandomized).
+    FPCOST_FUZZ_EXAMPLES=N python -m tests.fuzz.survey [COMMAND ...]
+
+The tests (``test_fuzz_cli.py``) stop at a command's first failing case; this runs the same
+test functions (the same derandomized cases) with ``check`` recording instead of asserting,
+so a fix can be checked against the whole set.
 """
 
 from __future__ import annotations
@@ -10,26 +13,24 @@ from __future__ import annotations
 import re
 import sys
 import tempfile
+import time
 from collections import defaultdict
 from pathlib import Path
 
-from hypothesis import HealthCheck, Phase, given, settings
-
-from . import cli_strategies as cs
-from . import scratch
+from . import scratch, test_fuzz_cli
 from .harness import contract_problems, describe, refuse_measurement, run_case
 
-PRUNE_SKIPPED = re.compile(r"^skipped ")
-COMMANDS = {  # name -> (strategy, examples by default, timeout s, returns (argv, must_refuse))
-    "estimate": (cs.estimate_argv, 150, 10, False),
-    "sweep": (cs.sweep_argv, 50, 15, False),
-    "table3": (cs.table3_argv, 25, 10, False),
-    "hardware": (cs.hardware_argv, 40, 10, False),
-    "plot": (cs.plot_argv, 20, 20, False),
-    "prune": (cs.prune_argv, 40, 20, False),
-    "calibrate": (cs.calibrate_argv, 40, 10, True),
-    "validate": (cs.validate_argv, 40, 10, True),
+TESTS = {  # command -> the test function (its fixture argument is the scratch root)
+    "estimate": test_fuzz_cli.test_estimate,
+    "sweep": test_fuzz_cli.test_sweep,
+    "table3": test_fuzz_cli.test_table3,
+    "hardware": test_fuzz_cli.test_hardware,
+    "plot": test_fuzz_cli.test_plot,
+    "prune": test_fuzz_cli.test_prune,
+    "calibrate": test_fuzz_cli.test_calibrate_argument_checks,
+    "validate": test_fuzz_cli.test_validate_argument_checks,
 }
+FIXTURE = {"prune": "prune_root", "calibrate": "measured_root", "validate": "measured_root"}
 
 
 def cause(problem: str) -> str:
@@ -38,46 +39,41 @@ def cause(problem: str) -> str:
     return re.sub(r"\d+(\.\d+)?(e[-+]?\d+)?", "N", text)[:160]
 
 
-def survey(name: str, examples: int | None, root: Path) -> dict[str, list[str]]:
-    strategy, default, timeout_s, with_flag = COMMANDS[name]
-    groups: dict[str, list[str]] = defaultdict(list)
-
-    @settings(max_examples=examples or default, deadline=None, derandomize=True, database=None,
-              phases=[Phase.explicit, Phase.generate], suppress_health_check=list(HealthCheck))
-    @given(strategy)
-    def run(case):
-        argv, must_refuse = case if with_flag else (case, False)
-        scratch.make_specials(root)
-        outcome = run_case(argv, root, timeout_s)
-        extra = PRUNE_SKIPPED if name == "prune" else None
-        problems = contract_problems(outcome, root, must_refuse, extra)
-        if problems:
-            groups[f"{name}: {cause(problems[0])}"].append(describe(outcome, problems))
-
-    run()
-    return groups
-
-
-def main(args: list[str]) -> int:
-    examples = int(args[0]) if args and args[0].isdecimal() else None
-    names = [a for a in args if not a.isdecimal()] or list(COMMANDS)
+def main(names: list[str]) -> int:
     from fpcost.pruner import calibrate as calibrate_module
     from fpcost.pruner import validate as validate_module
 
     calibrate_module.calibrate = refuse_measurement
     validate_module.measure_prefills = refuse_measurement
+    groups: dict[str, list[str]] = defaultdict(list)
+    counts: dict[str, int] = defaultdict(int)
+    command = ""
+
+    def record(argv, root, must_refuse=False, timeout_s=20.0, extra_lines=None):
+        scratch.make_specials(root)
+        outcome = run_case(argv, root, timeout_s)
+        counts[command] += 1
+        problems = contract_problems(outcome, root, must_refuse, extra_lines)
+        if problems:
+            groups[f"{command}: {cause(problems[0])}"].append(describe(outcome, problems))
+
+    test_fuzz_cli.check = record
+    total = 0
     with tempfile.TemporaryDirectory() as tmp:
         root = scratch.build(Path(tmp))
         scratch.tiny_encoder_dir(root)
         scratch.write_cpu_profile(root)
-        total = 0
-        for name in names:
-            for key, cases in sorted(survey(name, examples, root).items()):
-                total += len(cases)
-                print(f"\n=== {key}  ({len(cases)} cases)\n{cases[0]}")
-                for more in cases[1:3]:
-                    print("  also: " + more.splitlines()[0])
-        print(f"\n{total} failing cases")
+        for command in names or list(TESTS):
+            start = time.perf_counter()
+            TESTS[command](**{FIXTURE.get(command, "fuzz_root"): root})
+            print(f"# {command}: {counts[command]} cases in {time.perf_counter() - start:.1f} s",
+                  file=sys.stderr)
+        for key, cases in sorted(groups.items()):
+            total += len(cases)
+            print(f"\n=== {key}  ({len(cases)} cases)\n{cases[0]}")
+            for more in cases[1:4]:
+                print("  also: " + more.splitlines()[0])
+    print(f"\n{total} failing cases of {sum(counts.values())}")
     return 1 if total else 0
 
 

@@ -65,3 +65,24 @@ def test_other_vision_towers(family):
     from fpcost.costmodel.params import vision_params
 
     assert vision_params(spec) == sum(p.numel() for p in model.parameters())
+
+
+@pytest.mark.parametrize("where", ["top", "text_config"])
+def test_tied_embeddings_are_read_where_transformers_reads_them(tmp_path, where):
+    """LlavaConfig ties the LM head when the top level *or* text_config says so."""
+    import json
+
+    from fpcost.costmodel.hfconfig import spec_from_config
+
+    cls, config = hf_config(PRESETS["llava-1.5-7b"])
+    if where == "top":
+        config.tie_word_embeddings = True
+    else:
+        config.text_config.tie_word_embeddings = True
+    config.save_pretrained(tmp_path)
+    spec = spec_from_config(json.loads((tmp_path / "config.json").read_text()))
+    config = type(config).from_pretrained(tmp_path)  # as a checkpoint is loaded
+    with torch.device("meta"):
+        model = cls(config)
+    assert spec.llm.tie_word_embeddings
+    assert parameter_counts(spec)["total"] == sum(p.numel() for p in model.parameters())

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import math
+from dataclasses import replace
 from pathlib import Path
 
 from .anyres import anyres_layout, default_image_size
@@ -248,6 +249,9 @@ def _multimodal_spec(data: dict, name: str, origin: str) -> ModelSpec:
     text_where, vision_where = f"{origin} text_config", f"{origin} vision_config"
     llm = _llm_spec(_object(data, "text_config", origin), text_where, f"{name}-llm",
                     default_model_type=DEFAULT_TEXT_MODEL_TYPE)
+    # transformers 5 ties the LM head when the top level or text_config says so (LlavaConfig)
+    if _bool(data, "tie_word_embeddings", origin, False) and not llm.tie_word_embeddings:
+        llm = replace(llm, tie_word_embeddings=True)
     vision = _vision_spec(_object(data, "vision_config", origin), vision_where,
                           _get(data, "vision_feature_layer", origin, -2), origin)
     strategy = _choice(data, "vision_feature_select_strategy", origin, FEATURE_SELECT_STRATEGIES,

@@ -179,9 +179,11 @@ class VisionSpec:
                 f"{self.name}: hidden_size ({self.hidden_size}) must be divisible by "
                 f"num_attention_heads ({self.num_attention_heads})"
             )
-        if self.image_size % self.patch_size:
+        # The patch embedding is a convolution of stride patch_size: a remainder is dropped
+        # (SigLIP-so400m: 384 px / 14 px -> 27 x 27 = 729 patches), as in transformers.
+        if self.image_size < self.patch_size:
             raise ConfigError(
-                f"{self.name}: image_size ({self.image_size}) must be divisible by "
+                f"{self.name}: image_size ({self.image_size}) must be at least "
                 f"patch_size ({self.patch_size})"
             )
         check_bool(self.name, "use_head", self.use_head)
@@ -195,7 +197,7 @@ class VisionSpec:
 
     @property
     def num_patches(self) -> int:
-        """Patch tokens per image: (image_size / patch_size)^2."""
+        """Patch tokens per image: floor(image_size / patch_size)^2."""
         return (self.image_size // self.patch_size) ** 2
 
     @property

@@ -56,7 +56,9 @@ DETAIL_CSV_KEYS = ("field", "value", "source")
 
 
 @click.command(epilog="Built-in profiles: " + ", ".join(list_profiles()) + ". The file "
-               "format, its units and valid ranges: docs/hardware.md.")
+               "format, its units and valid ranges: docs/hardware.md.",
+               # a dash-led argument ("-inf") is a profile name to refuse, not an unknown option
+               context_settings={"ignore_unknown_options": True})
 @click.argument("name_or_path", required=False, metavar="[NAME_OR_PATH]")
 @format_option
 def hardware(name_or_path: str | None, output_format: str) -> None:

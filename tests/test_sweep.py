@@ -131,7 +131,7 @@ def test_size_limit_and_force(a6000, monkeypatch):
 
 
 def test_int64_overflow_is_refused(a6000):
-    with pytest.raises(WorkloadError, match="exceeds exact 64-bit integer arithmetic"):
+    with pytest.raises(WorkloadError, match="too large to count exactly.*above 2\*\*53"):
         sweep(["llava-1.5-13b"], [a6000], [16], num_visual_tokens=[10_000_000], batch_sizes=[4096])
 
 
@@ -140,8 +140,8 @@ def test_int64_overflow_is_refused(a6000):
     ({"keep_ratios": [1.5]}, r"keep ratio 1\.5 must be in \(0, 1\]"),
     ({"keep_ratios": []}, "keep_ratios is empty"),
     ({"keep_ratios": [0.5], "num_visual_tokens": [3]}, "either keep_ratios or num_visual_tokens"),
-    ({"num_visual_tokens": [-1]}, r"num_visual_tokens = -1 must be an integer ≥ 0"),
-    ({"batch_sizes": [0]}, r"batch size = 0 must be an integer ≥ 1"),
+    ({"num_visual_tokens": [-1]}, r"num_visual_tokens = -1 must be an integer in 0\.\.2,147,483,647"),
+    ({"batch_sizes": [0]}, r"batch size = 0 must be an integer in 1\.\.2,147,483,647"),
     ({"batch_sizes": [2.5]}, r"batch size = 2\.5 must be an integer"),
     ({"stages": ("prefill", "vision2")}, "stage 'vision2' is unknown"),
     ({"quants": ["w3a16"]}, "weight_bits = 3 is not supported"),

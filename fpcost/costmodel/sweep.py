@@ -7,8 +7,15 @@ extra row is the unpruned baseline that ``prefill_speedup`` divides by), then ti
 device; stage totals are sums of ``count`` × per-instance values in operator order, exactly
 as ``StageTotals.of`` adds them, so every number equals the scalar ``estimate()`` bit for bit.
 
-Integer arithmetic stays exact: token products are int64 (``check_int64_range`` refuses a
-grid that could overflow), and they become floats at the same step as in the scalar path.
+Integer arithmetic stays exact: token products are int64, and the largest configuration of
+a grid is checked first with Python ints (``ops.check_exact``: every per-instance FLOP and
+byte count ≤ 2**53, exact in float64 and far inside int64), so no product can overflow; they
+become floats at the same step as in the scalar path. The finished frame is checked again:
+a negative or non-finite time, FLOP or byte count raises instead of being returned.
+
+Time to first token (``ttft_s``) always sums every pre-decode stage of the request, whichever
+stages' columns are asked for. A sweep's memory is estimated before anything is allocated
+(``check_memory``) and refused, with the figure, when it would not fit.
 
 Adopting a new stage means teaching ``build_ops`` to call its builder with the grid arrays;
 ``stage_totals`` and the frame assembly are stage-agnostic.
@@ -25,7 +32,7 @@ from .accounting import Accounting, get_accounting
 from .errors import ConfigError, WorkloadError
 from .hardware import HardwareProfile
 from .llm import DecoderPass, decoder_ops
-from .ops import Op
+from .ops import NUMERIC_FIELDS, Op, check_exact
 from .pipeline import (
     ALL_STAGES,
     PRE_DECODE_STAGES,
@@ -38,7 +45,7 @@ from .presets import get_preset
 from .quant import QuantPlan
 from .roofline import time_op
 from .spec import ModelSpec
-from .workload import check_count, visual_tokens_for_ratio
+from .workload import MAX_BATCH, check_count, visual_tokens_for_ratio
 
 # A sweep beyond this many configurations (rows) raises unless ``force=True``: at ~25
 # float64 columns it is about 1 GB of DataFrame.
@@ -49,10 +56,14 @@ TOTALS = ("flops", "time_s", "memory_access_bytes", "activation_store_bytes")
 # What each total sums over the operators (activation stores are the activation writes).
 _OP_FIELDS = {"flops": "flops", "memory_access_bytes": "memory_access_bytes",
               "activation_store_bytes": "act_write_bytes"}
-_NUMERIC_FIELDS = ("tensor_flops", "vector_flops", "weight_bytes", "act_read_bytes",
-                   "act_write_bytes", "kv_read_bytes", "kv_write_bytes")
-# Headroom below 2**63 for the integer products inside the builders.
-_INT64_LIMIT = 2**62
+_NUMERIC_FIELDS = NUMERIC_FIELDS
+# Memory of a sweep, per row and column (int64 / float64 / object pointers), and how many
+# copies of the frame are alive at the peak (the per-model blocks, their concatenation and
+# the DataFrame built from it).
+BYTES_PER_CELL = 8
+PEAK_COPIES = 3
+# A sweep may use at most this fraction of the memory available when it starts.
+MEMORY_FRACTION = 0.5
 
 
 def build_ops(
@@ -108,16 +119,45 @@ def stage_totals(ops: Iterable[Op], hardware: HardwareProfile, shape: tuple[int,
 
 
 def check_int64_range(ops: Iterable[Op], where: str) -> None:
-    """Refuse operators whose counts could overflow int64 arithmetic (``ops`` built with
-    Python ints for the largest configuration of a grid; every count grows with tokens
-    and batch)."""
-    for op in ops:
-        for field in _NUMERIC_FIELDS:
-            if abs(op.count * getattr(op, field)) >= _INT64_LIMIT:
-                raise WorkloadError(
-                    f"{where}: {op.stage} {op.name} {field} exceeds exact 64-bit integer "
-                    f"arithmetic (2**62); use fewer tokens or a smaller batch"
-                )
+    """Refuse operators whose counts leave exact arithmetic (``ops`` built with Python ints
+    for the largest configuration of a grid; every count grows with tokens and batch)."""
+    check_exact(ops, where)
+
+
+def available_memory_bytes() -> float | None:
+    """Memory the system can give now (Linux ``MemAvailable``; else free physical pages;
+    None when neither is known)."""
+    try:
+        with open("/proc/meminfo", encoding="ascii") as handle:
+            for line in handle:
+                if line.startswith("MemAvailable:"):
+                    return float(line.split()[1]) * 1024  # kB
+    except OSError:
+        pass
+    try:
+        import os
+
+        return float(os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE"))
+    except (ValueError, OSError, AttributeError):
+        return None
+
+
+def sweep_memory_bytes(num_rows: int, num_columns: int) -> float:
+    """Peak bytes a sweep of ``num_rows`` rows and ``num_columns`` columns allocates."""
+    return float(num_rows) * num_columns * BYTES_PER_CELL * PEAK_COPIES
+
+
+def check_memory(num_rows: int, num_columns: int, available: float | None = None) -> None:
+    """Refuse a sweep whose peak memory is above ``MEMORY_FRACTION`` of the memory
+    available (``force`` does not lift this: it would only end in MemoryError or swap)."""
+    needed = sweep_memory_bytes(num_rows, num_columns)
+    available = available_memory_bytes() if available is None else available
+    if available is not None and needed > MEMORY_FRACTION * available:
+        raise WorkloadError(
+            f"the sweep has {num_rows:,} configurations x {num_columns} columns: about "
+            f"{needed / 2**30:.1f} GiB at its peak, more than half of the "
+            f"{available / 2**30:.1f} GiB of memory available; narrow it"
+        )
 
 
 def count_configurations(num_models_visual: Sequence[int], num_hardware: int, num_quants: int,
@@ -155,8 +195,9 @@ def sweep(
     selection, projector, prefill, decode by default; zero where a stage does not run, e.g.
     selection without pruning or vision for a text-only model); with prefill,
     ``prefill_speedup`` = prefill time with all the model's visual tokens / this prefill
-    time (same model, device, plan and batch; NaN for a text-only model); and ``ttft_s``
-    (the sum of the pre-decode stages' times) with its ``ttft_speedup``.
+    time (same model, device, plan and batch; NaN for a text-only model); and always
+    ``ttft_s`` (the request's time to first token: every pre-decode stage, whichever stages
+    are listed) with its ``ttft_speedup``.
 
     Raises ``WorkloadError`` for invalid values and for more than ``MAX_CONFIGURATIONS``
     rows unless ``force``.
@@ -170,7 +211,8 @@ def sweep(
             raise WorkloadError(f"hardware {device!r} is not a HardwareProfile; load one with "
                                 "fpcost.hardware_profiles.load_profile (or use fpcost.sweep)")
     plans = [_as_quant(q) for q in _as_list(quants, "quants")]
-    batches = [check_count("batch size", b) for b in _as_list(batch_sizes, "batch_sizes")]
+    batches = [check_count("batch size", b, maximum=MAX_BATCH)
+               for b in _as_list(batch_sizes, "batch_sizes")]
     check_count("num_text_tokens", num_text_tokens, minimum=0)
     if isinstance(accounting, str):
         accounting = get_accounting(accounting)
@@ -188,6 +230,7 @@ def sweep(
             f"the sweep has {total:,} configurations, more than the limit of "
             f"{MAX_CONFIGURATIONS:,}; narrow it or pass force=True (--force)"
         )
+    check_memory(total, len(_column_order(stages)))
 
     blocks = [
         _index_columns(model, devices, plans, ratios, visual, batches, num_text_tokens)
@@ -198,7 +241,25 @@ def sweep(
     frame = pd.DataFrame(_concatenate(blocks))
     frame["accounting"] = accounting.name
     frame["flash_attention"] = bool(flash_attention)
-    return frame[_column_order(stages)]
+    frame = frame[_column_order(stages)]
+    check_frame(frame)
+    return frame
+
+
+def check_frame(frame) -> None:
+    """The last line of defence: every time, FLOP and byte column finite and non-negative
+    (speedups may be NaN: no baseline for a text-only model)."""
+    for column in frame.columns:
+        if column.endswith(("_flops", "_time_s", "_bytes")) or column == "ttft_s":
+            values = frame[column].to_numpy(dtype=np.float64)
+            bad = ~(np.isfinite(values) & (values >= 0))
+            if bad.any():
+                row = frame.iloc[int(np.argmax(bad))]
+                raise WorkloadError(
+                    f"{column} came out as {values[bad][0]!r} for {row['model']} on "
+                    f"{row['hardware']} ({row['num_visual_tokens']} visual tokens, batch "
+                    f"{row['batch_size']}): not a finite non-negative number; check the "
+                    "hardware profile (rates and bandwidth positive, not denormal)")
 
 
 def _model_totals(model, visual, devices, plans, batches, text, stages, accounting, flash) -> dict:
@@ -214,36 +275,37 @@ def _model_totals(model, visual, devices, plans, batches, text, stages, accounti
     num_visual = len(visual)
     shape = (len(devices), len(plans), num_visual, len(batches))  # (H, Q, V, B)
     columns = {f"{stage}_{total}": np.zeros(shape) for stage in stages for total in TOTALS}
-    ttft_stages = [s for s in stages if s in PRE_DECODE_STAGES]
+    # TTFT is the whole request's: every pre-decode stage is built, whichever are shown
+    built = tuple(s for s in ALL_STAGES if s in stages or s in PRE_DECODE_STAGES)
     if "prefill" in stages:
         columns["prefill_speedup"] = np.full(shape, np.nan)
-    if ttft_stages:
-        columns["ttft_s"] = np.zeros(shape)
-        columns["ttft_speedup"] = np.full(shape, np.nan)
+    columns["ttft_s"] = np.zeros(shape)
+    columns["ttft_speedup"] = np.full(shape, np.nan)
     for q, plan in enumerate(plans):
-        graphs = _device_graphs(model, plan, stages, visual_grid, text, batch, accounting, flash,
+        graphs = _device_graphs(model, plan, built, visual_grid, text, batch, accounting, flash,
                                 devices)
         for indices, ops in graphs:
-            largest = build_ops(model, plan, stages, max(rows_visual), text, max(batches),
+            largest = build_ops(model, plan, built, max(rows_visual), text, max(batches),
                                 accounting, flash, devices[indices[0]].onchip_buffer_bytes)
             check_int64_range(largest, f"model {model.name!r}")
             stack = DeviceStack([devices[i] for i in indices])
             grid_shape = (len(indices), len(rows_visual), len(batches))
             totals = stage_totals(ops, stack, grid_shape)
             for stage in totals:  # stages that build no operator here stay zero
+                if stage not in stages:
+                    continue
                 for total in TOTALS:
                     columns[f"{stage}_{total}"][indices, q] = totals[stage][total][:, :num_visual]
             if "prefill" in stages and baseline:
                 time_s = totals["prefill"]["time_s"]  # (H_group, V + 1, B); row V: baseline
                 columns["prefill_speedup"][indices, q] = time_s[:, num_visual:] / time_s[:, :num_visual]
-            if ttft_stages:
-                ttft = np.zeros(grid_shape)
-                for stage in ttft_stages:
-                    if stage in totals:
-                        ttft = ttft + totals[stage]["time_s"]
-                columns["ttft_s"][indices, q] = ttft[:, :num_visual]
-                if baseline:
-                    columns["ttft_speedup"][indices, q] = ttft[:, num_visual:] / ttft[:, :num_visual]
+            ttft = np.zeros(grid_shape)
+            for stage in PRE_DECODE_STAGES:
+                if stage in totals:
+                    ttft = ttft + totals[stage]["time_s"]
+            columns["ttft_s"][indices, q] = ttft[:, :num_visual]
+            if baseline:
+                columns["ttft_speedup"][indices, q] = ttft[:, num_visual:] / ttft[:, :num_visual]
     return {key: value.ravel() for key, value in columns.items()}
 
 
@@ -321,9 +383,7 @@ def _column_order(stages) -> list[str]:
     columns += [f"{stage}_{total}" for stage in stages for total in TOTALS]
     if "prefill" in stages:
         columns.append("prefill_speedup")
-    if any(stage in PRE_DECODE_STAGES for stage in stages):
-        columns += ["ttft_s", "ttft_speedup"]
-    return columns
+    return columns + ["ttft_s", "ttft_speedup"]
 
 
 def _index_columns(model, devices, plans, ratios, visual, batches, text) -> dict:

@@ -131,7 +131,7 @@ def test_size_limit_and_force(a6000, monkeypatch):
 
 
 def test_int64_overflow_is_refused(a6000):
-    with pytest.raises(WorkloadError, match="too large to count exactly.*above 2\*\*53"):
+    with pytest.raises(WorkloadError, match=r"too large to count exactly.*above 2\*\*53"):
         sweep(["llava-1.5-13b"], [a6000], [16], num_visual_tokens=[10_000_000], batch_sizes=[4096])
 
 

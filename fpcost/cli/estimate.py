@@ -23,7 +23,7 @@ from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.units import GIGA, MEGA, MILLI, TERA
 from fpcost.costmodel.vision import VISION_LAYER_MODES, num_vision_layers_run
-from fpcost.costmodel.workload import MAX_BATCH, MAX_TOKENS, Workload
+from fpcost.costmodel.workload import Workload
 
 from .options import (
     BATCH_SIZE,
@@ -167,7 +167,7 @@ def _settings(result: Estimate) -> dict:
 @hardware_option
 @quant_options
 @click.option("--tokens", type=POSITIVE_INT, default=None,
-              help=f"The LLM's whole input length per sample (visual + text), at most {MAX_TOKENS:,}.")
+              help="The LLM's whole input length per sample (visual + text).")
 @click.option("--visual-tokens", type=NON_NEGATIVE_INT, default=None,
               help="Visual tokens the LLM receives [default: the model's, unpruned].")
 @click.option("--text-tokens", type=NON_NEGATIVE_INT, default=40, show_default=True,
@@ -190,7 +190,7 @@ def _settings(result: Estimate) -> dict:
                    "video for a video model), its token geometry checked against the model's, "
                    "its selection costed with the file's own settings.")
 @click.option("--batch", type=BATCH_SIZE, default=1, show_default=True,
-              help=f"Batch size (samples per request), at most {MAX_BATCH:,}.")
+              help="Batch size (samples per request).")
 @click.option("--flash-attention/--no-flash-attention", default=False, show_default=True,
               help="Cost attention as one fused FlashAttention kernel (K/V re-read per tile of "
                    "query rows; no s x s scores in memory) instead of three unfused operators.")

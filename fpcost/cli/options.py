@@ -42,8 +42,6 @@ def resolve_model(model_name: str | None, config_path: Path | None) -> ModelSpec
     if model_name is not None and config_path is not None:
         raise click.UsageError("give either --model or --config, not both")
     if config_path is not None:
-        if not str(config_path):
-            raise click.BadParameter("an empty path is not a config.json", param_hint="--config")
         return load_config_json(config_path)
     if model_name is not None and not model_name.strip():
         raise click.BadParameter("an empty name is not a model; omit --model for llava-1.5-7b",

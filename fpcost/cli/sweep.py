@@ -94,7 +94,7 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
         ]
     if "decode" in stages:
         cols.append(Column("decode_time_s", "Decode step (ms)", scaled(MILLI, 3)))
-    for stage in stages:
+    for stage in stages if len(stages) < len(ALL_STAGES) else ():  # a stage asked for alone
         if stage not in ("prefill", "decode"):
             cols.append(Column(f"{stage}_time_s", f"{stage.capitalize()} (ms)", scaled(MILLI, 3)))
     cols += [  # always the whole request's

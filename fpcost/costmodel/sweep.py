@@ -232,12 +232,13 @@ def sweep(
         )
     check_memory(total, len(_column_order(stages)))
 
-    blocks = [
-        _index_columns(model, devices, plans, ratios, visual, batches, num_text_tokens)
-        | _model_totals(model, visual, devices, plans, batches, num_text_tokens, stages,
-                        accounting, flash_attention)
-        for model, (ratios, visual) in zip(models, grids, strict=True)
-    ]
+    with np.errstate(all="ignore"):  # a non-finite result is refused by check_frame below
+        blocks = [
+            _index_columns(model, devices, plans, ratios, visual, batches, num_text_tokens)
+            | _model_totals(model, visual, devices, plans, batches, num_text_tokens, stages,
+                            accounting, flash_attention)
+            for model, (ratios, visual) in zip(models, grids, strict=True)
+        ]
     frame = pd.DataFrame(_concatenate(blocks))
     frame["accounting"] = accounting.name
     frame["flash_attention"] = bool(flash_attention)

@@ -19,8 +19,10 @@ fragmentation and workspace buffers are not counted):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
+from .errors import WorkloadError
 from .estimate import Estimate
 from .params import parameter_counts
 from .pipeline import PipelineSettings, applicable_stages, stage_ops, visual_layout
@@ -139,7 +141,7 @@ def memory_footprint(result: Estimate) -> MemoryFootprint:
     """The footprint of an estimate's request on its device."""
     model, workload, settings = result.model, result.workload, result.settings
     peak, where = peak_activation(model, workload, settings)
-    return MemoryFootprint(
+    footprint = MemoryFootprint(
         weight_bytes=weight_bytes_by_part(model, settings.quant, settings.vision_quant),
         kv_cache_bytes=kv_cache_bytes(model, workload, settings.quant),
         peak_activation_bytes=peak,
@@ -147,3 +149,12 @@ def memory_footprint(result: Estimate) -> MemoryFootprint:
         device_memory_bytes=result.hardware.memory_bytes,
         max_batch_size=max_batch_size(model, workload, settings, result.hardware.memory_bytes),
     )
+    values = {**footprint.weight_bytes, "kv_cache_bytes": footprint.kv_cache_bytes,
+              "peak_activation_bytes": footprint.peak_activation_bytes,
+              "device_memory_bytes": footprint.device_memory_bytes}
+    for name, value in values.items():  # the last line of defence, as for the estimate
+        if not 0 <= value < math.inf:
+            raise WorkloadError(f"memory footprint {name} came out as {value!r}, not a finite "
+                                "non-negative number of bytes; check the hardware profile and "
+                                "the workload")
+    return footprint

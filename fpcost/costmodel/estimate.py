@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
 from .accounting import Accounting, get_accounting
 from .errors import WorkloadError
@@ -151,10 +152,18 @@ class Estimate:
                                 self.hardware.onchip_buffer_bytes, self.vision_quant,
                                 self.vision_layers, self.selection)
 
+    @cached_property
+    def _totals_by_stage(self) -> dict[str, StageTotals]:
+        """Each stage's totals, summed once (an Estimate is immutable)."""
+        rows: dict[str, list[OperatorEstimate]] = {stage: [] for stage in self.stages}
+        for row in self.all_operators:
+            rows.setdefault(row.op.stage, []).append(row)
+        return {stage: StageTotals.of(stage_rows) for stage, stage_rows in rows.items()}
+
     def stage_totals(self, stage: str) -> StageTotals:
         if stage not in self.stages:
             raise WorkloadError(f"stage {stage!r} was not estimated; have: {', '.join(self.stages)}")
-        return StageTotals.of([row for row in self.all_operators if row.op.stage == stage])
+        return self._totals_by_stage[stage]
 
     def totals(self) -> dict[str, StageTotals]:
         """The totals of each stage asked for (``shown``)."""
@@ -163,6 +172,10 @@ class Estimate:
     def end_to_end(self) -> StageTotals:
         """Sums over every operator of every stage the request runs (time_s = the latency),
         whichever stages are shown."""
+        return self._end_to_end
+
+    @cached_property
+    def _end_to_end(self) -> StageTotals:
         return StageTotals.of(list(self.all_operators))
 
     @property

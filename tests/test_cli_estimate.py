@@ -250,6 +250,17 @@ def test_tokens_from_costs_the_files_own_selection(tmp_path, capsys):
     assert per_row == k96 and "pivotal layers 21," in text
 
 
+def test_tokens_from_column_direction_costs_the_whole_complementary_map(tmp_path, capsys):
+    rows = {"pivotal_layers": [21], "k": 96, "complementary_layer": 22}
+    row, text, _ = _selection_flops(capsys, results_file(tmp_path, [image()], settings=rows))
+    column, text, _ = _selection_flops(capsys, results_file(
+        tmp_path, [image()], "c.json", settings={**rows, "direction": "column"}))
+    assert "(columns)" in text and column > row
+    path = results_file(tmp_path, [image()], "x.json", settings={**rows, "direction": "diagonal"})
+    one_line_error(capsys, "estimate", "--tokens-from", path,
+                   fragment="settings.direction = 'diagonal' is unknown; valid: row, column")
+
+
 @pytest.mark.parametrize("method, fragment", [
     ("random", "random: reads no attention map, no selection cost"),
     ("keep-all", "keep-all: reads no attention map"),

@@ -9,7 +9,9 @@ and k projections of the layers it reads and recomputes each head's map in fp32
   cores: PyTorch leaves TF32 off), reading the captured 16-bit q and k; ``map_softmax`` in
   fp32; ``map_head_mean`` averaging the H maps into one T × T map;
 - for the complementary layer, the same three on the pivotal tokens' query rows only
-  (``complementary_rows_*``: the pruner computes just those rows);
+  (``complementary_rows_*``: the pruner computes just those rows); with
+  ``direction="column"`` (complementary tokens from the pivotal tokens' columns A[:, p], the
+  reading of §3.3's prose) every query row is needed (``complementary_map_*``);
 - for every pivotal layer (the selection layers other than the complementary one):
   ``column_sum`` r_l[i] = Σ_rows A[:, i] − A[i, i]; ``top_k`` (a sort: T·⌈log₂T⌉ comparisons);
 - once: ``iqr_threshold`` over the rows of the complementary (penultimate) layer's map of
@@ -49,6 +51,10 @@ class SelectionSpec:
     complementary_layer: int = -2
     k: int = 192
     pivotal: tuple[int, ...] | None = None  # explicit pivotal layers (may hold the complementary)
+    # "row": complementary tokens from the pivotal tokens' rows A[p, :] (Alg. 1; only those
+    # rows are computed); "column": from their columns A[:, p] (§3.3's prose; every row of
+    # the complementary layer's map is needed)
+    direction: str = "row"
 
     def __post_init__(self) -> None:
         for name, layers in (("selection_layers", self.selection_layers),
@@ -62,13 +68,17 @@ class SelectionSpec:
                                 "integer layer index")
         if not _is_int(self.k) or self.k < 1:
             raise WorkloadError(f"selection k = {self.k!r} must be an integer ≥ 1")
+        if self.direction not in DIRECTIONS:
+            raise WorkloadError(f"selection direction {self.direction!r} is unknown; valid: "
+                                f"{', '.join(DIRECTIONS)}")
 
     @classmethod
-    def from_layers(cls, pivotal: tuple[int, ...], complementary_layer: int, k: int) -> SelectionSpec:
+    def from_layers(cls, pivotal: tuple[int, ...], complementary_layer: int, k: int,
+                    direction: str = "row") -> SelectionSpec:
         """A selection with its pivotal layers given (a union over layers, which may include
         the complementary layer itself, as a results file's ``settings`` records it)."""
         pivotal = tuple(pivotal)
-        return cls(pivotal + (complementary_layer,), complementary_layer, k, pivotal)
+        return cls(pivotal + (complementary_layer,), complementary_layer, k, pivotal, direction)
 
     def resolved_layers(self, num_layers: int) -> tuple[int, ...]:
         """Selection layers as sorted, unique, non-negative indices of a ``num_layers`` tower."""
@@ -82,6 +92,9 @@ class SelectionSpec:
             return tuple(sorted({_resolve(i, num_layers) for i in self.pivotal}))
         complementary = self.complementary_layer_resolved(num_layers)
         return tuple(i for i in self.resolved_layers(num_layers) if i != complementary)
+
+
+DIRECTIONS = ("row", "column")
 
 
 def _is_int(value) -> bool:
@@ -136,8 +149,11 @@ def selection_ops(
         selection.pivotal_layers(vision.num_hidden_layers))
     full_layers = len(layers) - int(complementary_only)
     ops = []
+    # a column-direction complementary layer needs its whole map (every query row)
+    complementary = (("complementary_map", t) if selection.direction == "column"
+                     else ("complementary_rows", num_pivotal))
     for name, count, rows_per_image in (("map", full_layers, t),
-                                        ("complementary_rows", int(complementary_only), num_pivotal)):
+                                        (complementary[0], int(complementary_only), complementary[1])):
         if count == 0:
             continue
         q_rows = n * rows_per_image
@@ -209,6 +225,10 @@ def selection_from_file(method: str | None, params: dict, settings: dict | None,
                                 "non-empty list of integer layer indices")
         k = _file_k(settings.get("k", params.get("k", LEGACY_PARAMS["k"])), num_tokens, where)
         complementary = _file_int(settings, params, "complementary_layer", where)
+        direction = settings.get("direction", "row")
+        if direction not in DIRECTIONS:
+            raise WorkloadError(f"{where}: settings.direction = {_brief(direction)} is unknown; "
+                                f"valid: {', '.join(DIRECTIONS)}")
         source = "the file's settings"
     else:
         start = _file_int({}, params, "pivotal_start_layer", where)
@@ -219,16 +239,18 @@ def selection_from_file(method: str | None, params: dict, settings: dict | None,
                                 "empty for this vision tower")
         k = _file_k(params.get("k", LEGACY_PARAMS["k"]), num_tokens, where)
         complementary = _file_int({}, params, "complementary_layer", where)
+        direction = "row"
         source = "the file's params" if params else "fpcost prune's defaults (no settings in the file)"
     for index in (*layers, complementary):
         if not -num_layers <= index < num_layers:
             raise WorkloadError(f"{where}: selection layer {index} is out of range for this "
                                 f"model's {num_layers}-layer vision tower")
-    spec = SelectionSpec.from_layers(tuple(layers), complementary, k)
+    spec = SelectionSpec.from_layers(tuple(layers), complementary, k, direction)
     resolved = spec.pivotal_layers(num_layers)
     return FileSelection(spec, f"freepruner, from {source}: pivotal layers "
                                f"{','.join(map(str, resolved))}, complementary layer "
-                               f"{spec.complementary_layer_resolved(num_layers)}, k = {k}")
+                               f"{spec.complementary_layer_resolved(num_layers)} ({direction}s), "
+                               f"k = {k}")
 
 
 def _file_int(settings: dict, params: dict, key: str, where: str) -> int:

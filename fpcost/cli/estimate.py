@@ -277,7 +277,7 @@ def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
     caption = (
         f"{result.model.name} on {result.hardware.name}, LLM {result.quant.label}, "
         f"{w.num_visual_tokens} visual + {w.num_text_tokens} text tokens{size}, "
-        f"batch {w.batch_size}, {w.num_output_tokens} output tokens "
+        f"batch {w.batch_size}, {w.num_output_tokens} output token{'' if w.num_output_tokens == 1 else 's'} "
         f"({w.num_decode_steps} decode step{'' if w.num_decode_steps == 1 else 's'}), "
         f"FlashAttention {'on' if result.flash_attention else 'off'}, "
         f"accounting {result.accounting.name}. GB = 1e9 B; TFLOPs = 1e12 FLOPs."

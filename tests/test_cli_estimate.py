@@ -415,3 +415,13 @@ def test_help_describes_every_option(command):
                            or param.default is None or "UNSET" in repr(param.default))
         if has_default or param.name in ("bits",):
             assert param.show_default or "[default:" in param.help, param.opts
+
+
+def test_tokens_from_imports_neither_torch_nor_pandas(tmp_path):
+    path = results_file(tmp_path, [image()])
+    code = ("import sys; from fpcost.cli.main import main; "
+            f"rc = main(['estimate', '--tokens-from', {path!r}, '--format', 'csv']); "
+            "print([m for m in ('torch', 'transformers', 'pandas') if m in sys.modules]); "
+            "sys.exit(rc)")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert proc.stdout.strip().splitlines()[-1] == "[]"

@@ -214,6 +214,16 @@ def test_tokens_from_unreadable_files_are_one_line(tmp_path, capsys, text, fragm
     one_line_error(capsys, "estimate", "--tokens-from", str(path), fragment=fragment)
 
 
+def test_tokens_from_a_device_or_directory_is_refused(tmp_path, capsys, monkeypatch):
+    from fpcost.pruner import results
+
+    monkeypatch.setattr(results, "MAX_RESULTS_BYTES", 1000)
+    one_line_error(capsys, "estimate", "--tokens-from", "/dev/zero",
+                   fragment="'/dev/zero' is larger than 0 MiB; not a results file")
+    one_line_error(capsys, "estimate", "--tokens-from", str(tmp_path),
+                   fragment="cannot read pruning results")
+
+
 def test_the_count_check_is_shared_with_validate(tmp_path):
     """validate and estimate read results through the same check (read_results)."""
     from fpcost.costmodel.errors import FpcostError

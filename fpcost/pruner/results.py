@@ -40,6 +40,8 @@ from typing import Any
 from fpcost.pruner.errors import PruningError
 
 RESULTS_VERSION = 1
+# A results file holds a few kB per image; 256 MiB is tens of thousands of images.
+MAX_RESULTS_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -151,7 +153,14 @@ def read_results_file(path: Path | str) -> ResultsFile:
     the JSON parser included)."""
     where = str(path)
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:  # bounded: /dev/zero must not fill the memory
+            data = handle.read(MAX_RESULTS_BYTES + 1)
+        if len(data) > MAX_RESULTS_BYTES:
+            raise PruningError(f"pruning results {where!r} is larger than "
+                               f"{MAX_RESULTS_BYTES // 2**20:,} MiB; not a results file")
+        document = json.loads(data.decode("utf-8"))
+    except PruningError:
+        raise
     except FileNotFoundError:
         raise PruningError(f"pruning results file {where!r} does not exist") from None
     except RecursionError:

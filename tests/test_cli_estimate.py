@@ -80,7 +80,8 @@ def test_table3_json(capsys):
     (["estimate", "--quant", "w16a2"], "act_bits = 2 is not supported"),
     (["estimate", "--tokens", "-5"], "-5 is not in the range"),
     (["estimate", "--tokens", "1.5"], "'1.5' is not a valid integer"),
-    (["estimate", "--keep-ratio", "0"], "keep ratio 0.0 must be in (0, 1]"),
+    (["estimate", "--keep-ratio", "0"], "Invalid value for --keep-ratio: 0.0 is not a fraction in (0, 1]"),
+    (["estimate", "--keep-ratio", "nan"], "Invalid value for --keep-ratio: nan is not a fraction"),
     (["estimate", "--batch", "0"], "0 is not in the range"),
     (["estimate", "--tokens", "10", "--keep-ratio", "0.5"],
      "give only one of --tokens, --visual-tokens, --keep-ratio, --frame-tokens (got --tokens and "

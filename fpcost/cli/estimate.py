@@ -31,6 +31,7 @@ from .options import (
     OUTPUT_TOKENS,
     POSITIVE_INT,
     accounting_option,
+    check_keep_ratio,
     hardware_option,
     model_options,
     quant_options,
@@ -81,6 +82,7 @@ def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio,
     if len(given) > 1:
         raise click.UsageError("give only one of --tokens, --visual-tokens, --keep-ratio, "
                                f"--frame-tokens (got {' and '.join(given)})")
+    check_keep_ratio(keep_ratio)
     size = parse_image_size(image_size) if image_size is not None else None
     counts = parse_frame_tokens(frame_tokens) if frame_tokens is not None else None
     return make_workload(model, tokens=tokens, visual_tokens=visual_tokens, keep_ratio=keep_ratio,

@@ -23,6 +23,14 @@ BATCH_SIZE = click.IntRange(min=1, max=MAX_BATCH)
 OUTPUT_TOKENS = click.IntRange(min=1, max=MAX_OUTPUT_TOKENS)
 
 
+def check_keep_ratio(keep_ratio: float | None) -> float | None:
+    """``--keep-ratio`` in (0, 1] (NaN and infinities refused), or a one-line error naming it."""
+    if keep_ratio is not None and not 0 < keep_ratio <= 1:
+        raise click.BadParameter(f"{keep_ratio!r} is not a fraction in (0, 1]",
+                                 param_hint="--keep-ratio")
+    return keep_ratio
+
+
 def model_options(func):
     @click.option("--model", "-m", "model_name", default=None,
                   help="Built-in model: llava-1.5-7b, llava-1.5-13b, videollava, llava-next-7b "

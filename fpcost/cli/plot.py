@@ -16,6 +16,7 @@ from .options import (
     BATCH_SIZE,
     NON_NEGATIVE_INT,
     accounting_option,
+    check_keep_ratio,
     hardware_option,
     model_options,
     quant_options,
@@ -80,7 +81,8 @@ def roofline(model_name, config_path, hardware_name, bits, quant_text, keep_rati
     if model.kind == "llm":
         raise click.UsageError(f"model {model.name!r} has no visual tokens to prune; give a LLaVA model")
     full = model.default_num_visual_tokens
-    kept = visual_tokens if visual_tokens is not None else visual_tokens_for_ratio(full, keep_ratio)
+    kept = (visual_tokens if visual_tokens is not None
+            else visual_tokens_for_ratio(full, check_keep_ratio(keep_ratio)))
     settings = dict(model=model, hardware=resolve_hardware(hardware_name),
                     quant=resolve_quant(bits, quant_text), text_tokens=text_tokens, batch=batch,
                     accounting=accounting, flash_attention=flash_attention,

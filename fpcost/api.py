@@ -81,7 +81,7 @@ def estimate(
     flash_attention: bool = False,
     stages: tuple[str, ...] | None = None,
     *,
-    output_tokens: int = 1,
+    output_tokens: int = 2,
     image_size: tuple[int, int] | str | None = None,
     frame_tokens: tuple[int, ...] | None = None,
     vision_quant: QuantPlan | str | None = None,
@@ -92,11 +92,14 @@ def estimate(
     The LLM's prompt is ``visual_tokens`` (default: all of the model's; or a fraction
     ``keep_ratio`` of them; or a video's per-frame ``frame_tokens``) plus ``text_tokens``;
     ``tokens`` instead sets the whole prompt. ``image_size`` ((width, height) or "WxH")
-    drives LLaVA-NeXT's AnyRes; ``output_tokens`` decode steps follow the prefill.
-    ``stages``: default every stage the request runs (vision, selection when pruned,
-    projector, prefill, decode). Returns an ``Estimate``: ``.totals()`` maps each stage to
-    its ``StageTotals`` (SI units), ``.end_to_end()`` sums them, ``.to_frame()`` is a
-    per-operator pandas DataFrame.
+    drives LLaVA-NeXT's AnyRes. ``output_tokens`` N counts generated tokens as
+    ``generate(max_new_tokens=N)``: the prefill yields the first, N − 1 decode steps the rest
+    (the default 2: one decode step over the prompt, LLM-Viewer's decode). Every stage the
+    request runs is estimated; ``stages`` (default all: vision, selection when pruned,
+    projector, prefill, decode) chooses the ones ``.totals()`` lists, while ``.ttft_s``,
+    ``.tpot_s`` and ``.end_to_end()`` always describe the whole request. Returns an
+    ``Estimate``: ``.totals()`` maps each listed stage to its ``StageTotals`` (SI units),
+    ``.end_to_end()`` sums every stage, ``.to_frame()`` is a per-operator pandas DataFrame.
     """
     model = resolve_model(model)
     if isinstance(image_size, str):

@@ -109,7 +109,7 @@ def test_output_is_written_atomically(capsys, tmp_path):
     (["--keep-ratios", "a,b"], "expected a comma-separated list of numbers"),
     (["--visual-tokens", "1.5"], "expected a comma-separated list of integers"),
     (["--visual-tokens", "0:1000000000:1"], "has 1,000,000,001 values, more than 5,000,000"),
-    (["--batch", "0,1"], "Invalid value for --batch: 0 is less than 1"),
+    (["--batch", "0,1"], "Invalid value for --batch: 0 is not in 1..2,147,483,647"),
     (["--keep-ratios", "0.5", "--visual-tokens", "4"], "either --keep-ratios or --visual-tokens"),
     (["--output", "sweep.txt"], "needs --format csv or json"),
     (["--model", "llava-9"], "unknown model 'llava-9'"),
@@ -133,3 +133,23 @@ def test_force_lifts_the_limit(capsys, monkeypatch):
     code, out, _ = run_cli(capsys, "sweep", "--keep-ratios", "0.25,0.5,0.75,1", "--force",
                            "--format", "csv")
     assert code == 0 and len(out.strip().splitlines()) == 1 + 4
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (["--batch", "9223372036854775808"], "9223372036854775808 is not in 1..2,147,483,647"),
+    (["--visual-tokens", "9" * 5000], "(5,000 characters)"),
+    (["--text-tokens", "99999999999999"], "99999999999999 is not in the range 0<=x<=2147483647"),
+    (["--visual-tokens", "100000000", "--batch", "100"], "above 2**53"),
+])
+def test_huge_values_are_refused_in_one_line(capsys, args, fragment):
+    code, out, err = run_cli(capsys, "sweep", *args)
+    assert code == 2 and out == ""
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+    assert len(err) < 400
+
+
+def test_stage_selection_ttft_speedup_is_not_zero(capsys):
+    code, out, _ = run_cli(capsys, "sweep", "--stage", "selection", "--keep-ratios", "0.5",
+                           "--format", "json")
+    row = json.loads(out)[0]
+    assert code == 0 and row["ttft_speedup"] > 1 and row["selection_time_s"] > 0

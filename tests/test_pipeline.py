@@ -31,7 +31,7 @@ def test_stages_and_end_to_end(a6000):
     assert e2e.time_s == pytest.approx(sum(t.time_s for t in totals.values()), rel=1e-12)
     assert pruned.ttft_s == pytest.approx(sum(totals[s].time_s for s in
                                               ("vision", "selection", "projector", "prefill")))
-    assert pruned.tpot_s == pytest.approx(totals["decode"].time_s / 8)
+    assert pruned.tpot_s == pytest.approx(totals["decode"].time_s / 7)  # 8 tokens, 7 decode steps
     # no selection cost asked for: the stage disappears, the LLM still sees 288 tokens
     free = estimate(LLAVA, Workload(288, 40), a6000, selection=None)
     assert "selection" not in free.stages
@@ -50,8 +50,9 @@ def test_default_decode_is_llm_viewers_single_step(a6000):
 
 
 def test_decode_steps_are_timed_one_by_one(a6000):
-    """N steps: operator sums over steps, time = sum over steps of each step's roofline time."""
-    workload = Workload(576, 40, num_output_tokens=50)
+    """N steps: operator sums over steps, time = sum over steps of each step's roofline time.
+    51 generated tokens = the prefill's and 50 decode steps."""
+    workload = Workload(576, 40, num_output_tokens=51)
     result = estimate(LLAVA, workload, a6000, stages=("decode",))
     expected_time = expected_flops = 0.0
     for i in range(50):
@@ -66,7 +67,7 @@ def test_decode_steps_are_timed_one_by_one(a6000):
     for row in result.operators:
         assert row.time_s >= row.compute_time_s * (1 - 1e-12)
         assert row.time_s >= row.memory_time_s * (1 - 1e-12)
-    one = estimate(LLAVA, Workload(576, 40, num_output_tokens=1), a6000, stages=("decode",))
+    one = estimate(LLAVA, Workload(576, 40, num_output_tokens=2), a6000, stages=("decode",))
     assert one.stage_totals("decode").time_s < totals.time_s / 49
 
 
@@ -83,18 +84,50 @@ def test_decode_bound_can_flip_between_steps(a6000):
     per_token_tensor_s = 512 / a6000.tensor_fp16_flops_per_s
     vector_rate = 5 / (per_token_memory_s + fixed_memory_s / 1616 - per_token_tensor_s)
     hw = replace(a6000, vector_fp16_flops_per_s=vector_rate)
-    result = estimate(LLAVA, Workload(576, 40, num_output_tokens=2000), hw, stages=("decode",),
+    result = estimate(LLAVA, Workload(576, 40, num_output_tokens=2001), hw, stages=("decode",),
                       flash_attention=True)
-    row = next(r for r in result.operators if r.op.name == "fused_attention")
+    row = next(r for r in result.operators
+               if r.op.stage == "decode" and r.op.name == "fused_attention")
     assert row.bound == "mixed"
     assert row.time_s > max(row.compute_time_s, row.memory_time_s)
     assert {r.bound for r in result.operators} <= {"compute", "memory", "mixed"}
 
 
-def test_zero_output_tokens(a6000):
-    result = estimate(LLAVA, Workload(576, 40, num_output_tokens=0), a6000)
+@pytest.mark.parametrize("n", [0, 1])
+def test_one_output_token_is_the_prefill_alone(a6000, n):
+    """generate(max_new_tokens=1): the prefill yields the token, no decode step runs (0 is
+    accepted as the same); the cache holds the prompt."""
+    result = estimate(LLAVA, Workload(576, 40, num_output_tokens=n), a6000)
+    assert result.workload.num_decode_steps == 0
     assert result.stage_totals("decode").time_s == 0 and result.tpot_s is None
     assert result.end_to_end().time_s == pytest.approx(result.ttft_s)
+    assert memory_footprint(result).kv_cache_bytes == 616 * 32 * 2 * 4096 * 2
+    # --stage decode with no decode step: zero rows, no division by zero
+    shown = estimate(LLAVA, Workload(576, 40, num_output_tokens=n), a6000, stages=("decode",))
+    assert shown.totals()["decode"].time_s == 0 and shown.ttft_s == result.ttft_s
+
+
+def test_output_tokens_follow_generate(a6000):
+    """N generated tokens = the prefill's + N − 1 decode steps over caches of prompt + i;
+    TPOT = decode time / (N − 1); the KV cache at the end holds prompt + N − 1 tokens."""
+    result = estimate(LLAVA, Workload(576, 40, num_output_tokens=5), a6000)
+    assert result.workload.num_decode_steps == 4
+    assert result.workload.num_final_context_tokens == 616 + 4
+    steps = sum(estimate(LLAVA, Workload(576 + i, 40 - 0, num_output_tokens=2), a6000)
+                .stage_totals("decode").time_s for i in range(4))
+    assert result.stage_totals("decode").time_s == pytest.approx(steps, rel=1e-12)
+    assert result.tpot_s == pytest.approx(steps / 4, rel=1e-12)
+    assert result.end_to_end().time_s == pytest.approx(result.ttft_s + steps, rel=1e-12)
+
+
+@pytest.mark.parametrize("stage", ["vision", "projector", "prefill", "decode", "selection"])
+def test_latencies_describe_the_whole_request_whatever_is_shown(a6000, stage):
+    """--stage only chooses the rows listed: TTFT, TPOT and end-to-end stay the request's."""
+    whole = estimate(LLAVA, Workload(288, 40, num_output_tokens=16), a6000)
+    shown = estimate(LLAVA, Workload(288, 40, num_output_tokens=16), a6000, stages=(stage,))
+    assert tuple(shown.totals()) == (stage,)
+    assert shown.ttft_s == whole.ttft_s and shown.tpot_s == whole.tpot_s
+    assert shown.end_to_end() == whole.end_to_end()
 
 
 def test_selection_hand_counts():
@@ -182,8 +215,8 @@ def test_memory_footprint(a6000):
     result = estimate(LLAVA, Workload(576, 40, num_output_tokens=100), a6000)
     memory = memory_footprint(result)
     assert memory.total_weight_bytes == 2 * 7_063_427_072
-    # K and V, 32 layers, 4096 wide, 16-bit, for 616 + 100 positions
-    assert memory.kv_cache_bytes == 716 * 32 * 2 * 4096 * 2
+    # K and V, 32 layers, 4096 wide, 16-bit, for 616 + 99 positions (100 tokens, 99 steps)
+    assert memory.kv_cache_bytes == 715 * 32 * 2 * 4096 * 2
     # unfused prefill softmax reads and writes the 32 × 616² scores; the residual stream too
     assert memory.peak_activation_bytes == 2 * 32 * 616 * 616 * 2 + 616 * 4096 * 2
     assert memory.peak_activation_operator == "prefill/decoder/softmax"
@@ -218,7 +251,9 @@ def test_cli_json_shape(capsys):
     for totals in [*data["stages"].values(), data["end_to_end"]]:
         assert {"flops", "time_s", "memory_access_bytes", "activation_store_bytes"} <= set(totals)
     assert data["end_to_end"]["time_s"] == pytest.approx(sum(t["time_s"] for t in data["stages"].values()))
-    assert data["ttft_s"] + 16 * data["tpot_s"] == pytest.approx(data["end_to_end_latency_s"])
+    # 16 generated tokens: the prefill's and 15 decode steps
+    assert data["workload"]["num_decode_steps"] == 15
+    assert data["ttft_s"] + 15 * data["tpot_s"] == pytest.approx(data["end_to_end_latency_s"])
     assert data["workload"]["num_visual_tokens"] == 512 and data["workload"]["pruned"]
     assert data["settings"]["selection"]["selection_layers"] == [21, 22]
     assert {"weight_bytes", "kv_cache_bytes", "peak_activation_bytes", "fits", "max_batch_size"} \
@@ -258,7 +293,8 @@ NON_VIT = {"model_type": "llava", "text_config": {"model_type": "llama"},
     (["--model", "llava-next-7b", "--image-size", "-3x336"], "is not WIDTHxHEIGHT"),
     (["--model", "llava-next-7b", "--image-size", "336.5x336"], "is not WIDTHxHEIGHT"),
     (["--model", "llava-next-7b", "--image-size", "big"], "is not WIDTHxHEIGHT"),
-    (["--output-tokens", "-1"], "-1 is not in the range x>=0"),
+    (["--output-tokens", "-1"], "-1 is not in the range 1<=x<=10000000"),
+    (["--output-tokens", "0"], "0 is not in the range 1<=x<=10000000"),
     (["--output-tokens", "two"], "'two' is not a valid integer"),
     (["--model", "videollava", "--frame-tokens", "64,64"], "must be 8 counts"),
     (["--model", "videollava", "--frame-tokens", "300,0,0,0,0,0,0,0"], "each in 0..256"),

@@ -57,7 +57,8 @@ def test_roofline_points_and_ceilings(a6000):
 
 @pytest.mark.parametrize("args, message", [
     (["roofline", "--output", "roof.jpg"], "roof.jpg must end in .png"),
-    (["roofline", "--keep-ratio", "0", "--output", "r.png"], r"keep ratio 0\.0 must be in \(0, 1\]"),
+    (["roofline", "--keep-ratio", "0", "--output", "r.png"],
+     r"Invalid value for --keep-ratio: 0\.0 is not a fraction in \(0, 1\]"),
     (["sweep", "--keep-ratios", "2", "--output", "s.png"], r"keep ratio 2 is outside \(0, 1\]"),
     (["roofline"], "Missing option '--output'"),
 ])

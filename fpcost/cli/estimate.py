@@ -26,13 +26,16 @@ from fpcost.costmodel.vision import VISION_LAYER_MODES, num_vision_layers_run
 from fpcost.costmodel.workload import Workload
 
 from .options import (
+    BATCH_SIZE,
     NON_NEGATIVE_INT,
+    OUTPUT_TOKENS,
     POSITIVE_INT,
     accounting_option,
+    check_keep_ratio,
     hardware_option,
     model_options,
     quant_options,
-    read_tokens_file,
+    read_tokens_document,
     resolve_hardware,
     resolve_model,
     resolve_quant,
@@ -71,8 +74,15 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 
 def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
-                          image_size=None, frame_tokens=None, output_tokens=1) -> Workload:
+                          image_size=None, frame_tokens=None, output_tokens=2) -> Workload:
     """The one workload the token options describe (``--tokens-from`` is handled apart)."""
+    given = [flag for flag, value in (("--tokens", tokens), ("--visual-tokens", visual_tokens),
+                                      ("--keep-ratio", keep_ratio), ("--frame-tokens", frame_tokens))
+             if value is not None]
+    if len(given) > 1:
+        raise click.UsageError("give only one of --tokens, --visual-tokens, --keep-ratio, "
+                               f"--frame-tokens (got {' and '.join(given)})")
+    check_keep_ratio(keep_ratio)
     size = parse_image_size(image_size) if image_size is not None else None
     counts = parse_frame_tokens(frame_tokens) if frame_tokens is not None else None
     return make_workload(model, tokens=tokens, visual_tokens=visual_tokens, keep_ratio=keep_ratio,
@@ -98,6 +108,7 @@ def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint 
             "num_prompt_tokens": w.num_prompt_tokens,
             "batch_size": w.batch_size,
             "num_output_tokens": w.num_output_tokens,
+            "num_decode_steps": w.num_decode_steps,
             "num_final_context_tokens": w.num_final_context_tokens,
             "image_size": list(w.image_size) if w.image_size else None,
             "frame_tokens": list(w.frame_tokens) if w.frame_tokens else None,
@@ -108,6 +119,8 @@ def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint 
             else 0,
             "pruned": is_pruned(result.model, w),
         },
+        "stages_shown": list(result.shown),
+        # the stages listed (--stage); end_to_end, ttft_s, tpot_s: always the whole request
         "stages": {stage: totals.as_dict() for stage, totals in result.totals().items()},
         "end_to_end": result.end_to_end().as_dict(),
         "ttft_s": result.ttft_s,
@@ -117,7 +130,7 @@ def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint 
     if memory is not None:
         payload["memory"] = memory.as_dict()
     if breakdown:
-        payload["operators"] = result.operator_rows(per_layer=False)
+        payload["operators"] = result.operator_rows(per_layer=False)  # the stages listed
     return payload
 
 
@@ -134,8 +147,9 @@ def _settings(result: Estimate) -> dict:
                      "(the quantization plan targets the LLM)")
         if result.accounting.name == "llm-viewer":
             notes.append("prefill and decode follow LLM-Viewer (2024) exactly")
-    notes.append("decode: num_output_tokens steps, step i over a cache of prompt + i tokens, "
-                 "each step timed on its own roofline")
+    notes.append("N output tokens as generate(max_new_tokens=N): the prefill yields the first, "
+                 "N - 1 decode steps the rest, step i over a cache of prompt + i tokens, each "
+                 "step timed on its own roofline; TPOT = decode time / (N - 1)")
     settings = {"notes": notes}
     if model.vision is not None:
         settings.update({
@@ -165,14 +179,23 @@ def _settings(result: Estimate) -> dict:
 @click.option("--frame-tokens", default=None, metavar="N,N,...",
               help="Video: kept visual tokens of each frame, comma-separated (one per frame).")
 @click.option("--image-size", default=None, metavar="WxH",
-              help="Image width x height in pixels (LLaVA-NeXT AnyRes: crops and token count) "
-                   "[default: LLaVA-NeXT's largest pinpoint, 672x672].")
-@click.option("--output-tokens", type=NON_NEGATIVE_INT, default=1, show_default=True,
-              help="Decode steps (generated tokens); 1 = LLM-Viewer's one step over the prompt.")
+              help="LLaVA-NeXT (AnyRes) only: image width x height in pixels, which sets the "
+                   "crops and the token count [default: the largest pinpoint, 672x672]. Other "
+                   "models resize every image to their tower's input and refuse it.")
+@click.option("--output-tokens", type=OUTPUT_TOKENS, default=2, show_default=True,
+              help="Generated tokens N, as generate(max_new_tokens=N): the prefill yields the "
+                   "first, N-1 decode steps the rest (step i over a cache of prompt + i). "
+                   "The default 2 is one decode step over the prompt: LLM-Viewer's decode. "
+                   "1 = the prefill alone (no decode step, TPOT undefined).")
 @click.option("--tokens-from", type=click.Path(path_type=Path), default=None,
-              help="Per-image kept counts from `fpcost prune --output FILE`: one estimate per image.")
-@click.option("--batch", type=POSITIVE_INT, default=1, show_default=True, help="Batch size.")
-@click.option("--flash-attention/--no-flash-attention", default=False, show_default=True)
+              help="A results file of `fpcost prune --output FILE`: one estimate per image (per "
+                   "video for a video model), its token geometry checked against the model's, "
+                   "its selection costed with the file's own settings.")
+@click.option("--batch", type=BATCH_SIZE, default=1, show_default=True,
+              help="Batch size (samples per request).")
+@click.option("--flash-attention/--no-flash-attention", default=False, show_default=True,
+              help="Cost attention as one fused FlashAttention kernel (K/V re-read per tile of "
+                   "query rows; no s x s scores in memory) instead of three unfused operators.")
 @accounting_option
 @click.option("--vision-layers", type=click.Choice(VISION_LAYER_MODES), default="all",
               show_default=True,
@@ -184,9 +207,11 @@ def _settings(result: Estimate) -> dict:
               help="Encoder layers whose attention freePruner's selection recomputes "
                    "[default: -3,-2: pivotal layer -3, complementary -2].")
 @click.option("--stage", type=click.Choice(ALL_STAGES + ("all",)), default="all", show_default=True,
-              help="Stage to estimate; all = every stage the request runs (selection only when "
-                   "pruning).")
-@click.option("--breakdown", is_flag=True, help="Also list every operator (summed over layers).")
+              help="Stage rows to list; all = every stage the request runs (selection only when "
+                   "pruning). Every stage is always estimated: time to first token, time per "
+                   "output token and end-to-end latency describe the whole request.")
+@click.option("--breakdown", is_flag=True,
+              help="Also list every operator (summed over layers) of the listed stages.")
 @format_option
 def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, visual_tokens,
              text_tokens, keep_ratio, frame_tokens, image_size, output_tokens, tokens_from, batch,
@@ -198,23 +223,39 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
     quant = resolve_quant(bits, quant_text)
     hardware = resolve_hardware(hardware_name)
     vision_quant = QuantPlan.parse(vision_quant_text)
+    if image_size is not None and model.kind != "llava-next":
+        side = f"{model.vision.image_size}x{model.vision.image_size} px" if model.vision else None
+        raise click.BadParameter(
+            f"{image_size!r} changes nothing for {model.name}: only LLaVA-NeXT (AnyRes) models "
+            "use the image size" + (f"; {model.name} resizes every image to {side}" if side else ""),
+            param_hint="--image-size")
     selection = (SelectionSpec(parse_layers(selection_layers)) if selection_layers is not None
                  else DEFAULT_SELECTION)
     stages = None if stage == "all" else (stage,)
 
-    def run(workload: Workload) -> Estimate:
-        return run_estimate(model, workload, hardware, quant, accounting, flash_attention, stages,
-                            vision_quant=vision_quant, vision_layers=vision_layers,
-                            selection=selection)
+    def run(workload: Workload, spec: SelectionSpec | None = selection,
+            shown: tuple[str, ...] | None = stages) -> Estimate:
+        return run_estimate(model, workload, hardware, quant, accounting, flash_attention, shown,
+                            vision_quant=vision_quant, vision_layers=vision_layers, selection=spec)
 
     if tokens_from is not None:
-        if tokens is not None or visual_tokens is not None or keep_ratio is not None \
-                or frame_tokens is not None:
-            raise click.UsageError("--tokens-from sets the visual tokens; do not combine it "
-                                   "with --tokens, --visual-tokens, --keep-ratio or --frame-tokens")
+        given = [flag for flag, value in (("--tokens", tokens), ("--visual-tokens", visual_tokens),
+                                          ("--keep-ratio", keep_ratio),
+                                          ("--frame-tokens", frame_tokens),
+                                          ("--selection-layers", selection_layers))
+                 if value is not None]
+        if given:
+            raise click.UsageError(f"--tokens-from sets the visual tokens and the selection; do "
+                                   f"not combine it with {', '.join(given)}")
+        if breakdown:
+            raise click.UsageError("--breakdown lists one request's operators; with --tokens-from "
+                                   "(one request per image) leave it out, or run estimate "
+                                   "--visual-tokens N --breakdown for one image's count")
         size = parse_image_size(image_size) if image_size is not None else None
-        _estimate_per_image(model, read_tokens_file(tokens_from), text_tokens, batch, output_tokens,
-                            size, run, output_format)
+        from .tokens_from import estimate_per_image
+
+        estimate_per_image(model, read_tokens_document(tokens_from), text_tokens, batch,
+                           output_tokens, size, run, stage, output_format)
         return
     workload = workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
                                      image_size, frame_tokens, output_tokens)
@@ -238,7 +279,8 @@ def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
     caption = (
         f"{result.model.name} on {result.hardware.name}, LLM {result.quant.label}, "
         f"{w.num_visual_tokens} visual + {w.num_text_tokens} text tokens{size}, "
-        f"batch {w.batch_size}, {w.num_output_tokens} output tokens, "
+        f"batch {w.batch_size}, {w.num_output_tokens} output token{'' if w.num_output_tokens == 1 else 's'} "
+        f"({w.num_decode_steps} decode step{'' if w.num_decode_steps == 1 else 's'}), "
         f"FlashAttention {'on' if result.flash_attention else 'off'}, "
         f"accounting {result.accounting.name}. GB = 1e9 B; TFLOPs = 1e12 FLOPs."
     )
@@ -248,12 +290,13 @@ def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
                     f"{payload['settings']['num_vision_layers_run']} layers, "
                     f"{result.vision_quant.label}; " + "; ".join(payload["settings"]["notes"][:2]) + ".")
     rows = [{"stage": s, **t} for s, t in payload["stages"].items()]
-    rows.append({"stage": "end_to_end", **payload["end_to_end"]})
+    whole = "end_to_end" if tuple(result.shown) == tuple(result.stages) else "end_to_end (all stages)"
+    rows.append({"stage": whole, **payload["end_to_end"]})
     render_table(rows, STAGE_COLUMNS, title="fpcost estimate", caption=caption)
     tpot = payload["tpot_s"]
     summary = [{"what": "Time to first token", "value": f"{payload['ttft_s'] / MILLI:.2f} ms"},
-               {"what": "Time per output token",
-                "value": "—" if tpot is None else f"{tpot / MILLI:.2f} ms"},
+               {"what": "Time per output token (after the first)",
+                "value": "— (no decode step)" if tpot is None else f"{tpot / MILLI:.2f} ms"},
                {"what": "End-to-end latency",
                 "value": f"{payload['end_to_end_latency_s'] / MILLI:.2f} ms"}]
     memory = payload.get("memory")
@@ -273,53 +316,3 @@ def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
                            Column("value", "Value")))
     if breakdown:
         render_table(payload["operators"], OPERATOR_COLUMNS, title="Operators (summed over layers)")
-
-
-def _estimate_per_image(model, images, text_tokens, batch, output_tokens, image_size, run,
-                        output_format) -> None:
-    unpruned = visual_layout(model, image_size).num_visual_tokens
-    baseline = run(Workload(unpruned, text_tokens, batch, output_tokens, image_size))
-    base_time = {s: t.time_s for s, t in baseline.totals().items()}
-    base_time["end_to_end"] = baseline.end_to_end().time_s
-    key = "prefill" if "prefill" in base_time else next(iter(base_time))
-    rows = []
-    for entry in images:
-        result = run(Workload(entry["num_kept"], text_tokens, batch, output_tokens, image_size))
-        totals = result.totals()
-        times = {s: t.time_s for s, t in totals.items()}
-        times["end_to_end"] = result.end_to_end().time_s
-        rows.append({
-            "image": entry["image"],
-            "num_visual_tokens": entry["num_kept"],
-            "stages": {s: t.as_dict() for s, t in totals.items()},
-            # stages both runs have (the baseline has no selection stage)
-            "speedup": {s: base_time[s] / t for s, t in times.items() if s in base_time and t > 0},
-            "time_s": totals[key].time_s,
-            "flops": totals[key].flops,
-            "memory_access_bytes": totals[key].memory_access_bytes,
-            "speedup_key_stage": base_time[key] / totals[key].time_s,
-            "end_to_end_time_s": times["end_to_end"],
-            "speedup_end_to_end": base_time["end_to_end"] / times["end_to_end"],
-        })
-    if output_format == "json":
-        emit_json({"model": model.name,
-                   "baseline": {"num_visual_tokens": unpruned,
-                                "stages": {s: t.as_dict() for s, t in baseline.totals().items()},
-                                "end_to_end": baseline.end_to_end().as_dict()},
-                   "images": [{k: r[k] for k in ("image", "num_visual_tokens", "stages", "speedup")}
-                              for r in rows]})
-    elif output_format == "csv":
-        emit_csv(rows, ["image", "num_visual_tokens", "flops", "time_s", "memory_access_bytes",
-                        "speedup_key_stage", "end_to_end_time_s", "speedup_end_to_end"])
-    else:
-        render_table(rows, (
-            Column("image", "Image", justify="left"),
-            Column("num_visual_tokens", "Visual tokens"),
-            Column("flops", f"{key.capitalize()} TFLOPs", scaled(TERA, 2)),
-            Column("time_s", f"{key.capitalize()} time (ms)", scaled(MILLI, 2)),
-            Column("memory_access_bytes", "Memory access (GB)", scaled(GIGA, 2)),
-            Column("speedup_key_stage", f"{key.capitalize()} speedup", lambda v: f"{v:.2f}×"),
-            Column("end_to_end_time_s", "End-to-end (ms)", scaled(MILLI, 2)),
-            Column("speedup_end_to_end", "E2E speedup", lambda v: f"{v:.2f}×"),
-        ), title=f"fpcost estimate per image ({model.name}, baseline "
-                 f"{unpruned} visual tokens)")

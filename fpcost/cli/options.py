@@ -13,9 +13,22 @@ from fpcost.costmodel.presets import get_preset
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.spec import ModelSpec
 from fpcost.costmodel.units import VALID_BITS
+from fpcost.costmodel.workload import MAX_BATCH, MAX_OUTPUT_TOKENS, MAX_TOKENS
 
-POSITIVE_INT = click.IntRange(min=1)
-NON_NEGATIVE_INT = click.IntRange(min=0)
+# Token counts and batch sizes are bounded (workload.py says why): a larger value is refused
+# by click with a one-line message naming the flag, the value and the range.
+POSITIVE_INT = click.IntRange(min=1, max=MAX_TOKENS)
+NON_NEGATIVE_INT = click.IntRange(min=0, max=MAX_TOKENS)
+BATCH_SIZE = click.IntRange(min=1, max=MAX_BATCH)
+OUTPUT_TOKENS = click.IntRange(min=1, max=MAX_OUTPUT_TOKENS)
+
+
+def check_keep_ratio(keep_ratio: float | None) -> float | None:
+    """``--keep-ratio`` in (0, 1] (NaN and infinities refused), or a one-line error naming it."""
+    if keep_ratio is not None and not 0 < keep_ratio <= 1:
+        raise click.BadParameter(f"{keep_ratio!r} is not a fraction in (0, 1]",
+                                 param_hint="--keep-ratio")
+    return keep_ratio
 
 
 def model_options(func):
@@ -32,16 +45,22 @@ def model_options(func):
 
 
 def resolve_model(model_name: str | None, config_path: Path | None) -> ModelSpec:
-    if model_name and config_path:
+    """The model named by --model or read from --config (an empty value is refused, not
+    taken as the default)."""
+    if model_name is not None and config_path is not None:
         raise click.UsageError("give either --model or --config, not both")
     if config_path is not None:
         return load_config_json(config_path)
-    return get_preset(model_name or "llava-1.5-7b")
+    if model_name is not None and not model_name.strip():
+        raise click.BadParameter("an empty name is not a model; omit --model for llava-1.5-7b",
+                                 param_hint="--model")
+    return get_preset("llava-1.5-7b" if model_name is None else model_name)
 
 
 def quant_options(func):
     @click.option("--bits", type=click.Choice([str(b) for b in VALID_BITS]), default=None,
-                  help="Weights, activations and KV cache all at N bits (the paper's INT4 = 4).")
+                  help="Weights, activations and KV cache all at N bits (the paper's INT4 = 4) "
+                       "[default: 16, i.e. w16a16kv16].")
     @click.option("--quant", "quant_text", default=None, metavar="wNaNkvN",
                   help="Independent bit widths, e.g. w4a16kv16 [default: w16a16kv16].")
     @functools.wraps(func)
@@ -52,9 +71,12 @@ def quant_options(func):
 
 
 def resolve_quant(bits: str | None, quant_text: str | None) -> QuantPlan:
-    if bits and quant_text:
+    if bits is not None and quant_text is not None:
         raise click.UsageError("give either --bits or --quant, not both")
-    if quant_text:
+    if quant_text is not None:
+        if not quant_text.strip():
+            raise click.BadParameter("an empty plan is not a quantization; give wNaNkvN, e.g. "
+                                     "w4a16kv16 (omit --quant for w16a16kv16)", param_hint="--quant")
         return QuantPlan.parse(quant_text)
     return QuantPlan.uniform(int(bits)) if bits else QuantPlan()
 
@@ -82,3 +104,11 @@ def read_tokens_file(path: Path) -> list[dict]:
     from fpcost.pruner.results import read_results
 
     return read_results(path)
+
+
+def read_tokens_document(path: Path):
+    """The whole results file (``fpcost.pruner.results.ResultsFile``): rows, method, params,
+    selection settings, checked once in ``read_results_file``."""
+    from fpcost.pruner.results import read_results_file
+
+    return read_results_file(path)

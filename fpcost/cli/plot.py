@@ -13,9 +13,10 @@ from fpcost.costmodel.workload import visual_tokens_for_ratio
 
 from .files import output_path_callback, write_atomic
 from .options import (
+    BATCH_SIZE,
     NON_NEGATIVE_INT,
-    POSITIVE_INT,
     accounting_option,
+    check_keep_ratio,
     hardware_option,
     model_options,
     quant_options,
@@ -30,7 +31,13 @@ output_option = click.option(
     "--output", "-o", type=click.Path(dir_okay=False, path_type=Path), required=True,
     callback=output_path_callback,
     help="The PNG file to write (atomically).")
-flash_option = click.option("--flash-attention/--no-flash-attention", default=False, show_default=True)
+flash_option = click.option(
+    "--flash-attention/--no-flash-attention", default=False, show_default=True,
+    help="Cost attention as one fused FlashAttention kernel instead of three unfused operators.")
+text_tokens_option = click.option("--text-tokens", type=NON_NEGATIVE_INT, default=40,
+                                  show_default=True, help="Text tokens of the prompt.")
+batch_option = click.option("--batch", type=BATCH_SIZE, default=1, show_default=True,
+                            help="Batch size (samples per request).")
 
 
 def _plotting():
@@ -58,8 +65,8 @@ def plot():
               help="Fraction in (0, 1] of the visual tokens kept in the pruned panel.")
 @click.option("--visual-tokens", type=NON_NEGATIVE_INT, default=None,
               help="Visual tokens kept in the pruned panel (instead of --keep-ratio).")
-@click.option("--text-tokens", type=NON_NEGATIVE_INT, default=40, show_default=True)
-@click.option("--batch", type=POSITIVE_INT, default=1, show_default=True)
+@text_tokens_option
+@batch_option
 @click.option("--stage", type=click.Choice(["prefill", "decode", "all"]), default="all",
               show_default=True, help="Stage(s) whose operators are placed.")
 @accounting_option
@@ -75,7 +82,8 @@ def roofline(model_name, config_path, hardware_name, bits, quant_text, keep_rati
     if model.kind == "llm":
         raise click.UsageError(f"model {model.name!r} has no visual tokens to prune; give a LLaVA model")
     full = model.default_num_visual_tokens
-    kept = visual_tokens if visual_tokens is not None else visual_tokens_for_ratio(full, keep_ratio)
+    kept = (visual_tokens if visual_tokens is not None
+            else visual_tokens_for_ratio(full, check_keep_ratio(keep_ratio)))
     settings = dict(model=model, hardware=resolve_hardware(hardware_name),
                     quant=resolve_quant(bits, quant_text), text_tokens=text_tokens, batch=batch,
                     accounting=accounting, flash_attention=flash_attention,
@@ -102,14 +110,15 @@ def _ms(result) -> str:
 @model_options
 @hardware_option
 @click.option("--bits", multiple=True, type=click.Choice(["4", "8", "16", "32"]),
-              help="One curve per plan with all widths at N bits; repeatable [default: 16 and 4].")
+              help="One curve per plan with all widths at N bits; repeatable [default: 16 and 4, "
+                   "unless --quant].")
 @click.option("--quant", "quants", multiple=True, metavar="wNaNkvN", help="A plan; repeatable.")
 @click.option("--keep-ratios", default="0.05:1:0.05", show_default=True, metavar="LIST|START:STOP:STEP",
               help="Fractions in (0, 1] of the visual tokens kept.")
 @click.option("--visual-tokens", default=None, metavar="LIST|START:STOP:STEP",
               help="Visual-token counts instead of ratios.")
-@click.option("--text-tokens", type=NON_NEGATIVE_INT, default=40, show_default=True)
-@click.option("--batch", type=POSITIVE_INT, default=1, show_default=True)
+@text_tokens_option
+@batch_option
 @accounting_option
 @flash_option
 @output_option

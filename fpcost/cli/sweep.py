@@ -13,6 +13,7 @@ from fpcost.costmodel.accounting import ACCOUNTING_MODES
 from fpcost.costmodel.pipeline import ALL_STAGES
 from fpcost.costmodel.sweep import MAX_CONFIGURATIONS
 from fpcost.costmodel.units import MILLI, VALID_BITS
+from fpcost.costmodel.workload import MAX_BATCH, MAX_TOKENS
 
 from .files import output_path_callback, write_atomic
 from .render import FORMATS, Column, render_table, scaled, stderr_console
@@ -30,20 +31,27 @@ def parse_ratios(text: str) -> list[float]:
     return values
 
 
-def parse_ints(text: str, option: str, minimum: int) -> list[int]:
-    """``64,128,576`` or ``64:576:64`` (stop included); each an integer ≥ ``minimum``."""
+def parse_ints(text: str, option: str, minimum: int, maximum: int = MAX_TOKENS) -> list[int]:
+    """``64,128,576`` or ``64:576:64`` (stop included); each an integer in
+    [``minimum``, ``maximum``]."""
     values = _parse_values(text, option, int)
     for value in values:
-        if value < minimum:
-            raise click.BadParameter(f"{value} is less than {minimum}", param_hint=option)
+        if not minimum <= value <= maximum:
+            raise click.BadParameter(f"{_brief(str(value))} is not in {minimum}..{maximum:,}",
+                                     param_hint=option)
     return values
+
+
+def _brief(text: str) -> str:
+    """``text`` for a one-line message (a 4,000-digit number abbreviated)."""
+    return text if len(text) <= 40 else f"{text[:20]}...({len(text):,} characters)"
 
 
 def _parse_values(text: str, option: str, number):
     """A comma list or one start:stop:step range of ``number`` (int or Decimal, so that
     0.1:1:0.1 gives exactly 0.1, 0.2, …, 1.0)."""
     what = "integers" if number is int else "numbers"
-    usage = f"expected a comma-separated list of {what} or start:stop:step, got {text!r}"
+    usage = f"expected a comma-separated list of {what} or start:stop:step, got {_brief(text)!r}"
     try:
         if ":" in text:
             parts = [number(p.strip()) for p in text.split(":")]
@@ -52,10 +60,10 @@ def _parse_values(text: str, option: str, number):
             start, stop, step = parts
             if step <= 0 or start > stop:
                 raise click.BadParameter(
-                    f"range {text!r} needs start ≤ stop and a positive step", param_hint=option)
+                    f"range {_brief(text)!r} needs start ≤ stop and a positive step", param_hint=option)
             count = int((stop - start) // step) + 1
             if count > MAX_CONFIGURATIONS:
-                raise click.BadParameter(f"range {text!r} has {count:,} values, more than "
+                raise click.BadParameter(f"range {_brief(text)!r} has {count:,} values, more than "
                                          f"{MAX_CONFIGURATIONS:,}", param_hint=option)
             return [start + i * step for i in range(count)]
         values = [number(p.strip()) for p in text.split(",")]
@@ -86,11 +94,13 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
         ]
     if "decode" in stages:
         cols.append(Column("decode_time_s", "Decode step (ms)", scaled(MILLI, 3)))
-    if "vision" in stages:
-        cols += [
-            Column("ttft_s", "TTFT (ms)", scaled(MILLI, 2)),
-            Column("ttft_speedup", "TTFT speedup", lambda v: "—" if v != v else f"{v:.2f}×"),
-        ]
+    for stage in stages if len(stages) < len(ALL_STAGES) else ():  # a stage asked for alone
+        if stage not in ("prefill", "decode"):
+            cols.append(Column(f"{stage}_time_s", f"{stage.capitalize()} (ms)", scaled(MILLI, 3)))
+    cols += [  # always the whole request's
+        Column("ttft_s", "TTFT (ms)", scaled(MILLI, 2)),
+        Column("ttft_speedup", "TTFT speedup", lambda v: "—" if v != v else f"{v:.2f}×"),
+    ]
     return cols
 
 
@@ -102,30 +112,36 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
 @click.option("--hardware", "-g", "hardware", multiple=True,
               help="Hardware profile name or .toml file; repeat for several [default: a6000].")
 @click.option("--bits", multiple=True, type=click.Choice([str(b) for b in VALID_BITS]),
-              help="Weights, activations and KV cache at N bits; repeat for several plans.")
+              help="Weights, activations and KV cache at N bits; repeat for several plans "
+                   "[default: 16, unless --quant].")
 @click.option("--quant", "quants", multiple=True, metavar="wNaNkvN",
               help="A plan with independent bit widths, e.g. w4a16kv16; repeatable.")
 @click.option("--keep-ratios", default=None, metavar="LIST|START:STOP:STEP",
               help="Fractions in (0, 1] of the visual tokens kept, e.g. 0.1:1:0.1 or 0.25,0.5,1.")
 @click.option("--visual-tokens", default=None, metavar="LIST|START:STOP:STEP",
-              help="Visual-token counts instead of ratios, e.g. 64,288,576 or 64:576:64.")
-@click.option("--text-tokens", type=click.IntRange(min=0), default=40, show_default=True,
+              help="Visual-token counts instead of ratios, e.g. 64,288,576 or 64:576:64 "
+                   "[default: all of each model's].")
+@click.option("--text-tokens", type=click.IntRange(min=0, max=MAX_TOKENS), default=40, show_default=True,
               help="Text tokens of the prompt.")
 @click.option("--batch", default="1", show_default=True, metavar="LIST|START:STOP:STEP",
-              help="Batch sizes, e.g. 1,8,32.")
+              help=f"Batch sizes, e.g. 1,8,32 or 1:64:8 (each at most {MAX_BATCH:,}).")
 @click.option("--accounting", type=click.Choice(sorted(ACCOUNTING_MODES)), default="fpcost",
               show_default=True, help="fpcost: corrected counting; llm-viewer: LLM-Viewer (2024).")
-@click.option("--flash-attention/--no-flash-attention", default=False, show_default=True)
+@click.option("--flash-attention/--no-flash-attention", default=False, show_default=True,
+              help="Cost attention as one fused FlashAttention kernel instead of three unfused "
+                   "operators.")
 @click.option("--stage", type=click.Choice([*ALL_STAGES, "all"]), default="all", show_default=True,
-              help="Stage(s) to estimate; all = vision, selection (zero where nothing is pruned), "
-                   "projector, prefill, decode (one step over the prompt).")
+              help="Stage columns to list; all = vision, selection (zero where nothing is "
+                   "pruned), projector, prefill, decode (one decode step over the prompt). "
+                   "ttft_s is always the whole request's time to first token.")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="table",
               show_default=True, help="Table (a subset of columns), or JSON / CSV (all columns).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               callback=output_path_callback,
               help="Write CSV or JSON to this file (atomically); format from --format or the suffix.")
 @click.option("--force", is_flag=True,
-              help=f"Allow sweeps of more than {MAX_CONFIGURATIONS:,} configurations.")
+              help=f"Allow sweeps of more than {MAX_CONFIGURATIONS:,} configurations (a sweep "
+                   "needing more than half the memory available is refused even so).")
 def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, text_tokens, batch,
           accounting, flash_attention, stage, output_format, output, force):
     """Estimate every combination of models × hardware × quantization × visual tokens × batch."""
@@ -146,7 +162,7 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         keep_ratio=None if keep_ratios is None else parse_ratios(keep_ratios),
         visual_tokens=None if visual_tokens is None else parse_ints(visual_tokens, "--visual-tokens", 0),
         text_tokens=text_tokens,
-        batch=parse_ints(batch, "--batch", 1),
+        batch=parse_ints(batch, "--batch", 1, MAX_BATCH),
         accounting=accounting,
         flash_attention=flash_attention,
         stages=ALL_STAGES if stage == "all" else (stage,),

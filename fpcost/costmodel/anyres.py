@@ -35,20 +35,28 @@ UNPAD_ROUND_DIGITS = 7
 
 def parse_image_size(text: str) -> tuple[int, int]:
     """``"1344x336"`` → ``(1344, 336)``: (width, height) in pixels, both positive integers."""
-    match = _SIZE_PATTERN.match(str(text))
+    match = _SIZE_PATTERN.match(str(text)) if len(str(text)) <= 40 else None
     if match is None:
+        shown = repr(str(text)) if len(str(text)) <= 40 else repr(str(text)[:20] + "...")
         raise WorkloadError(
-            f"image size {text!r} is not WIDTHxHEIGHT with positive integer pixels (e.g. 1344x336)"
+            f"image size {shown} is not WIDTHxHEIGHT with positive integer pixels (e.g. 1344x336)"
         )
     width, height = int(match.group(1)), int(match.group(2))
     check_image_size(width, height)
     return width, height
 
 
+# Largest image side: 2**31 − 1 px (int32, as image libraries index pixels); only the aspect
+# ratio matters to AnyRes, and the float arithmetic of select_best_resolution stays exact.
+MAX_IMAGE_SIDE = 2**31 - 1
+
+
 def check_image_size(width: object, height: object) -> tuple[int, int]:
     for name, value in (("width", width), ("height", height)):
-        if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-            raise WorkloadError(f"image {name} = {value!r} must be a positive integer number of pixels")
+        if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_IMAGE_SIDE:
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:20] + "..."
+            raise WorkloadError(f"image {name} = {shown} must be a positive integer number of "
+                                f"pixels, at most {MAX_IMAGE_SIDE:,}")
     return width, height
 
 

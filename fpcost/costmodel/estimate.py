@@ -1,18 +1,26 @@
 """Estimate a workload: build the operator graph of every stage, time every operator on the
 roofline, and total each stage (and the whole request) as the sum of its rows.
 
-Decode over N output tokens is N steps over a growing cache; each step is timed on its own
-(the bound of an operator can flip from one step to the next) and the step times summed.
+N output tokens are generated as ``generate(max_new_tokens=N)`` does: the prefill yields the
+first, then N − 1 decode steps over a growing cache; each step is timed on its own (the bound
+of an operator can flip from one step to the next) and the step times summed.
+
+Every stage the request runs is always estimated, so time to first token, time per output
+token and the end-to-end latency describe the whole request; ``stages`` only chooses which
+stages ``totals()`` lists. A result with a negative or non-finite time, FLOP or byte count
+is refused (``WorkloadError``), never returned.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields, replace
+from functools import cached_property
 
 from .accounting import Accounting, get_accounting
 from .errors import WorkloadError
 from .hardware import HardwareProfile
-from .ops import Op
+from .ops import Op, check_exact
 from .pipeline import PRE_DECODE_STAGES, PipelineSettings, check_stages, stage_ops
 from .pruning import DEFAULT_SELECTION, SelectionSpec
 from .quant import QuantPlan
@@ -97,7 +105,12 @@ class StageTotals:
 
 @dataclass(frozen=True)
 class Estimate:
-    """The result of ``estimate``: every operator with its roofline time, and totals."""
+    """The result of ``estimate``: operators with their roofline times, and totals.
+
+    ``operators`` are the rows of the stages shown (``shown``: those asked for, default
+    all); ``request_operators`` (empty: the same) every stage of the request, which time to
+    first token, time per output token and ``end_to_end()`` always sum over.
+    """
 
     model: ModelSpec
     workload: Workload
@@ -110,16 +123,28 @@ class Estimate:
     vision_quant: QuantPlan = QuantPlan()
     vision_layers: str = "all"
     selection: SelectionSpec | None = DEFAULT_SELECTION
+    shown_stages: tuple[str, ...] = ()
+    request_operators: tuple[OperatorEstimate, ...] = ()
+
+    @property
+    def all_operators(self) -> tuple[OperatorEstimate, ...]:
+        """Every operator of every stage the request runs."""
+        return self.request_operators or self.operators
 
     @property
     def stages(self) -> tuple[str, ...]:
-        """The stages estimated, in pipeline order (a decode of 0 tokens has no rows)."""
+        """Every stage the request runs, in pipeline order (a decode of no steps has no rows)."""
         if self.stage_names:
             return self.stage_names
         seen: dict[str, None] = {}
-        for row in self.operators:
+        for row in self.all_operators:
             seen.setdefault(row.op.stage, None)
         return tuple(seen)
+
+    @property
+    def shown(self) -> tuple[str, ...]:
+        """The stages asked for (``estimate(stages=...)``; default all): what ``totals()`` lists."""
+        return self.shown_stages or self.stages
 
     @property
     def settings(self) -> PipelineSettings:
@@ -127,29 +152,45 @@ class Estimate:
                                 self.hardware.onchip_buffer_bytes, self.vision_quant,
                                 self.vision_layers, self.selection)
 
+    @cached_property
+    def _totals_by_stage(self) -> dict[str, StageTotals]:
+        """Each stage's totals, summed once (an Estimate is immutable)."""
+        rows: dict[str, list[OperatorEstimate]] = {stage: [] for stage in self.stages}
+        for row in self.all_operators:
+            rows.setdefault(row.op.stage, []).append(row)
+        return {stage: StageTotals.of(stage_rows) for stage, stage_rows in rows.items()}
+
     def stage_totals(self, stage: str) -> StageTotals:
         if stage not in self.stages:
             raise WorkloadError(f"stage {stage!r} was not estimated; have: {', '.join(self.stages)}")
-        return StageTotals.of([row for row in self.operators if row.op.stage == stage])
+        return self._totals_by_stage[stage]
 
     def totals(self) -> dict[str, StageTotals]:
-        return {stage: self.stage_totals(stage) for stage in self.stages}
+        """The totals of each stage asked for (``shown``)."""
+        return {stage: self.stage_totals(stage) for stage in self.shown}
 
     def end_to_end(self) -> StageTotals:
-        """Sums over every operator of every stage estimated (time_s = the latency)."""
-        return StageTotals.of(list(self.operators))
+        """Sums over every operator of every stage the request runs (time_s = the latency),
+        whichever stages are shown."""
+        return self._end_to_end
+
+    @cached_property
+    def _end_to_end(self) -> StageTotals:
+        return StageTotals.of(list(self.all_operators))
 
     @property
     def ttft_s(self) -> float:
-        """Time to first token: vision + selection + projector + prefill (those estimated)."""
+        """Time to first token: vision + selection + projector + prefill of the request."""
         return sum(self.stage_totals(s).time_s for s in self.stages if s in PRE_DECODE_STAGES)
 
     @property
     def tpot_s(self) -> float | None:
-        """Time per output token: the decode time over the output tokens (None without any)."""
-        if "decode" not in self.stages or self.workload.num_output_tokens == 0:
+        """Time per output token after the first: decode time / decode steps (None without
+        a decode step, i.e. for one generated token or a model without decode)."""
+        steps = self.workload.num_decode_steps
+        if "decode" not in self.stages or steps == 0:
             return None
-        return self.stage_totals("decode").time_s / self.workload.num_output_tokens
+        return self.stage_totals("decode").time_s / steps
 
     def operator_rows(self, per_layer: bool = False) -> list[dict]:
         """One dict per operator (``per_layer``: one per operator per layer, each with its
@@ -169,7 +210,7 @@ class Estimate:
             }
             values = {k: float(v) for k, v in values.items()}
             # decode rows over several steps hold sums over the steps
-            base["num_steps"] = self.workload.num_output_tokens if row.step_time_s is not None else 1
+            base["num_steps"] = self.workload.num_decode_steps if row.step_time_s is not None else 1
             if per_layer:
                 for layer in range(op.count):
                     rows.append({**base, "layer": layer, **values, "bound": row.bound})
@@ -200,11 +241,12 @@ def estimate(
 ) -> Estimate:
     """Roofline estimate of ``workload`` on ``model`` and ``hardware``.
 
-    ``stages`` (default: every stage the request runs, see pipeline.py): ``vision``,
-    ``selection``, ``projector``, ``prefill`` (the LLM over the whole prompt) and ``decode``
-    (``workload.num_output_tokens`` steps; the default single step over the prompt's cache is
-    LLM-Viewer's). ``quant`` is the LLM's plan; the vision tower and projector run at
-    ``vision_quant`` (16-bit by default). ``vision_layers``: "all" encoder layers (what
+    Every stage the request runs is estimated (see pipeline.py): ``vision``, ``selection``,
+    ``projector``, ``prefill`` (the LLM over the whole prompt) and ``decode``
+    (``workload.num_decode_steps`` = output tokens − 1 steps; the default single step over the
+    prompt's cache is LLM-Viewer's). ``stages`` (default all) chooses the stages ``totals()``
+    lists; each must be one the request runs. ``quant`` is the LLM's plan; the vision tower
+    and projector run at ``vision_quant`` (16-bit by default). ``vision_layers``: "all" encoder layers (what
     transformers runs) or "feature" (stop at the layer LLaVA reads). ``selection``: what
     freePruner's selection reads when pruning is active (None: leave its cost out).
     """
@@ -213,30 +255,53 @@ def estimate(
         accounting = get_accounting(accounting)
     settings = PipelineSettings(quant, accounting, flash_attention, hardware.onchip_buffer_bytes,
                                 vision_quant or QuantPlan(), vision_layers, selection)
-    stages = check_stages(model, workload, selection, stages)
+    shown = check_stages(model, workload, selection, stages)
+    every = check_stages(model, workload, selection, None)
     rows: list[OperatorEstimate] = []
-    for stage in stages:
-        if stage == "decode" and workload.num_output_tokens != 1:
+    for stage in every:
+        if stage == "decode" and workload.num_decode_steps != 1:
             rows += _decode_steps(model, workload, settings, hardware)
             continue
-        for op in stage_ops(stage, model, workload, settings):
+        ops = stage_ops(stage, model, workload, settings)
+        check_exact(ops)
+        for op in ops:
             timing = time_op(op, hardware)
             rows.append(OperatorEstimate(op, float(timing.compute_time_s), float(timing.memory_time_s)))
-    return Estimate(model, workload, quant, hardware, accounting, flash_attention, tuple(rows),
-                    stages, settings.vision_quant, vision_layers, selection)
+    shown_rows = tuple(row for row in rows if row.op.stage in shown)
+    result = Estimate(model, workload, quant, hardware, accounting, flash_attention, shown_rows,
+                      every, settings.vision_quant, vision_layers, selection,
+                      shown if stages is not None else (),
+                      tuple(rows) if len(shown_rows) != len(rows) else ())
+    check_result(result)
+    return result
+
+
+def check_result(result: Estimate) -> None:
+    """The last line of defence: refuse a result holding a negative or non-finite time, FLOP
+    or byte count (e.g. from a hardware profile with a denormal bandwidth)."""
+    for stage in result.stages:
+        for name, value in result.stage_totals(stage).as_dict().items():
+            if not (0 <= value < math.inf):  # false for NaN too
+                raise WorkloadError(
+                    f"the {stage} stage's {name} came out as {value!r}, which is not a finite "
+                    f"non-negative number; check the hardware profile {result.hardware.name!r} "
+                    "(rates and bandwidth must be positive and not denormal) and the workload"
+                )
 
 
 def _decode_steps(model, workload, settings, hardware) -> list[OperatorEstimate]:
-    """Decode operators over ``num_output_tokens`` steps, each step timed on its own: step
+    """Decode operators over ``num_decode_steps`` steps, each step timed on its own: step
     i attends to prompt + i cached tokens. One row per operator, holding sums over steps."""
-    num_steps = workload.num_output_tokens
+    num_steps = workload.num_decode_steps
     if num_steps == 0:
         return []
     import numpy as np  # only here: the default estimate path stays numpy-free
 
     kv_tokens = workload.num_prompt_tokens + np.arange(num_steps, dtype=np.int64)
+    ops = stage_ops("decode", model, workload, settings, decode_kv_tokens=kv_tokens)
+    check_exact(ops)
     rows = []
-    for op in stage_ops("decode", model, workload, settings, decode_kv_tokens=kv_tokens):
+    for op in ops:
         timing = time_op(op, hardware)
         compute = np.broadcast_to(timing.compute_time_s, (num_steps,))
         memory = np.broadcast_to(timing.memory_time_s, (num_steps,))

@@ -7,8 +7,9 @@ fragmentation and workspace buffers are not counted):
 - weights: every part's parameters (params.py) at its bit width: the LLM at the plan's
   ``weight_bits``, the vision tower(s), projector and LLaVA-NeXT's newline embedding at the
   vision plan's (16-bit by default). Video-LLaVA keeps both its image and video towers.
-- KV cache: K and V of every LLM layer for the final context, prompt + output tokens, of
-  every sample: batch × context × layers × 2 × kv_heads·head_dim × kv bytes.
+- KV cache: K and V of every LLM layer for the final context, prompt + decode steps (N − 1
+  for N generated tokens: the last token is never fed back), of every sample: batch ×
+  context × layers × 2 × kv_heads·head_dim × kv bytes.
 - peak activations: the largest, over every operator of every stage the request runs
   (decode at its last step, the longest cache), of the activation bytes the operator reads
   and writes — its input and output tensors, the s × s scores when attention is unfused —
@@ -18,17 +19,19 @@ fragmentation and workspace buffers are not counted):
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
+from .errors import WorkloadError
 from .estimate import Estimate
 from .params import parameter_counts
 from .pipeline import PipelineSettings, applicable_stages, stage_ops, visual_layout
 from .quant import QuantPlan
 from .spec import ModelSpec
-from .workload import Workload
+from .workload import MAX_BATCH, Workload
 
 KV_TENSORS = 2
-MAX_BATCH_SEARCH = 2**40  # the search gives up above this batch size
+MAX_BATCH_SEARCH = MAX_BATCH  # the search gives up above this batch size
 
 
 @dataclass(frozen=True)
@@ -82,7 +85,7 @@ def peak_activation(model: ModelSpec, workload: Workload, settings: PipelineSett
     """(bytes, "stage/block/name" of the operator where the peak occurs)."""
     b = workload.batch_size
     layout = visual_layout(model, workload.image_size)
-    last_step_kv = workload.num_prompt_tokens + max(workload.num_output_tokens - 1, 0)
+    last_step_kv = workload.num_prompt_tokens + max(workload.num_decode_steps - 1, 0)
     residual = {"prefill": b * workload.num_prompt_tokens * model.llm.hidden_size
                 * settings.quant.act_bytes_per_element,
                 "decode": b * model.llm.hidden_size * settings.quant.act_bytes_per_element,
@@ -92,7 +95,7 @@ def peak_activation(model: ModelSpec, workload: Workload, settings: PipelineSett
             b * layout.num_images * layout.tokens_per_image * model.vision.hidden_size
             * settings.vision_quant.act_bytes_per_element)
     stages = applicable_stages(model, workload, settings.selection)
-    if workload.num_output_tokens == 0:
+    if workload.num_decode_steps == 0:
         stages = tuple(s for s in stages if s != "decode")
     best, where = 0.0, ""
     for stage in stages:
@@ -125,7 +128,9 @@ def max_batch_size(model: ModelSpec, workload: Workload, settings: PipelineSetti
     while high <= MAX_BATCH_SEARCH and fits(high):
         low, high = high, high * 2
     if high > MAX_BATCH_SEARCH:
-        return low
+        if fits(MAX_BATCH_SEARCH):
+            return MAX_BATCH_SEARCH
+        high = MAX_BATCH_SEARCH
     while high - low > 1:
         middle = (low + high) // 2
         low, high = (middle, high) if fits(middle) else (low, middle)
@@ -136,7 +141,7 @@ def memory_footprint(result: Estimate) -> MemoryFootprint:
     """The footprint of an estimate's request on its device."""
     model, workload, settings = result.model, result.workload, result.settings
     peak, where = peak_activation(model, workload, settings)
-    return MemoryFootprint(
+    footprint = MemoryFootprint(
         weight_bytes=weight_bytes_by_part(model, settings.quant, settings.vision_quant),
         kv_cache_bytes=kv_cache_bytes(model, workload, settings.quant),
         peak_activation_bytes=peak,
@@ -144,3 +149,12 @@ def memory_footprint(result: Estimate) -> MemoryFootprint:
         device_memory_bytes=result.hardware.memory_bytes,
         max_batch_size=max_batch_size(model, workload, settings, result.hardware.memory_bytes),
     )
+    values = {**footprint.weight_bytes, "kv_cache_bytes": footprint.kv_cache_bytes,
+              "peak_activation_bytes": footprint.peak_activation_bytes,
+              "device_memory_bytes": footprint.device_memory_bytes}
+    for name, value in values.items():  # the last line of defence, as for the estimate
+        if not 0 <= value < math.inf:
+            raise WorkloadError(f"memory footprint {name} came out as {value!r}, not a finite "
+                                "non-negative number of bytes; check the hardware profile and "
+                                "the workload")
+    return footprint

@@ -60,3 +60,30 @@ class Op:
             + self.kv_read_bytes
             + self.kv_write_bytes
         )
+
+
+# Every per-instance FLOP and byte count must be an integer float64 holds exactly (and, far
+# below int64's 2**63, one the vectorised sweep's int64 arithmetic cannot overflow).
+EXACT_LIMIT = 2**53
+NUMERIC_FIELDS = ("tensor_flops", "vector_flops", "weight_bytes", "act_read_bytes",
+                  "act_write_bytes", "kv_read_bytes", "kv_write_bytes")
+
+
+def check_exact(ops, what: str = "the workload") -> None:
+    """Refuse (``WorkloadError``) operators whose FLOP or byte count per instance is negative,
+    not finite, or above ``EXACT_LIMIT`` (values may be numbers or numpy arrays)."""
+    from .errors import WorkloadError
+
+    for op in ops:
+        for name in NUMERIC_FIELDS:
+            value = getattr(op, name)
+            if hasattr(value, "max"):  # an array: its extremes
+                low, high = value.min(), value.max()
+            else:
+                low = high = value
+            if not (0 <= low and high <= EXACT_LIMIT):  # also false for NaN
+                raise WorkloadError(
+                    f"{what} is too large to count exactly: {op.stage} {op.name} {name} per "
+                    f"layer would be {float(high):.3g}, above 2**53 ≈ 9.0e15 (what float64 holds "
+                    "exactly); use fewer tokens or a smaller batch"
+                )

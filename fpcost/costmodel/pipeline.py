@@ -5,7 +5,8 @@ What the vision side runs per sample (``visual_layout``):
 - LLaVA-1.5: one image, T = 577 tokens in the tower, 576 visual tokens to the LLM;
 - Video-LLaVA: ``num_frames`` (8) frames through the video tower at 224 px, 257 tokens each;
   the LLM receives 8 × 256 (the original Video-LLaVA drops each frame's CLS, as the paper's
-  2,048 does; transformers' port keeps it, 8 × 257);
+  2,048 does; transformers' port keeps it, 8 × 257 = 2,056: ``--visual-tokens 2056`` is
+  costed as given, the projector included);
 - LLaVA-NeXT: 1 + crops images (AnyRes, anyres.py), and the packed token count.
 
 The projector runs on the tokens it would see in transformers without pruning (LLaVA-NeXT
@@ -32,6 +33,7 @@ from .vision import num_vision_layers_run, projector_ops, vision_tower_ops
 from .workload import Workload, visual_tokens_for_ratio
 
 VISION_STAGES = ("vision", "selection", "projector")
+MAX_DIGITS = 10  # a per-frame count has at most 10 digits (MAX_TOKENS = 2**31 - 1)
 LLM_STAGES = ("prefill", "decode")
 ALL_STAGES = VISION_STAGES + LLM_STAGES
 PRE_DECODE_STAGES = ALL_STAGES[:-1]  # time to first token
@@ -66,7 +68,12 @@ def visual_layout(model: ModelSpec, image_size: tuple[int, int] | None = None) -
         visual = layout.num_visual_tokens if image_size else model.default_num_visual_tokens
         return VisualLayout(layout.num_crops, vision.num_positions, visual, projected, layout)
     visual = model.default_num_visual_tokens
-    return VisualLayout(model.num_frames, vision.num_positions, visual, visual)
+    projected = visual
+    if model.kind == "video-llava":
+        # transformers' port keeps each frame's CLS (8 x 257 = 2056): the projector can see
+        # that many, so --visual-tokens up to 2056 is costed as given
+        projected = max(visual, model.num_frames * vision.num_positions)
+    return VisualLayout(model.num_frames, vision.num_positions, visual, projected)
 
 
 def is_pruned(model: ModelSpec, workload: Workload) -> bool:
@@ -163,7 +170,8 @@ def projected_tokens(model: ModelSpec, workload: Workload) -> int:
 def parse_frame_tokens(text: str) -> tuple[int, ...]:
     """``"64,64,32"`` → (64, 64, 32): non-negative integers, comma-separated."""
     parts = [p.strip() for p in text.split(",")]
-    if not all(p.isdigit() for p in parts):
+    # ASCII digits only ('²'.isdigit() is true), and short enough to be a count
+    if not all(p.isascii() and p.isdigit() and len(p) <= MAX_DIGITS for p in parts):
         raise WorkloadError(f"frame tokens {text!r} must be comma-separated non-negative integers, "
                             "one per frame (e.g. 64,64,64,64,64,64,64,64)")
     return tuple(int(p) for p in parts)
@@ -172,7 +180,7 @@ def parse_frame_tokens(text: str) -> tuple[int, ...]:
 def make_workload(model: ModelSpec, *, tokens: int | None = None, visual_tokens: int | None = None,
                   keep_ratio: float | None = None, frame_tokens: tuple[int, ...] | None = None,
                   text_tokens: int = 40, batch: int = 1, image_size: tuple[int, int] | None = None,
-                  output_tokens: int = 1) -> Workload:
+                  output_tokens: int = 2) -> Workload:
     """The workload that one way of giving the visual tokens describes, shared by the CLI and
     the Python API: ``tokens`` (the whole prompt), ``visual_tokens``, ``keep_ratio`` (of the
     unpruned count) or ``frame_tokens`` (a video's kept tokens per frame); by default every
@@ -180,7 +188,7 @@ def make_workload(model: ModelSpec, *, tokens: int | None = None, visual_tokens:
     given = [name for name, value in (("tokens", tokens), ("visual_tokens", visual_tokens),
                                        ("keep_ratio", keep_ratio), ("frame_tokens", frame_tokens))
              if value is not None]
-    if len(given) > 1:
+    if len(given) > 1:  # the CLI checks this first, with its flag names
         raise WorkloadError(f"give only one of tokens, visual_tokens, keep_ratio, frame_tokens "
                             f"(got {' and '.join(given)})")
     unpruned = visual_layout(model, image_size).num_visual_tokens

@@ -9,7 +9,9 @@ and k projections of the layers it reads and recomputes each head's map in fp32
   cores: PyTorch leaves TF32 off), reading the captured 16-bit q and k; ``map_softmax`` in
   fp32; ``map_head_mean`` averaging the H maps into one T × T map;
 - for the complementary layer, the same three on the pivotal tokens' query rows only
-  (``complementary_rows_*``: the pruner computes just those rows);
+  (``complementary_rows_*``: the pruner computes just those rows); with
+  ``direction="column"`` (complementary tokens from the pivotal tokens' columns A[:, p], the
+  reading of §3.3's prose) every query row is needed (``complementary_map_*``);
 - for every pivotal layer (the selection layers other than the complementary one):
   ``column_sum`` r_l[i] = Σ_rows A[:, i] − A[i, i]; ``top_k`` (a sort: T·⌈log₂T⌉ comparisons);
 - once: ``iqr_threshold`` over the rows of the complementary (penultimate) layer's map of
@@ -48,15 +50,35 @@ class SelectionSpec:
     selection_layers: tuple[int, ...] = (-3, -2)
     complementary_layer: int = -2
     k: int = 192
+    pivotal: tuple[int, ...] | None = None  # explicit pivotal layers (may hold the complementary)
+    # "row": complementary tokens from the pivotal tokens' rows A[p, :] (Alg. 1; only those
+    # rows are computed); "column": from their columns A[:, p] (§3.3's prose; every row of
+    # the complementary layer's map is needed)
+    direction: str = "row"
 
     def __post_init__(self) -> None:
-        if not self.selection_layers or not all(
-            isinstance(i, int) and not isinstance(i, bool) for i in self.selection_layers
-        ):
-            raise WorkloadError(f"selection_layers {self.selection_layers!r} must be a non-empty "
-                                "tuple of integer layer indices")
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+        for name, layers in (("selection_layers", self.selection_layers),
+                             ("pivotal layers", () if self.pivotal is None else self.pivotal)):
+            if not isinstance(layers, tuple) or not all(_is_int(i) for i in layers) or (
+                    name == "selection_layers" and not layers):
+                raise WorkloadError(f"{name} {layers!r} must be a non-empty tuple of integer "
+                                    "layer indices")
+        if not _is_int(self.complementary_layer):
+            raise WorkloadError(f"complementary layer {self.complementary_layer!r} must be an "
+                                "integer layer index")
+        if not _is_int(self.k) or self.k < 1:
             raise WorkloadError(f"selection k = {self.k!r} must be an integer ≥ 1")
+        if self.direction not in DIRECTIONS:
+            raise WorkloadError(f"selection direction {self.direction!r} is unknown; valid: "
+                                f"{', '.join(DIRECTIONS)}")
+
+    @classmethod
+    def from_layers(cls, pivotal: tuple[int, ...], complementary_layer: int, k: int,
+                    direction: str = "row") -> SelectionSpec:
+        """A selection with its pivotal layers given (a union over layers, which may include
+        the complementary layer itself, as a results file's ``settings`` records it)."""
+        pivotal = tuple(pivotal)
+        return cls(pivotal + (complementary_layer,), complementary_layer, k, pivotal, direction)
 
     def resolved_layers(self, num_layers: int) -> tuple[int, ...]:
         """Selection layers as sorted, unique, non-negative indices of a ``num_layers`` tower."""
@@ -66,8 +88,17 @@ class SelectionSpec:
         return _resolve(self.complementary_layer, num_layers)
 
     def pivotal_layers(self, num_layers: int) -> tuple[int, ...]:
+        if self.pivotal is not None:
+            return tuple(sorted({_resolve(i, num_layers) for i in self.pivotal}))
         complementary = self.complementary_layer_resolved(num_layers)
         return tuple(i for i in self.resolved_layers(num_layers) if i != complementary)
+
+
+DIRECTIONS = ("row", "column")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
 
 
 DEFAULT_SELECTION = SelectionSpec()
@@ -105,7 +136,8 @@ def selection_ops(
     a = bytes_per_element(act_bits)
     maps = n * t * t  # elements of the head-averaged maps
     sort_comparisons = math.ceil(math.log2(t))  # per element, a comparison sort
-    num_pivotal = min(pivotal * selection.k, vision.num_patches)
+    k = min(selection.k, vision.num_patches)  # a k above the patch count selects them all
+    num_pivotal = min(pivotal * k, vision.num_patches)
     block = "freepruner"
 
     def op(name, op_class, count, **terms):
@@ -117,8 +149,11 @@ def selection_ops(
         selection.pivotal_layers(vision.num_hidden_layers))
     full_layers = len(layers) - int(complementary_only)
     ops = []
+    # a column-direction complementary layer needs its whole map (every query row)
+    complementary = (("complementary_map", t) if selection.direction == "column"
+                     else ("complementary_rows", num_pivotal))
     for name, count, rows_per_image in (("map", full_layers, t),
-                                        ("complementary_rows", int(complementary_only), num_pivotal)):
+                                        (complementary[0], int(complementary_only), complementary[1])):
         if count == 0:
             continue
         q_rows = n * rows_per_image
@@ -138,9 +173,105 @@ def selection_ops(
             op("column_sum", VECTOR, pivotal, vector_flops=maps + n * t,
                act_read_bytes=maps * f, act_write_bytes=n * t * f),
             op("top_k", VECTOR, pivotal, vector_flops=n * t * sort_comparisons,
-               act_read_bytes=n * t * f, act_write_bytes=n * selection.k * f),
+               act_read_bytes=n * t * f, act_write_bytes=n * k * f),
         ]
     rows = n * num_pivotal * t  # entries of the pivotal rows of the complementary map
     ops.append(op("iqr_threshold", VECTOR, 1, vector_flops=rows * (sort_comparisons + 1),
                   act_read_bytes=rows * f, act_write_bytes=rows * BOOL_BYTES))
     return ops
+
+
+# Methods of ``fpcost prune`` whose selection needs no attention map: nothing to cost.
+FREE_METHODS = ("random", "uniform", "keep-all")
+# Methods whose selection reads attention in their own way; their cost is not modelled.
+UNMODELLED_METHODS = ("cls", "prumerge+")
+# freePruner's defaults before results files recorded their ``settings`` (fpcost.pruner's
+# FreePrunerConfig then): pivotal layers range(L)[-3:-2], complementary -2, k = 192.
+LEGACY_PARAMS = {"pivotal_start_layer": -3, "pivotal_end_layer": -2, "complementary_layer": -2,
+                 "k": 192}
+
+
+@dataclass(frozen=True)
+class FileSelection:
+    """How a results file's selection is costed: ``spec`` (None: the selection stage is
+    left out) and a one-line ``description`` saying where the settings came from."""
+
+    spec: SelectionSpec | None
+    description: str
+
+
+def selection_from_file(method: str | None, params: dict, settings: dict | None,
+                        num_layers: int, num_tokens: int, where: str = "results file") -> FileSelection:
+    """The selection a results file was made with, for a vision tower of ``num_layers``
+    layers (``num_tokens``: the file's patch tokens per image, for a fractional k).
+
+    freePruner: the file's ``settings`` (``pivotal_layers``: resolved layer indices, ``k``,
+    ``complementary_layer``) when present, else its ``params`` (``pivotal_start_layer``,
+    ``pivotal_end_layer``, ``complementary_layer``, ``k``) over the defaults fpcost prune
+    used before it recorded settings. random / uniform / keep-all: no selection cost. cls /
+    prumerge+: their selection cost is not modelled (left out, and said so)."""
+    method = method or "freepruner"
+    if method in FREE_METHODS:
+        return FileSelection(None, f"{method}: reads no attention map, no selection cost")
+    if method in UNMODELLED_METHODS:
+        return FileSelection(None, f"{method}: selection cost not modelled (left out)")
+    if method != "freepruner":
+        raise WorkloadError(f"{where}: method {method!r} is unknown; valid: freepruner, "
+                            f"{', '.join(FREE_METHODS + UNMODELLED_METHODS)}")
+    if settings is not None and "pivotal_layers" in settings:
+        layers = settings["pivotal_layers"]
+        if not isinstance(layers, list) or not layers or not all(_is_int(i) for i in layers):
+            raise WorkloadError(f"{where}: settings.pivotal_layers = {_brief(layers)} must be a "
+                                "non-empty list of integer layer indices")
+        k = _file_k(settings.get("k", params.get("k", LEGACY_PARAMS["k"])), num_tokens, where)
+        complementary = _file_int(settings, params, "complementary_layer", where)
+        direction = settings.get("direction", "row")
+        if direction not in DIRECTIONS:
+            raise WorkloadError(f"{where}: settings.direction = {_brief(direction)} is unknown; "
+                                f"valid: {', '.join(DIRECTIONS)}")
+        source = "the file's settings"
+    else:
+        start = _file_int({}, params, "pivotal_start_layer", where)
+        end = _file_int({}, params, "pivotal_end_layer", where)
+        layers = list(range(num_layers)[start:end])
+        if not layers:
+            raise WorkloadError(f"{where}: pivotal layers range({num_layers})[{start}:{end}] is "
+                                "empty for this vision tower")
+        k = _file_k(params.get("k", LEGACY_PARAMS["k"]), num_tokens, where)
+        complementary = _file_int({}, params, "complementary_layer", where)
+        direction = "row"
+        source = "the file's params" if params else "fpcost prune's defaults (no settings in the file)"
+    for index in (*layers, complementary):
+        if not -num_layers <= index < num_layers:
+            raise WorkloadError(f"{where}: selection layer {index} is out of range for this "
+                                f"model's {num_layers}-layer vision tower")
+    spec = SelectionSpec.from_layers(tuple(layers), complementary, k, direction)
+    resolved = spec.pivotal_layers(num_layers)
+    return FileSelection(spec, f"freepruner, from {source}: pivotal layers "
+                               f"{','.join(map(str, resolved))}, complementary layer "
+                               f"{spec.complementary_layer_resolved(num_layers)} ({direction}s), "
+                               f"k = {k}")
+
+
+def _file_int(settings: dict, params: dict, key: str, where: str) -> int:
+    value = settings.get(key, params.get(key, LEGACY_PARAMS[key]))
+    if not _is_int(value):
+        raise WorkloadError(f"{where}: {key} = {_brief(value)} must be an integer layer index")
+    return value
+
+
+def _file_k(value, num_tokens: int, where: str) -> int:
+    """k as an integer ≥ 1, or a fraction in (0, 1] of the image's patch tokens."""
+    if _is_int(value) and value >= 1:
+        return value
+    if isinstance(value, float) and 0 < value <= 1:
+        return max(1, round(value * num_tokens))
+    raise WorkloadError(f"{where}: k = {_brief(value)} must be an integer ≥ 1 or a fraction "
+                        "in (0, 1] of the patch tokens")
+
+
+def _brief(value) -> str:
+    if _is_int(value) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."

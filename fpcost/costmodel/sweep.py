@@ -7,8 +7,15 @@ extra row is the unpruned baseline that ``prefill_speedup`` divides by), then ti
 device; stage totals are sums of ``count`` × per-instance values in operator order, exactly
 as ``StageTotals.of`` adds them, so every number equals the scalar ``estimate()`` bit for bit.
 
-Integer arithmetic stays exact: token products are int64 (``check_int64_range`` refuses a
-grid that could overflow), and they become floats at the same step as in the scalar path.
+Integer arithmetic stays exact: token products are int64, and the largest configuration of
+a grid is checked first with Python ints (``ops.check_exact``: every per-instance FLOP and
+byte count ≤ 2**53, exact in float64 and far inside int64), so no product can overflow; they
+become floats at the same step as in the scalar path. The finished frame is checked again:
+a negative or non-finite time, FLOP or byte count raises instead of being returned.
+
+Time to first token (``ttft_s``) always sums every pre-decode stage of the request, whichever
+stages' columns are asked for. A sweep's memory is estimated before anything is allocated
+(``check_memory``) and refused, with the figure, when it would not fit.
 
 Adopting a new stage means teaching ``build_ops`` to call its builder with the grid arrays;
 ``stage_totals`` and the frame assembly are stage-agnostic.
@@ -25,7 +32,7 @@ from .accounting import Accounting, get_accounting
 from .errors import ConfigError, WorkloadError
 from .hardware import HardwareProfile
 from .llm import DecoderPass, decoder_ops
-from .ops import Op
+from .ops import NUMERIC_FIELDS, Op, check_exact
 from .pipeline import (
     ALL_STAGES,
     PRE_DECODE_STAGES,
@@ -38,7 +45,8 @@ from .presets import get_preset
 from .quant import QuantPlan
 from .roofline import time_op
 from .spec import ModelSpec
-from .workload import check_count, visual_tokens_for_ratio
+from .sweep_checks import check_frame, check_memory
+from .workload import MAX_BATCH, check_count, visual_tokens_for_ratio
 
 # A sweep beyond this many configurations (rows) raises unless ``force=True``: at ~25
 # float64 columns it is about 1 GB of DataFrame.
@@ -49,10 +57,7 @@ TOTALS = ("flops", "time_s", "memory_access_bytes", "activation_store_bytes")
 # What each total sums over the operators (activation stores are the activation writes).
 _OP_FIELDS = {"flops": "flops", "memory_access_bytes": "memory_access_bytes",
               "activation_store_bytes": "act_write_bytes"}
-_NUMERIC_FIELDS = ("tensor_flops", "vector_flops", "weight_bytes", "act_read_bytes",
-                   "act_write_bytes", "kv_read_bytes", "kv_write_bytes")
-# Headroom below 2**63 for the integer products inside the builders.
-_INT64_LIMIT = 2**62
+_NUMERIC_FIELDS = NUMERIC_FIELDS
 
 
 def build_ops(
@@ -108,16 +113,9 @@ def stage_totals(ops: Iterable[Op], hardware: HardwareProfile, shape: tuple[int,
 
 
 def check_int64_range(ops: Iterable[Op], where: str) -> None:
-    """Refuse operators whose counts could overflow int64 arithmetic (``ops`` built with
-    Python ints for the largest configuration of a grid; every count grows with tokens
-    and batch)."""
-    for op in ops:
-        for field in _NUMERIC_FIELDS:
-            if abs(op.count * getattr(op, field)) >= _INT64_LIMIT:
-                raise WorkloadError(
-                    f"{where}: {op.stage} {op.name} {field} exceeds exact 64-bit integer "
-                    f"arithmetic (2**62); use fewer tokens or a smaller batch"
-                )
+    """Refuse operators whose counts leave exact arithmetic (``ops`` built with Python ints
+    for the largest configuration of a grid; every count grows with tokens and batch)."""
+    check_exact(ops, where)
 
 
 def count_configurations(num_models_visual: Sequence[int], num_hardware: int, num_quants: int,
@@ -155,8 +153,9 @@ def sweep(
     selection, projector, prefill, decode by default; zero where a stage does not run, e.g.
     selection without pruning or vision for a text-only model); with prefill,
     ``prefill_speedup`` = prefill time with all the model's visual tokens / this prefill
-    time (same model, device, plan and batch; NaN for a text-only model); and ``ttft_s``
-    (the sum of the pre-decode stages' times) with its ``ttft_speedup``.
+    time (same model, device, plan and batch; NaN for a text-only model); and always
+    ``ttft_s`` (the request's time to first token: every pre-decode stage, whichever stages
+    are listed) with its ``ttft_speedup``.
 
     Raises ``WorkloadError`` for invalid values and for more than ``MAX_CONFIGURATIONS``
     rows unless ``force``.
@@ -170,7 +169,8 @@ def sweep(
             raise WorkloadError(f"hardware {device!r} is not a HardwareProfile; load one with "
                                 "fpcost.hardware_profiles.load_profile (or use fpcost.sweep)")
     plans = [_as_quant(q) for q in _as_list(quants, "quants")]
-    batches = [check_count("batch size", b) for b in _as_list(batch_sizes, "batch_sizes")]
+    batches = [check_count("batch size", b, maximum=MAX_BATCH)
+               for b in _as_list(batch_sizes, "batch_sizes")]
     check_count("num_text_tokens", num_text_tokens, minimum=0)
     if isinstance(accounting, str):
         accounting = get_accounting(accounting)
@@ -188,17 +188,21 @@ def sweep(
             f"the sweep has {total:,} configurations, more than the limit of "
             f"{MAX_CONFIGURATIONS:,}; narrow it or pass force=True (--force)"
         )
+    check_memory(total, len(_column_order(stages)))
 
-    blocks = [
-        _index_columns(model, devices, plans, ratios, visual, batches, num_text_tokens)
-        | _model_totals(model, visual, devices, plans, batches, num_text_tokens, stages,
-                        accounting, flash_attention)
-        for model, (ratios, visual) in zip(models, grids, strict=True)
-    ]
+    with np.errstate(all="ignore"):  # a non-finite result is refused by check_frame below
+        blocks = [
+            _index_columns(model, devices, plans, ratios, visual, batches, num_text_tokens)
+            | _model_totals(model, visual, devices, plans, batches, num_text_tokens, stages,
+                            accounting, flash_attention)
+            for model, (ratios, visual) in zip(models, grids, strict=True)
+        ]
     frame = pd.DataFrame(_concatenate(blocks))
     frame["accounting"] = accounting.name
     frame["flash_attention"] = bool(flash_attention)
-    return frame[_column_order(stages)]
+    frame = frame[_column_order(stages)]
+    check_frame(frame)
+    return frame
 
 
 def _model_totals(model, visual, devices, plans, batches, text, stages, accounting, flash) -> dict:
@@ -214,36 +218,37 @@ def _model_totals(model, visual, devices, plans, batches, text, stages, accounti
     num_visual = len(visual)
     shape = (len(devices), len(plans), num_visual, len(batches))  # (H, Q, V, B)
     columns = {f"{stage}_{total}": np.zeros(shape) for stage in stages for total in TOTALS}
-    ttft_stages = [s for s in stages if s in PRE_DECODE_STAGES]
+    # TTFT is the whole request's: every pre-decode stage is built, whichever are shown
+    built = tuple(s for s in ALL_STAGES if s in stages or s in PRE_DECODE_STAGES)
     if "prefill" in stages:
         columns["prefill_speedup"] = np.full(shape, np.nan)
-    if ttft_stages:
-        columns["ttft_s"] = np.zeros(shape)
-        columns["ttft_speedup"] = np.full(shape, np.nan)
+    columns["ttft_s"] = np.zeros(shape)
+    columns["ttft_speedup"] = np.full(shape, np.nan)
     for q, plan in enumerate(plans):
-        graphs = _device_graphs(model, plan, stages, visual_grid, text, batch, accounting, flash,
+        graphs = _device_graphs(model, plan, built, visual_grid, text, batch, accounting, flash,
                                 devices)
         for indices, ops in graphs:
-            largest = build_ops(model, plan, stages, max(rows_visual), text, max(batches),
+            largest = build_ops(model, plan, built, max(rows_visual), text, max(batches),
                                 accounting, flash, devices[indices[0]].onchip_buffer_bytes)
-            check_int64_range(largest, f"model {model.name!r}")
+            check_int64_range(largest, f"the sweep of {model.name}")
             stack = DeviceStack([devices[i] for i in indices])
             grid_shape = (len(indices), len(rows_visual), len(batches))
             totals = stage_totals(ops, stack, grid_shape)
             for stage in totals:  # stages that build no operator here stay zero
+                if stage not in stages:
+                    continue
                 for total in TOTALS:
                     columns[f"{stage}_{total}"][indices, q] = totals[stage][total][:, :num_visual]
             if "prefill" in stages and baseline:
                 time_s = totals["prefill"]["time_s"]  # (H_group, V + 1, B); row V: baseline
                 columns["prefill_speedup"][indices, q] = time_s[:, num_visual:] / time_s[:, :num_visual]
-            if ttft_stages:
-                ttft = np.zeros(grid_shape)
-                for stage in ttft_stages:
-                    if stage in totals:
-                        ttft = ttft + totals[stage]["time_s"]
-                columns["ttft_s"][indices, q] = ttft[:, :num_visual]
-                if baseline:
-                    columns["ttft_speedup"][indices, q] = ttft[:, num_visual:] / ttft[:, :num_visual]
+            ttft = np.zeros(grid_shape)
+            for stage in PRE_DECODE_STAGES:
+                if stage in totals:
+                    ttft = ttft + totals[stage]["time_s"]
+            columns["ttft_s"][indices, q] = ttft[:, :num_visual]
+            if baseline:
+                columns["ttft_speedup"][indices, q] = ttft[:, num_visual:] / ttft[:, :num_visual]
     return {key: value.ravel() for key, value in columns.items()}
 
 
@@ -321,9 +326,7 @@ def _column_order(stages) -> list[str]:
     columns += [f"{stage}_{total}" for stage in stages for total in TOTALS]
     if "prefill" in stages:
         columns.append("prefill_speedup")
-    if any(stage in PRE_DECODE_STAGES for stage in stages):
-        columns += ["ttft_s", "ttft_speedup"]
-    return columns
+    return columns + ["ttft_s", "ttft_speedup"]
 
 
 def _index_columns(model, devices, plans, ratios, visual, batches, text) -> dict:

@@ -7,19 +7,32 @@ from dataclasses import dataclass
 from .anyres import check_image_size
 from .errors import WorkloadError
 
+# Largest token count (per sample, each of visual / text / per-frame) and batch size: 2**31 − 1,
+# the int32 range frameworks index tensors with. Far beyond any context window, and small
+# enough that no product the cost model forms overflows before ``ops.check_exact`` refuses
+# operators whose FLOP or byte counts leave the range float64 holds exactly (2**53).
+MAX_TOKENS = 2**31 - 1
+MAX_BATCH = 2**31 - 1
+# Generated tokens: every decode step is costed on its own (one array element per step):
+# 10 million, far beyond any context window, take a few seconds and ~1 GB; more is refused.
+MAX_OUTPUT_TOKENS = 10_000_000
 
-def check_count(name: str, value: object, minimum: int = 1) -> int:
-    """``value`` as an int ≥ ``minimum``, or a WorkloadError naming it."""
+
+def check_count(name: str, value: object, minimum: int = 1, maximum: int = MAX_TOKENS) -> int:
+    """``value`` as an int in [``minimum``, ``maximum``], or a WorkloadError naming it."""
     if isinstance(value, bool) or not isinstance(value, int):
-        raise WorkloadError(f"{name} = {value!r} must be an integer ≥ {minimum}")
-    if value < minimum:
-        raise WorkloadError(f"{name} = {value!r} must be an integer ≥ {minimum}")
+        raise WorkloadError(f"{name} = {_short(value)} must be an integer in {minimum}..{maximum:,}")
+    if not minimum <= value <= maximum:
+        raise WorkloadError(f"{name} = {_short(value)} must be an integer in {minimum}..{maximum:,}")
     return value
 
 
-# Decode steps are each costed exactly (one array element per step): 10 million steps,
-# far beyond any context window, take a few seconds and ~1 GB; more is refused.
-MAX_OUTPUT_TOKENS = 10_000_000
+def _short(value: object) -> str:
+    """``repr(value)``, abbreviated for integers too long to print in one line."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 80 else text[:77] + "..."
 
 
 @dataclass(frozen=True)
@@ -27,30 +40,28 @@ class Workload:
     """Per-sample token counts, the batch size and the tokens generated.
 
     The LLM's prompt is ``num_visual_tokens + num_text_tokens`` tokens per sample (the
-    visual ones after any pruning). ``num_output_tokens`` decode steps follow; step i
-    (0-based) generates one token over a KV cache of prompt + i tokens, so the default of 1
-    is LLM-Viewer's decode: one step over the prompt's cache. ``image_size`` (width, height
-    in pixels) matters to LLaVA-NeXT's AnyRes only; ``frame_tokens`` are a video's
-    per-frame kept counts (they sum to ``num_visual_tokens``).
+    visual ones after any pruning). ``num_output_tokens`` counts generated tokens as
+    ``generate(max_new_tokens=N)`` does: the prefill yields the first, then
+    ``num_decode_steps`` = N − 1 decode steps yield the rest; step i (0-based) runs one token
+    over a KV cache of prompt + i tokens. The default N = 2 is one decode step over the
+    prompt's cache: LLM-Viewer's decode. N = 0 is accepted as the prefill alone (as N = 1).
+    ``image_size`` (width, height in pixels) matters to LLaVA-NeXT's AnyRes only;
+    ``frame_tokens`` are a video's per-frame kept counts (they sum to ``num_visual_tokens``).
     """
 
     num_visual_tokens: int
     num_text_tokens: int = 40
     batch_size: int = 1
-    num_output_tokens: int = 1
+    num_output_tokens: int = 2
     image_size: tuple[int, int] | None = None
     frame_tokens: tuple[int, ...] | None = None
 
     def __post_init__(self) -> None:
         check_count("num_visual_tokens", self.num_visual_tokens, minimum=0)
         check_count("num_text_tokens", self.num_text_tokens, minimum=0)
-        check_count("batch_size", self.batch_size)
-        check_count("num_output_tokens", self.num_output_tokens, minimum=0)
-        if self.num_output_tokens > MAX_OUTPUT_TOKENS:
-            raise WorkloadError(
-                f"num_output_tokens = {self.num_output_tokens} is more than {MAX_OUTPUT_TOKENS:,} "
-                "decode steps (each step is costed on its own); give at most that many"
-            )
+        check_count("batch_size", self.batch_size, maximum=MAX_BATCH)
+        check_count("num_output_tokens", self.num_output_tokens, minimum=0,
+                    maximum=MAX_OUTPUT_TOKENS)
         if self.num_prompt_tokens < 1:
             raise WorkloadError("the prompt is empty: visual + text tokens must be at least 1")
         if self.image_size is not None:
@@ -67,9 +78,15 @@ class Workload:
                 )
 
     @property
+    def num_decode_steps(self) -> int:
+        """Decode steps after the prefill: N − 1 for N generated tokens (none for N ≤ 1)."""
+        return max(self.num_output_tokens - 1, 0)
+
+    @property
     def num_final_context_tokens(self) -> int:
-        """Tokens in the KV cache after the last decode step: prompt + output tokens."""
-        return self.num_prompt_tokens + self.num_output_tokens
+        """Tokens in the KV cache after the last decode step: the prompt plus one per decode
+        step (the last generated token is never fed back)."""
+        return self.num_prompt_tokens + self.num_decode_steps
 
     @property
     def num_prompt_tokens(self) -> int:

@@ -39,6 +39,8 @@ from fpcost.files import write_output
 from fpcost.pruner.errors import PruningError
 
 RESULTS_VERSION = 1
+# A results file holds a few kB per image; 256 MiB is tens of thousands of images.
+MAX_RESULTS_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -107,29 +109,114 @@ def write_json_atomic(path: Path | str, payload: Any) -> None:
     write_output(path, text, what="results file")
 
 
+@dataclass(frozen=True)
+class ResultsFile:
+    """What ``read_results_file`` gives: the checked rows (``image``, ``num_tokens``,
+    ``num_kept``, and ``settings`` when the row has its own) and the file's method, params,
+    selection ``settings`` (None when the file has none), encoder and input geometry."""
+
+    path: str
+    images: list[dict[str, Any]]
+    method: str | None
+    params: dict[str, Any]
+    settings: dict[str, Any] | None
+    encoder: str | None
+    image_size: int | None
+    patch_size: int | None
+
+
 def read_results(path: Path | str) -> list[dict[str, Any]]:
     """``image``, ``num_tokens`` and ``num_kept`` of every image of a results file, checked
-    against the schema version (what ``fpcost estimate --tokens-from`` reads)."""
+    (``read_results_file``): what ``fpcost estimate --tokens-from`` and ``fpcost validate
+    --tokens-from`` read."""
+    return read_results_file(path).images
+
+
+def read_results_file(path: Path | str) -> ResultsFile:
+    """A results file, checked once for every reader: the schema version; every image's
+    ``num_tokens`` an integer ≥ 1 and ``num_kept`` an integer in 1..num_tokens (no bools,
+    floats, NaN); ``method`` a string, ``params`` and ``settings`` objects. Any failure is a
+    one-line ``PruningError`` naming the file and the value (a file nested too deeply for
+    the JSON parser included)."""
+    where = str(path)
     try:
-        document = json.loads(Path(path).read_text(encoding="utf-8"))
+        with open(path, "rb") as handle:  # bounded: /dev/zero must not fill the memory
+            data = handle.read(MAX_RESULTS_BYTES + 1)
+        if len(data) > MAX_RESULTS_BYTES:
+            raise PruningError(f"pruning results {where!r} is larger than "
+                               f"{MAX_RESULTS_BYTES // 2**20:,} MiB; not a results file")
+        document = json.loads(data.decode("utf-8"))
+    except PruningError:
+        raise
     except FileNotFoundError:
-        raise PruningError(f"pruning results file {str(path)!r} does not exist") from None
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise PruningError(f"cannot read pruning results {str(path)!r}: {exc}") from None
+        raise PruningError(f"pruning results file {where!r} does not exist") from None
+    except RecursionError:
+        raise PruningError(f"cannot read pruning results {where!r}: nested too deeply "
+                           "to be a results file") from None
+    except (OSError, UnicodeDecodeError, ValueError) as exc:  # JSONDecodeError, int-str limit
+        raise PruningError(f"cannot read pruning results {where!r}: {_one_line(exc)}") from None
     version = document.get("fpcost_prune_version") if isinstance(document, dict) else None
-    if version != RESULTS_VERSION:
+    if isinstance(version, bool) or version != RESULTS_VERSION:
         raise PruningError(
-            f"{path} is not an fpcost prune results file (fpcost_prune_version {version!r}, "
-            f"expected {RESULTS_VERSION}); write one with `fpcost prune --output FILE`"
+            f"{where} is not an fpcost prune results file (fpcost_prune_version "
+            f"{_brief(version)}, expected {RESULTS_VERSION}); write one with "
+            "`fpcost prune --output FILE`"
         )
     images = document.get("images")
     if not isinstance(images, list) or not images:
-        raise PruningError(f"{path} has no images")
+        raise PruningError(f"{where} has no images")
     rows = []
     for i, entry in enumerate(images):
-        kept = entry.get("num_kept") if isinstance(entry, dict) else None
-        if isinstance(kept, bool) or not isinstance(kept, int) or kept < 1:
-            raise PruningError(f"{path}: images[{i}].num_kept = {kept!r} must be a positive integer")
-        rows.append({"image": str(entry.get("image", i)), "num_tokens": entry.get("num_tokens"),
-                     "num_kept": kept})
-    return rows
+        if not isinstance(entry, dict):
+            raise PruningError(f"{where}: images[{i}] = {_brief(entry)} must be an object")
+        total = _count(where, i, "num_tokens", entry.get("num_tokens"), 1, None)
+        kept = _count(where, i, "num_kept", entry.get("num_kept"), 1, total)
+        row = {"image": str(entry.get("image", i)), "num_tokens": total, "num_kept": kept}
+        if entry.get("settings") is not None:
+            row["settings"] = _object(where, f"images[{i}].settings", entry["settings"])
+        rows.append(row)
+    method = document.get("method")
+    if method is not None and not isinstance(method, str):
+        raise PruningError(f"{where}: method = {_brief(method)} must be a string")
+    settings = document.get("settings")
+    return ResultsFile(
+        path=where, images=rows, method=method,
+        params=_object(where, "params", document.get("params") or {}),
+        settings=None if settings is None else _object(where, "settings", settings),
+        encoder=document.get("encoder") if isinstance(document.get("encoder"), str) else None,
+        image_size=_optional_int(document.get("image_size")),
+        patch_size=_optional_int(document.get("patch_size")),
+    )
+
+
+def _count(where: str, i: int, key: str, value: Any, minimum: int, maximum: int | None) -> int:
+    """An image's count: an int (not a bool or float) in [minimum, maximum]."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum or (
+            maximum is not None and value > maximum):
+        valid = f"{minimum}..{maximum}" if maximum is not None else f"≥ {minimum}"
+        also = " (num_tokens, the unpruned count)" if maximum is not None else ""
+        raise PruningError(f"{where}: images[{i}].{key} = {_brief(value)} must be an integer "
+                           f"{valid}{also}")
+    return value
+
+
+def _object(where: str, key: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise PruningError(f"{where}: {key} = {_brief(value)} must be a JSON object")
+    return value
+
+
+def _optional_int(value: Any) -> int | None:
+    return value if isinstance(value, int) and not isinstance(value, bool) else None
+
+
+def _brief(value: Any) -> str:
+    """A value for a one-line message: long reprs (and huge integers) abbreviated."""
+    if isinstance(value, int) and not isinstance(value, bool) and value.bit_length() > 200:
+        return f"an integer of about {int(value.bit_length() * 0.30103)} digits"
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+def _one_line(exc: BaseException) -> str:
+    return " ".join(str(exc).split())

@@ -1,0 +1,195 @@
+"""``fpcost estimate --tokens-from FILE``: one estimate per image (per video for a video model)
+of a ``fpcost prune --output`` results file.
+
+Before any number is printed the file is checked against the model:
+
+- token geometry: every image must have as many patch tokens as the model's LLM receives per
+  image (LLaVA-1.5: 576 at 336 px), per frame (Video-LLaVA: 256 at 224 px; each run of 8
+  images is one video's frames) or per whole AnyRes image (LLaVA-NeXT: the packed count for
+  ``--image-size``); a file made on another grid is refused, naming both counts;
+- counts: ``num_kept`` in 1..``num_tokens``, integers (``fpcost.pruner.results``);
+- selection: the stage is costed with the file's own settings (``costmodel.pruning.
+  selection_from_file``): freePruner's recorded ``settings`` or its ``params``; nothing for
+  methods that read no attention map (random, uniform, keep-all); left out, and said so, for
+  methods whose selection cost is not modelled (cls, prumerge+).
+"""
+
+from __future__ import annotations
+
+import json
+
+from fpcost.costmodel.errors import WorkloadError
+from fpcost.costmodel.pipeline import PRE_DECODE_STAGES, visual_layout
+from fpcost.costmodel.pruning import selection_from_file
+from fpcost.costmodel.units import GIGA, MILLI, TERA
+from fpcost.costmodel.workload import Workload
+
+from .render import Column, emit_csv, emit_json, render_table, scaled
+
+CSV_KEYS = ("image", "num_visual_tokens", "flops", "time_s", "memory_access_bytes",
+            "speedup_key_stage", "ttft_s", "speedup_ttft", "tpot_s", "end_to_end_time_s",
+            "speedup_end_to_end")
+
+
+def check_geometry(model, document, image_size) -> int:
+    """The patch tokens per image the model's LLM receives (per frame for video, per whole
+    AnyRes image for LLaVA-NeXT); a ``WorkloadError`` naming both counts when an image of the
+    file has another count."""
+    if model.vision is None:
+        raise WorkloadError(f"--tokens-from: {model.name!r} is a text-only LLM; a results file's "
+                            "visual tokens need a LLaVA-family model (--model)")
+    layout = visual_layout(model, image_size)
+    expected = layout.num_visual_tokens // model.num_frames
+    if model.num_frames > 1:
+        unit = f"per frame ({model.num_frames} frames of {model.vision.image_size} px)"
+    elif model.kind == "llava-next":
+        unit = (f"per image (AnyRes: {layout.num_images} crops of {model.vision.image_size} px, "
+                "packed; --image-size sets the image)")
+    else:
+        unit = f"per image ({model.vision.image_size} px / {model.vision.patch_size} px patches)"
+    grid = (f" ({document.image_size} px / {document.patch_size} px patches)"
+            if document.image_size and document.patch_size else "")
+    for i, row in enumerate(document.images):
+        if row["num_tokens"] != expected:
+            raise WorkloadError(
+                f"--tokens-from {document.path}: image {row['image']!r} (images[{i}]) has "
+                f"{row['num_tokens']} patch tokens{grid}, but {model.name} receives {expected} "
+                f"visual tokens {unit}; prune with that model's token grid")
+    if len(document.images) % model.num_frames:
+        raise WorkloadError(
+            f"--tokens-from {document.path}: {len(document.images)} images, but {model.name} "
+            f"costs {model.num_frames} frames per video: give a multiple of {model.num_frames} "
+            f"(each run of {model.num_frames} images is one video's frames)")
+    return expected
+
+
+def _selection(model, document, rows, num_tokens, cache):
+    """The file's selection for a sample (its first row's own settings, else the file's)."""
+    settings = rows[0].get("settings", document.settings)
+    key = json.dumps(settings, sort_keys=True, default=str)
+    if key not in cache:
+        cache[key] = selection_from_file(document.method, document.params, settings,
+                                         model.vision.num_hidden_layers, num_tokens,
+                                         where=f"--tokens-from {document.path}")
+    return cache[key]
+
+
+def _ratio(base: float, value: float) -> float | None:
+    return base / value if value > 0 and base > 0 else None
+
+
+def _measures(result, key: str) -> dict:
+    """The key stage's totals (zero when the request does not run it) and the latencies."""
+    totals = result.stage_totals(key).as_dict() if key in result.stages else None
+    return {
+        "flops": totals["flops"] if totals else 0.0,
+        "time_s": totals["time_s"] if totals else 0.0,
+        "memory_access_bytes": totals["memory_access_bytes"] if totals else 0.0,
+        "ttft_s": result.ttft_s,
+        "tpot_s": result.tpot_s,
+        "end_to_end_time_s": result.end_to_end().time_s,
+    }
+
+
+def estimate_per_image(model, document, text_tokens, batch, output_tokens, image_size, run,
+                       stage, output_format) -> None:
+    """One row per image (per video), a mean row, and a settings footer."""
+    per_image = check_geometry(model, document, image_size)
+    frames = model.num_frames
+    key = "prefill" if stage == "all" else stage
+    if key not in PRE_DECODE_STAGES + ("decode",):
+        raise WorkloadError(f"--stage {stage!r} is unknown")
+    unpruned = visual_layout(model, image_size).num_visual_tokens
+    baseline = run(Workload(unpruned, text_tokens, batch, output_tokens, image_size), None, None)
+    base = _measures(baseline, key)
+    cache: dict = {}
+    rows, selections = [], []
+    for start in range(0, len(document.images), frames):
+        group = document.images[start:start + frames]
+        kept = [r["num_kept"] for r in group]
+        chosen = _selection(model, document, group, per_image, cache)
+        selections.append(chosen.description)
+        workload = Workload(sum(kept), text_tokens, batch, output_tokens, image_size,
+                            tuple(kept) if frames > 1 else None)
+        result = run(workload, chosen.spec, None)
+        label = group[0]["image"] if frames == 1 else f"{group[0]['image']} .. {group[-1]['image']}"
+        rows.append({"image": label, "num_visual_tokens": sum(kept),
+                     "frame_tokens": kept if frames > 1 else None,
+                     "stages": {s: t.as_dict() for s, t in result.totals().items()},
+                     "selection": chosen.description, **_measures(result, key)})
+    mean = {"image": "mean", "num_visual_tokens": sum(r["num_visual_tokens"] for r in rows) / len(rows)}
+    for name in ("flops", "time_s", "memory_access_bytes", "ttft_s", "end_to_end_time_s"):
+        mean[name] = sum(r[name] for r in rows) / len(rows)
+    tpots = [r["tpot_s"] for r in rows]
+    mean["tpot_s"] = None if None in tpots else sum(tpots) / len(tpots)
+    for row in [*rows, mean]:  # the mean row's speedups: baseline over the mean time
+        row["speedup_key_stage"] = _ratio(base["time_s"], row["time_s"]) if key in baseline.stages else None
+        row["speedup_ttft"] = _ratio(base["ttft_s"], row["ttft_s"])
+        row["speedup_end_to_end"] = _ratio(base["end_to_end_time_s"], row["end_to_end_time_s"])
+    settings = _settings(baseline, document, text_tokens, batch, output_tokens, key, unpruned,
+                         sorted(set(selections)))
+    if output_format == "json":
+        emit_json({"model": model.name, "settings": settings,
+                   "baseline": {"num_visual_tokens": unpruned,
+                                "stages": {s: t.as_dict() for s, t in baseline.totals().items()},
+                                "end_to_end": baseline.end_to_end().as_dict(),
+                                "ttft_s": baseline.ttft_s, "tpot_s": baseline.tpot_s},
+                   "key_stage": key, "images": rows, "mean": mean})
+    elif output_format == "csv":
+        emit_csv([*rows, mean], CSV_KEYS)
+    else:
+        _render(rows, mean, key, model, unpruned, settings)
+
+
+def _settings(baseline, document, text_tokens, batch, output_tokens, key, unpruned, selections):
+    w = baseline.workload
+    return {
+        "model": baseline.model.name, "hardware": baseline.hardware.name,
+        "quant": baseline.quant.label, "vision_quant": baseline.vision_quant.label,
+        "accounting": baseline.accounting.name, "flash_attention": baseline.flash_attention,
+        "num_text_tokens": text_tokens, "batch_size": batch, "num_output_tokens": output_tokens,
+        "num_decode_steps": w.num_decode_steps, "key_stage": key,
+        "file": document.path, "method": document.method or "freepruner",
+        "encoder": document.encoder, "file_image_size": document.image_size,
+        "file_patch_size": document.patch_size, "selection": selections,
+        "baseline_num_visual_tokens": unpruned,
+    }
+
+
+def _speedup(value) -> str:
+    return "—" if value is None else f"{value:.2f}×"
+
+
+def _render(rows, mean, key, model, unpruned, s) -> None:
+    name = key.capitalize()
+    footer = (
+        f"{s['model']} on {s['hardware']}, LLM {s['quant']}, vision {s['vision_quant']}, "
+        f"accounting {s['accounting']}, FlashAttention {'on' if s['flash_attention'] else 'off'}; "
+        f"{s['num_text_tokens']} text tokens, batch {s['batch_size']}, {s['num_output_tokens']} "
+        f"output tokens ({s['num_decode_steps']} decode step"
+        f"{'' if s['num_decode_steps'] == 1 else 's'}).\n"
+        f"file {s['file']}: {s['method']}, encoder {s['encoder'] or '?'}"
+        + (f", {s['file_image_size']} px / {s['file_patch_size']} px patches"
+           if s["file_image_size"] and s["file_patch_size"] else "")
+        + f".\nselection: {'; '.join(s['selection'])}.\n"
+        f"Speedups: baseline ({unpruned} visual tokens, no pruning) / this row; the mean row "
+        "averages each column and divides the baseline by the mean time. TTFT and end-to-end "
+        "cover every stage of the request. GB = 1e9 B; TFLOPs = 1e12 FLOPs."
+    )
+    columns = (
+        Column("image", "Image" if model.num_frames == 1 else "Video (frames)", justify="left"),
+        Column("num_visual_tokens", "Visual tokens",
+               lambda v: f"{v:.1f}" if isinstance(v, float) else str(v)),
+        Column("flops", f"{name} TFLOPs", scaled(TERA, 2)),
+        Column("time_s", f"{name} time (ms)", scaled(MILLI, 2)),
+        Column("memory_access_bytes", "Memory access (GB)", scaled(GIGA, 2)),
+        Column("speedup_key_stage", f"{name} speedup", _speedup),
+        Column("ttft_s", "TTFT (ms)", scaled(MILLI, 2)),
+        Column("speedup_ttft", "TTFT speedup", _speedup),
+        Column("end_to_end_time_s", "End-to-end (ms)", scaled(MILLI, 2)),
+        Column("speedup_end_to_end", "E2E speedup", _speedup),
+    )
+    render_table([*rows, mean], columns,
+                 title=f"fpcost estimate per {'image' if model.num_frames == 1 else 'video'} "
+                       f"({model.name}, baseline {unpruned} visual tokens)",
+                 caption=footer)

@@ -39,7 +39,8 @@ def resolve_model(model: ModelSpec | str | os.PathLike[str]) -> ModelSpec:
         return model
     text = os.fspath(model)
     path = Path(text).expanduser()
-    if text.endswith(".json") or os.sep in text or "/" in text or path.is_dir():
+    # an empty name is no path (Path('') is '.'): get_preset refuses it, listing the valid ones
+    if text.strip() and (text.endswith(".json") or os.sep in text or "/" in text or path.is_dir()):
         return load_config_json(path)
     return get_preset(text)
 

@@ -399,12 +399,16 @@ def test_video_llava_projects_every_frames_cls(capsys):
 def test_a_denormal_bandwidth_is_refused_not_printed_as_inf(a6000):
     from dataclasses import replace
 
-    from fpcost.costmodel.errors import WorkloadError
+    from fpcost.costmodel.errors import HardwareError, WorkloadError
     from fpcost.costmodel.estimate import estimate as run_estimate
     from fpcost.costmodel.presets import PRESETS
     from fpcost.costmodel.workload import Workload
 
-    slow = replace(a6000, hbm_bandwidth_bytes_per_s=1e-320)
+    with pytest.raises(HardwareError, match="hbm_bandwidth_bytes_per_s"):
+        replace(a6000, hbm_bandwidth_bytes_per_s=1e-320)  # the profile refuses it first
+    # the last line of defence, for a profile that got past its own checks
+    slow = replace(a6000)
+    object.__setattr__(slow, "hbm_bandwidth_bytes_per_s", 1e-320)
     with pytest.raises(WorkloadError, match="not a finite non-negative number"):
         run_estimate(PRESETS["llava-1.5-7b"], Workload(576, 40), slow)
 

@@ -209,6 +209,12 @@ def test_memory_is_estimated_before_allocating():
 def test_a_non_finite_time_is_refused_not_returned(a6000):
     from dataclasses import replace
 
-    slow = replace(a6000, hbm_bandwidth_bytes_per_s=1e-320)
+    from fpcost.costmodel.errors import HardwareError
+
+    with pytest.raises(HardwareError, match="hbm_bandwidth_bytes_per_s"):
+        replace(a6000, hbm_bandwidth_bytes_per_s=1e-320)  # the profile refuses it first
+    # the last line of defence, for a profile that got past its own checks
+    slow = replace(a6000)
+    object.__setattr__(slow, "hbm_bandwidth_bytes_per_s", 1e-320)
     with pytest.raises(WorkloadError, match="not a finite non-negative number"):
         sweep(["llava-1.5-7b"], [slow], [16])

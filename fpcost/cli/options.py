@@ -57,6 +57,13 @@ def resolve_model(model_name: str | None, config_path: Path | None) -> ModelSpec
     return get_preset("llava-1.5-7b" if model_name is None else model_name)
 
 
+def non_empty_models(ctx: click.Context, param: click.Parameter, values):
+    """Click callback for a repeatable --model: an empty name is refused, not read as '.'."""
+    if any(not value.strip() for value in values):
+        raise click.BadParameter("an empty name is not a model; omit --model for llava-1.5-7b")
+    return values
+
+
 def quant_options(func):
     @click.option("--bits", type=click.Choice([str(b) for b in VALID_BITS]), default=None,
                   help="Weights, activations and KV cache all at N bits (the paper's INT4 = 4) "

@@ -16,6 +16,7 @@ from fpcost.costmodel.units import MILLI, VALID_BITS
 from fpcost.costmodel.workload import MAX_BATCH, MAX_TOKENS
 
 from .files import output_path_callback, write_atomic
+from .options import non_empty_models
 from .render import FORMATS, Column, render_table, scaled, stderr_console
 
 # The table view prints at most this many rows (CSV and JSON print all).
@@ -105,7 +106,7 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
 
 
 @click.command()
-@click.option("--model", "-m", "models", multiple=True,
+@click.option("--model", "-m", "models", multiple=True, callback=non_empty_models,
               help="Built-in model or config.json path; repeat for several [default: llava-1.5-7b].")
 @click.option("--config", "configs", multiple=True, type=click.Path(path_type=Path),
               help="A Hugging Face config.json (or its directory) as a model; repeatable.")

@@ -263,7 +263,7 @@ def estimate(
             rows += _decode_steps(model, workload, settings, hardware)
             continue
         ops = stage_ops(stage, model, workload, settings)
-        check_exact(ops)
+        check_exact(ops, _describe(workload))
         for op in ops:
             timing = time_op(op, hardware)
             rows.append(OperatorEstimate(op, float(timing.compute_time_s), float(timing.memory_time_s)))
@@ -274,6 +274,12 @@ def estimate(
                       tuple(rows) if len(shown_rows) != len(rows) else ())
     check_result(result)
     return result
+
+
+def _describe(workload: Workload) -> str:
+    """The workload's counts, for an error that must name the values at fault."""
+    return (f"the workload (batch {workload.batch_size}, {workload.num_visual_tokens} visual + "
+            f"{workload.num_text_tokens} text tokens, {workload.num_output_tokens} output tokens)")
 
 
 def check_result(result: Estimate) -> None:
@@ -299,7 +305,7 @@ def _decode_steps(model, workload, settings, hardware) -> list[OperatorEstimate]
 
     kv_tokens = workload.num_prompt_tokens + np.arange(num_steps, dtype=np.int64)
     ops = stage_ops("decode", model, workload, settings, decode_kv_tokens=kv_tokens)
-    check_exact(ops)
+    check_exact(ops, _describe(workload))
     rows = []
     for op in ops:
         timing = time_op(op, hardware)

@@ -37,11 +37,12 @@ MAX_DEPTH = 2**14
 MAX_MLP_RATIO = 64
 
 # transformers' defaults (Qwen2VLVisionConfig, Qwen2_5_VLVisionConfig, Qwen2VLTextConfig =
-# Qwen2_5_VLTextConfig: the 72B sizes).
+# Qwen2_5_VLTextConfig: the 72B sizes). Qwen2_5_VLVisionConfig's default hidden_size is 3584,
+# not the released towers' 1280 (their config.json files all state 1280).
 VISION_DEFAULTS = {
     QWEN2_VL: {"depth": 32, "embed_dim": 1280, "hidden_size": 3584, "mlp_ratio": 4,
                "num_heads": 16},
-    QWEN2_5_VL: {"depth": 32, "hidden_size": 1280, "out_hidden_size": 3584,
+    QWEN2_5_VL: {"depth": 32, "hidden_size": 3584, "out_hidden_size": 3584,
                  "intermediate_size": 3420, "num_heads": 16, "window_size": 112,
                  "fullatt_block_indexes": [7, 15, 23, 31]},
 }

@@ -4,6 +4,7 @@ processor (the PIL one: the fast one needs torchvision) and window index."""
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from strategies_qwen import qwen_grids
 
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.families.qwen_vl_layout import (
@@ -149,12 +150,8 @@ def test_sizes_up_to_60000_px_match_transformers_rule(size, limits):
         processor.get_number_of_image_patches(height, width, {}))
 
 
-grids = st.lists(st.builds(VisionGrid, st.integers(1, 3), st.integers(1, 40).map(lambda n: 2 * n),
-                           st.integers(1, 40).map(lambda n: 2 * n)), min_size=1, max_size=3)
-
-
 @settings(max_examples=60, deadline=None)
-@given(grids=grids, window_size=st.sampled_from([56, 112, 140, 224]))
+@given(grids=qwen_grids, window_size=st.sampled_from([56, 112, 140, 224]))
 def test_window_seqlens_equal_get_vision_window_index(grids, window_size):
     grid_thw = torch.tensor([[g.t, g.h, g.w] for g in grids])
     _, cu = get_vision_window_index(grid_thw, spatial_merge_size=2, window_size=window_size,

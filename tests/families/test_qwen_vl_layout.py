@@ -86,6 +86,18 @@ def test_full_attention_is_per_temporal_slice():
     assert full_attention_seqlens(grids) == [24, 4, 4, 4]
 
 
+def test_the_family_modules_load_without_torch():
+    import subprocess
+    import sys
+
+    code = ("import sys; sys.modules['torch'] = None; sys.modules['transformers'] = None\n"
+            "import fpcost.costmodel.families.qwen_vl_ops, fpcost.costmodel.families.qwen_vl_params\n"
+            "import fpcost.costmodel.families.qwen_vl_presets\n"
+            "print(sorted(m for m in ('pandas', 'click', 'rich') if m in sys.modules))")
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
+
+
 # --- against transformers -----------------------------------------------------------------
 
 transformers = pytest.importorskip("transformers")
@@ -159,3 +171,4 @@ def test_window_seqlens_equal_get_vision_window_index(grids, window_size):
     assert window_attention_seqlens(grids, window_size) == torch.diff(cu).tolist()
     cu_full = get_vision_cu_seqlens(grid_thw)
     assert full_attention_seqlens(grids) == torch.diff(cu_full).tolist()
+

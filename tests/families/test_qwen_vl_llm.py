@@ -1,4 +1,4 @@
-"""The Qwen2 LLM's FLOPs against FlopCounterMode on transformers' Qwen2-VL model, built on
+"""The Qwen2 LLM's FLOPs against FlopCounterMode on transformers' Qwen2-VL / Qwen2.5-VL models, built on
 the ``meta`` device at full width (depth 1 and 2: the difference is one decoder layer, the
 rest is the LM head on the last position). FlopCounterMode counts the matmuls, not the bias
 adds (nor norms, rotary, softmax, activations); the attention runs eager, so q·kᵀ and
@@ -41,10 +41,15 @@ from torch.utils.flop_counter import FlopCounterMode  # noqa: E402
 def _hf_flops(name, layers):
     config = copy.deepcopy(PRESET_CONFIGS[name])
     config["num_hidden_layers"] = layers
-    hf = transformers.Qwen2VLConfig(**config)
+    if config["model_type"] == "qwen2_vl":
+        config_cls, model_cls = transformers.Qwen2VLConfig, transformers.Qwen2VLForConditionalGeneration
+    else:
+        config_cls, model_cls = (transformers.Qwen2_5_VLConfig,
+                                 transformers.Qwen2_5_VLForConditionalGeneration)
+    hf = config_cls(**config)
     hf.text_config._attn_implementation = "eager"
     with torch.device("meta"):
-        model = transformers.Qwen2VLForConditionalGeneration(hf).eval()
+        model = model_cls(hf).eval()
     width = hf.text_config.hidden_size
     embeds = torch.zeros(BATCH, TOKENS, width, device="meta")
     positions = torch.arange(TOKENS, device="meta").expand(3, BATCH, TOKENS)  # M-RoPE: t, h, w
@@ -53,7 +58,7 @@ def _hf_flops(name, layers):
     return counter.get_total_flops()
 
 
-@pytest.mark.parametrize("name", ["qwen2-vl-2b", "qwen2-vl-7b"])
+@pytest.mark.parametrize("name", ["qwen2-vl-2b", "qwen2-vl-7b", "qwen2.5-vl-3b"])
 def test_decoder_equals_flop_counter(name):
     llm = qwen_vl_preset(name).llm
     ops = _ops(name)

@@ -27,10 +27,12 @@ from fpcost.costmodel.units import MILLI
 METHOD_NAMES = ("freepruner", "random", "uniform", "cls", "prumerge+", "keep-all")
 # FreePrunerConfig's defaults, for the help text only (a test keeps them in step).
 FREEPRUNER_DEFAULTS: dict[str, Any] = {
-    "k": 192,
-    "pivotal_start_layer": -3,
+    "k_ratio": 0.125,
+    "k": None,
+    "pivotal_start_layer": -5,
     "pivotal_end_layer": -2,
     "complementary_layer": -2,
+    "direction": "row",
     "head_reduce": "mean",
     "include_cls": False,
 }
@@ -44,6 +46,7 @@ COLUMNS = (
     Column("num_pivotal", "pivotal"),
     Column("num_complementary", "complementary"),
     Column("selection_time_s", "select (ms)", scaled(MILLI, 1)),
+    Column("encoder_time_s", "encoder (ms)", scaled(MILLI, 1)),
 )
 CSV_KEYS = (
     "image",
@@ -54,6 +57,7 @@ CSV_KEYS = (
     "num_complementary",
     "num_filled",
     "selection_time_s",
+    "encoder_time_s",
 )
 
 
@@ -105,7 +109,13 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
 @click.option(
     "--k",
     type=int,
-    help="freepruner: pivotal tokens per layer." + _D["k"],
+    help="freepruner: pivotal tokens per layer, absolute (overrides --k-ratio).",
+)
+@click.option(
+    "--k-ratio",
+    type=float,
+    help="freepruner: pivotal tokens per layer as a fraction of the patch tokens, in (0, 1]."
+    + _D["k_ratio"],
 )
 @click.option(
     "--start-layer",
@@ -121,6 +131,12 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     "--complementary-layer",
     type=int,
     help="freepruner: the 'penultimate' layer." + _D["complementary_layer"],
+)
+@click.option(
+    "--direction",
+    type=click.Choice(["row", "column"]),
+    help="freepruner: complementary tokens from the pivotal token's row A[p, :] (Algorithm 1) "
+    "or column A[:, p] (§3.3's prose)." + _D["direction"],
 )
 @click.option(
     "--head-reduce",
@@ -157,9 +173,11 @@ def prune(
     budget,
     seed,
     k,
+    k_ratio,
     start_layer,
     end_layer,
     complementary_layer,
+    direction,
     head_reduce,
     include_cls,
     image_size,
@@ -184,9 +202,11 @@ def prune(
         params.update(
             budget=budget,
             k=k,
+            k_ratio=k_ratio,
             pivotal_start_layer=start_layer,
             pivotal_end_layer=end_layer,
             complementary_layer=complementary_layer,
+            direction=direction,
             head_reduce=head_reduce,
             include_cls=include_cls,
         )
@@ -194,9 +214,11 @@ def prune(
         params["count"] = budget
         extra = {
             "--k": k,
+            "--k-ratio": k_ratio,
             "--start-layer": start_layer,
             "--end-layer": end_layer,
             "--complementary-layer": complementary_layer,
+            "--direction": direction,
             "--head-reduce": head_reduce,
             "--include-cls/--exclude-cls": include_cls,
         }

@@ -72,6 +72,10 @@ def test_json_output(capsys, model_dir, images):
         model_dir,
         "--k",
         "4",
+        "--start-layer",
+        "-3",
+        "--end-layer",
+        "-2",
         "--format",
         "json",
     )
@@ -86,8 +90,32 @@ def test_json_output(capsys, model_dir, images):
         assert row["num_kept"] == len(row["kept_indices"])
         assert row["num_pivotal"] + row["num_complementary"] == row["num_kept"]
         assert row["num_pivotal"] == 4  # top-4 of the one pivotal layer
-        assert row["selection_time_s"] > 0
+        assert row["selection_time_s"] > 0 and row["encoder_time_s"] > 0
         assert row["grid"] == [8, 8]
+        assert row["settings"]["pivotal_layers"] == [1]  # range(4)[-3:-2]
+        assert row["settings"]["k"] == 4 and row["settings"]["complementary_layer"] == 2
+        assert row["settings"]["direction"] == "row"
+
+
+def test_results_record_the_resolved_default_settings(capsys, model_dir, images, tmp_path):
+    output = tmp_path / "results.json"
+    code, _, err = run(capsys, images["rgb"], "--model", model_dir, "--output", output)
+    assert code == 0, err
+    document = json.loads(output.read_text())
+    # 4 layers: pivotal range(4)[-5:-2] = 0, 1; k = round(0.125 * 64) = 8; complementary -2 = 2
+    expected = {"pivotal_layers": [0, 1], "k": 8, "k_ratio": 0.125, "complementary_layer": 2,
+                "direction": "row", "budget": None}
+    for settings in (document["settings"], document["images"][0]["settings"]):
+        assert {key: settings[key] for key in expected} == expected
+    code, _, err = run(capsys, images["rgb"], "--model", model_dir, "--output", output,
+                       "--ratio", "0.25", "--k-ratio", "0.5", "--direction", "column")
+    assert code == 0, err
+    settings = json.loads(output.read_text())["settings"]
+    assert (settings["k"], settings["budget"], settings["direction"]) == (32, 16, "column")
+    code, _, err = run(capsys, images["rgb"], "--model", model_dir, "--output", output,
+                       "--method", "uniform", "--ratio", "0.25")
+    assert code == 0, err
+    assert json.loads(output.read_text())["settings"] is None
 
 
 def test_table_and_csv(capsys, model_dir, images):
@@ -247,7 +275,8 @@ def test_nan_attention(capsys, images, tmp_path):
     output = tmp_path / "results.json"
     code, _, err = run(capsys, images["rgb"], "--model", tmp_path / "nan", "--output", output)
     assert code == 2
-    assert "attention at encoder layer 1 is not finite (NaN or inf) for sample 0" in err
+    # layer 0 is the first pivotal layer of the default union (range(4)[-5:-2] = 0, 1)
+    assert "attention at encoder layer 0 is not finite (NaN or inf) for sample 0" in err
     assert not output.exists()
 
 

@@ -8,7 +8,6 @@ import time
 from pathlib import Path
 
 import torch
-
 from PIL import Image, UnidentifiedImageError
 
 from fpcost.pruner.encoders import Encoder

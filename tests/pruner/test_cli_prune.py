@@ -102,8 +102,8 @@ def test_results_record_the_resolved_default_settings(capsys, model_dir, images,
     code, _, err = run(capsys, images["rgb"], "--model", model_dir, "--output", output)
     assert code == 0, err
     document = json.loads(output.read_text())
-    # 4 layers: pivotal range(4)[-5:-2] = 0, 1; k = round(0.125 * 64) = 8; complementary -2 = 2
-    expected = {"pivotal_layers": [0, 1], "k": 8, "k_ratio": 0.125, "complementary_layer": 2,
+    # 4 layers: pivotal range(4)[-5:-2] = 0, 1; k = round(0.225 * 64) = 14; complementary -2 = 2
+    expected = {"pivotal_layers": [0, 1], "k": 14, "k_ratio": 0.225, "complementary_layer": 2,
                 "direction": "row", "budget": None}
     for settings in (document["settings"], document["images"][0]["settings"]):
         assert {key: settings[key] for key in expected} == expected

@@ -27,9 +27,9 @@ from fpcost.costmodel.units import MILLI
 METHOD_NAMES = ("freepruner", "random", "uniform", "cls", "prumerge+", "keep-all")
 # FreePrunerConfig's defaults, for the help text only (a test keeps them in step).
 FREEPRUNER_DEFAULTS: dict[str, Any] = {
-    "k_ratio": 0.225,
+    "k_ratio": 0.25,
     "k": None,
-    "pivotal_start_layer": -5,
+    "pivotal_start_layer": -4,
     "pivotal_end_layer": -2,
     "complementary_layer": -2,
     "direction": "row",

@@ -18,9 +18,10 @@ and k projections of the layers it reads and recomputes each head's map in fp32
   bound min(pivotal layers × k, patches).
 
 The defaults mirror ``fpcost.pruner.selection.FreePrunerConfig``: pivotal layers L_s..L =
-range(L)[-5:-2] (a union over three layers), complementary layer -2 (the one LLaVA reads),
-k = 0.225 × the patch count, i.e. 130 for LLaVA-1.5's 576 tokens — the setting that keeps
-~50% of the tokens on real photographs at 224 and 336 px (docs/pruning.md). A results file
+range(L)[-4:-2] (a union over two layers), complementary layer -2 (the one LLaVA reads),
+k = 0.25 × the patch count, i.e. 144 for LLaVA-1.5's 576 tokens — the setting that keeps
+50% of the tokens on real photographs at 224 and 336 px within a 5% overhead budget
+(docs/pruning.md). A results file
 records the settings it was made with (``settings``), which override these.
 """
 
@@ -46,9 +47,9 @@ class SelectionSpec:
     end); ``complementary_layer``: the layer whose rows give the complementary tokens;
     ``k``: top tokens per pivotal layer."""
 
-    selection_layers: tuple[int, ...] = (-5, -4, -3, -2)
+    selection_layers: tuple[int, ...] = (-4, -3, -2)
     complementary_layer: int = -2
-    k: int = 130  # round(0.225 * 576): FreePrunerConfig.k_ratio on LLaVA-1.5's 576 tokens
+    k: int = 144  # round(0.25 * 576): FreePrunerConfig.k_ratio on LLaVA-1.5's 576 tokens
 
     def __post_init__(self) -> None:
         if not self.selection_layers or not all(

@@ -200,7 +200,8 @@ class QKCapture:
 
     After a forward pass inside the ``with`` block, ``qk[i]`` = (q, k), each (B, T, H·D) in
     the model's dtype, for every resolved layer i of ``layers``; ``attention_layers[i]`` has
-    its head count and scale. ``elapsed_s``: wall time spent inside the hooks, in seconds.
+    its head count and scale. ``elapsed_s``: time spent inside the hooks, in seconds, by
+    ``clock`` (default wall clock).
     """
 
     def __init__(
@@ -208,7 +209,9 @@ class QKCapture:
         model: nn.Module,
         layers: Sequence[int],
         attention_layers: list[AttentionLayer] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
     ):
+        self.clock = clock
         self.attention_layers = (
             attention_layers if attention_layers is not None else find_attention_layers(model)
         )
@@ -221,13 +224,13 @@ class QKCapture:
 
     def _hook(self, index: int, role: str):
         def hook(_module: nn.Module, _args, output: torch.Tensor) -> None:
-            start = time.perf_counter()
+            start = self.clock()
             pending = self._pending.setdefault(index, {})
             pending[role] = output.detach()
             if len(pending) == 2:
                 del self._pending[index]
                 self.qk[index] = (pending["q"], pending["k"])
-            self.elapsed_s += time.perf_counter() - start
+            self.elapsed_s += self.clock() - start
 
         return hook
 

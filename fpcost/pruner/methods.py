@@ -12,20 +12,18 @@
   features of the kept tokens.
 - ``keep-all``: every patch token (the identity).
 
-Every pruner runs the encoder once, SDPA kept, with ``AttentionCapture`` hooks only on the
-layers it reads, and reports ``selection_time_s`` (capture + scoring + choosing).
+Every pruner runs the encoder once, SDPA kept, with ``QKCapture`` hooks only on the layers it
+reads (driver.py), and reports ``selection_time_s`` (capture + scoring + choosing).
 """
 
 from __future__ import annotations
 
 import inspect
-import time
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import fields, replace
 
 import torch
-from torch import nn
 
-from fpcost.pruner.api import EncoderOutput, Selection
+from fpcost.pruner.api import Selection
 from fpcost.pruner.baselines import (
     cls_attention_scores,
     merge_by_key_similarity,
@@ -35,148 +33,24 @@ from fpcost.pruner.baselines import (
     top_count_indices,
     uniform_grid_indices,
 )
-from fpcost.pruner.capture import AttentionLayer, QKCapture, find_attention_layers
-from fpcost.pruner.errors import PruningError
-from fpcost.pruner.scoring import attention_map, attention_rows, contribution_degrees
-from fpcost.pruner.selection import (
-    FreePrunerConfig,
+from fpcost.pruner.budget import (
     admission,
-    apply_budget,
     budget_entry,
-    check_finite,
     complementary_entry,
-    outlier_matrix,
-    outlier_vectors,
     pivotal_entry,
-    resolve_layer,
     select_from_entries,
 )
-
-
-@dataclass
-class EncoderRun:
-    """What one encoder pass gives a selection rule: the captured q and k by resolved layer
-    (each (B, T, H·D)) with each layer's geometry, all hidden states, and the token geometry.
-    ``map(layer)`` computes (and caches) a whole head-aggregated (B, T, T) map when a rule
-    needs one."""
-
-    qk: dict[int, tuple[torch.Tensor, torch.Tensor]]
-    attention_layers: list[AttentionLayer]
-    hidden_states: tuple[torch.Tensor, ...]
-    num_layers: int
-    num_prefix_tokens: int
-    rows: int
-    cols: int
-    head_reduce: str = "mean"
-    _maps: dict[int, torch.Tensor] = field(default_factory=dict)
-
-    @property
-    def num_patches(self) -> int:
-        return self.rows * self.cols
-
-    @property
-    def batch(self) -> int:
-        return int(self.hidden_states[-1].shape[0])
-
-    def geometry(self, layer: int) -> tuple[int, float]:
-        """(num_heads, scale) of a resolved layer."""
-        found = self.attention_layers[layer]
-        return found.num_heads, found.scale
-
-    def map(self, layer: int) -> torch.Tensor:
-        """Layer ``layer``'s head-aggregated attention (B, T, T) fp32, checked finite."""
-        if layer not in self._maps:
-            q, k = self.qk[layer]
-            heads, scale = self.geometry(layer)
-            attn = attention_map(q, k, heads, scale, self.head_reduce)  # (B, T, T)
-            check_finite(attn, layer)
-            self._maps[layer] = attn
-        return self._maps[layer]
-
-    @property
-    def maps(self) -> dict[int, torch.Tensor]:
-        """Every captured layer's whole map (the reference path; costs a map per layer)."""
-        return {layer: self.map(layer) for layer in self.qk}
-
-    @property
-    def keys(self) -> dict[int, torch.Tensor]:
-        return {layer: k for layer, (_, k) in self.qk.items()}
-
-
-def _patch_grid(vision_model: nn.Module, pixel_values: torch.Tensor) -> tuple[int, int]:
-    """(rows, cols) of patch tokens the encoder makes from (B, C, H, W) pixels."""
-    patch = getattr(getattr(vision_model, "config", None), "patch_size", None)
-    if isinstance(patch, (tuple, list)):
-        patch_h, patch_w = patch
-    elif isinstance(patch, int):
-        patch_h = patch_w = patch
-    else:
-        raise PruningError(
-            f"{type(vision_model).__name__} has no config.patch_size; cannot count patches"
-        )
-    return pixel_values.shape[-2] // patch_h, pixel_values.shape[-1] // patch_w
-
-
-def _all_indices(num: int, batch: int) -> list[torch.Tensor]:
-    return [torch.arange(num) for _ in range(batch)]
-
-
-class _Pruner:
-    """Shared driver: run the encoder once with q/k hooks on the needed layers, then
-    ``choose``. ``selection_time_s`` = time in the hooks + scoring + choosing."""
-
-    name = ""
-    head_reduce = "mean"
-
-    def capture_layers(self, num_layers: int) -> tuple[int, ...]:
-        return ()
-
-    def choose(self, run: EncoderRun) -> tuple[Selection, list[torch.Tensor] | None, int | None]:
-        raise NotImplementedError
-
-    def encode_and_select(
-        self, vision_model: nn.Module, pixel_values: torch.Tensor
-    ) -> EncoderOutput:
-        if pixel_values.ndim != 4:
-            raise PruningError(
-                f"pixel_values must be (B, C, H, W); got shape {tuple(pixel_values.shape)}"
-            )
-        rows, cols = _patch_grid(vision_model, pixel_values)
-        qk: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-        hook_s, num_layers, attention_layers = 0.0, 0, []
-        with torch.no_grad():
-            layers: tuple[int, ...] = ()
-            if type(self).capture_layers is not _Pruner.capture_layers:
-                attention_layers = find_attention_layers(vision_model)
-                num_layers = len(attention_layers)
-                layers = self.capture_layers(num_layers)
-            if layers:
-                with QKCapture(vision_model, layers, attention_layers) as capture:
-                    outputs = vision_model(pixel_values, output_hidden_states=True)
-                qk, hook_s = capture.qk, capture.elapsed_s
-            else:
-                outputs = vision_model(pixel_values, output_hidden_states=True)
-            hidden_states = tuple(outputs.hidden_states)
-            num_prefix = int(hidden_states[-1].shape[1]) - rows * cols
-            if num_prefix < 0:
-                raise PruningError(
-                    f"encoder emits {hidden_states[-1].shape[1]} "
-                    f"tokens, fewer than its {rows}x{cols} patches"
-                )
-            run = EncoderRun(
-                qk, attention_layers, hidden_states, num_layers, num_prefix, rows, cols,
-                self.head_reduce,
-            )
-            start = time.perf_counter()
-            selection, merged, feature_layer = self.choose(run)
-            selection_time_s = hook_s + time.perf_counter() - start
-        return EncoderOutput(
-            hidden_states,
-            selection,
-            merged_features=merged,
-            feature_layer=feature_layer,
-            selection_time_s=selection_time_s,
-        )
+from fpcost.pruner.driver import EncoderRun, _all_indices, _Pruner
+from fpcost.pruner.errors import PruningError
+from fpcost.pruner.scoring import attention_rows, contribution_degrees
+from fpcost.pruner.selection import (
+    FreePrunerConfig,
+    apply_budget,
+    check_finite,
+    outlier_matrix,
+    outlier_vectors,
+    resolve_layer,
+)
 
 
 class FreePruner(_Pruner):

@@ -23,9 +23,9 @@ Schema (version 1), a JSON object::
           "selection_time_s": 0.012,      # capture + scoring + selection, seconds
           "encoder_time_s": 0.450,        # the plain encoder forward, timed the same way
           "settings": {                   # freepruner (null for the baselines):
-            "pivotal_layers": [7, 8, 9],  #   resolved pivotal layer indices
-            "k": 130, "k_ratio": 0.225,   #   k per layer as used, and the relative rule
-            "k_rule": "k = max(1, round(0.225 * num_tokens))",
+            "pivotal_layers": [8, 9],     #   resolved pivotal layer indices
+            "k": 144, "k_ratio": 0.25,    #   k per layer as used, and the relative rule
+            "k_rule": "k = max(1, round(0.25 * num_tokens))",
             "complementary_layer": 10,    #   resolved
             "direction": "row",           #   row A[p, :] (Alg. 1) or column A[:, p] (§3.3)
             "head_reduce": "mean", "include_cls": false, "iqr_factor": 1.5,

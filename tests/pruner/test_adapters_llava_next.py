@@ -160,7 +160,7 @@ def test_freepruner_budget_over_packed_positions_is_the_cli_rule(budget):
     """With every position surviving packing, the adapter's budget keeps exactly what
     ``fpcost prune --budget`` (selection.select_from_entries) keeps: one rule everywhere."""
     from fpcost.pruner.adapters.llava_next import choose_positions
-    from fpcost.pruner.selection import admission, select_from_entries
+    from fpcost.pruner.budget import admission, select_from_entries
 
     generator = torch.Generator().manual_seed(budget)
     pivot_entry = torch.randint(1, 6, (1, 12), generator=generator)

@@ -102,8 +102,8 @@ def test_results_record_the_resolved_default_settings(capsys, model_dir, images,
     code, _, err = run(capsys, images["rgb"], "--model", model_dir, "--output", output)
     assert code == 0, err
     document = json.loads(output.read_text())
-    # 4 layers: pivotal range(4)[-5:-2] = 0, 1; k = round(0.225 * 64) = 14; complementary -2 = 2
-    expected = {"pivotal_layers": [0, 1], "k": 14, "k_ratio": 0.225, "complementary_layer": 2,
+    # 4 layers: pivotal range(4)[-4:-2] = 0, 1; k = round(0.25 * 64) = 16; complementary -2 = 2
+    expected = {"pivotal_layers": [0, 1], "k": 16, "k_ratio": 0.25, "complementary_layer": 2,
                 "direction": "row", "budget": None}
     for settings in (document["settings"], document["images"][0]["settings"]):
         assert {key: settings[key] for key in expected} == expected
@@ -275,7 +275,7 @@ def test_nan_attention(capsys, images, tmp_path):
     output = tmp_path / "results.json"
     code, _, err = run(capsys, images["rgb"], "--model", tmp_path / "nan", "--output", output)
     assert code == 2
-    # layer 0 is the first pivotal layer of the default union (range(4)[-5:-2] = 0, 1)
+    # layer 0 is the first pivotal layer of the default union (range(4)[-4:-2] = 0, 1)
     assert "attention at encoder layer 0 is not finite (NaN or inf) for sample 0" in err
     assert not output.exists()
 

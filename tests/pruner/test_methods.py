@@ -72,12 +72,12 @@ def test_freepruner_reports_its_parts(clip, pixels):
         assert set(pivotal.tolist()) | set(comp.tolist()) == set(kept.tolist())
         assert len(pivotal) == 4  # top-4 of the one pivotal layer (1 of 4)
     assert out.selection.scores.shape == (3, NUM_PATCHES)
-    # the default: a union over layers 0 and 1 (range(4)[-5:-2]), k = round(0.225 * 64) = 14
+    # the default: a union over layers 0 and 1 (range(4)[-4:-2]), k = round(0.25 * 64) = 16
     out = get_pruner("freepruner").encode_and_select(clip, pixels)
     assert out.selection.settings["pivotal_layers"] == [0, 1]
-    assert out.selection.settings["k"] == 14
+    assert out.selection.settings["k"] == 16
     assert out.selection.settings["complementary_layer"] == 2
-    assert all(14 <= len(p) <= 28 for p in out.selection.pivotal)
+    assert all(16 <= len(p) <= 32 for p in out.selection.pivotal)
 
 
 @pytest.mark.parametrize("method", ["random", "uniform", "cls", "prumerge+"])

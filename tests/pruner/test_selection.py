@@ -124,10 +124,10 @@ def test_layer_errors():
         FreePrunerConfig(complementary_layer=-13).layers_needed(12)
     with pytest.raises(PruningError, match=r"pivotal layers \[5:3\] select no layer"):
         FreePrunerConfig(pivotal_start_layer=5, pivotal_end_layer=3).pivotal_layers(12)
-    # the defaults: pivotal 7-9 and complementary 10 of a 12-layer encoder (19-21 and 22 of
+    # the defaults: pivotal 8-9 and complementary 10 of a 12-layer encoder (20-21 and 22 of
     # CLIP-L's 24); 0-1 and 2 of a 4-layer one
-    assert FreePrunerConfig().layers_needed(12) == (7, 8, 9, 10)
-    assert FreePrunerConfig().layers_needed(24) == (19, 20, 21, 22)
+    assert FreePrunerConfig().layers_needed(12) == (8, 9, 10)
+    assert FreePrunerConfig().layers_needed(24) == (20, 21, 22)
     assert FreePrunerConfig().layers_needed(4) == (0, 1, 2)
 
 

@@ -49,7 +49,7 @@ from fpcost.pruner.adapters.common import (
 )
 from fpcost.pruner.adapters.rebuild import Segment
 from fpcost.pruner.api import Selection
-from fpcost.pruner.selection import budget_order
+from fpcost.pruner.budget import budget_order
 
 NEWLINE = -1  # marks a newline position in the packed source-position map
 

@@ -25,12 +25,14 @@ from __future__ import annotations
 
 import torch
 
-# Elements of one chunk of logits (layers·B·H·R·T): 2**18 fp32 values = 1 MiB, so a chunk's
-# logits, probabilities and sums stay in a core's L2 cache. Measured with 1 thread on this
-# project's 2-core CPU while other jobs loaded it (three DINOv2-S layers, 577 tokens, CPU
-# time): 2**15: 29.7 ms, 2**16: 21.9, 2**17: 16.1, 2**18: 15.3, 2**20: 15.4, one pass (2**24):
-# 30.9 ms. On a quiet machine the one pass was as fast; chunks never lost.
-CHUNK_ELEMENTS = 2**18
+# Elements of one chunk of logits (layers·B·H·R·T): 2**20 fp32 values = 4 MiB. Measured on
+# this project's 2-core CPU while other jobs loaded it: with 1 thread (three DINOv2-S layers,
+# 577 tokens, CPU time) 2**15: 29.7 ms, 2**17: 16.1, 2**18: 15.3, 2**20: 15.4, one pass
+# (2**24): 30.9 ms; with 2 threads (two CLIP-L layers, wall clock, median of 7) 2**18:
+# 377 ms, 2**20: 130 ms, 2**22: 161 ms, 2**24: 158 ms — small chunks multiply the parallel
+# regions, and each one waits for a descheduled thread. On a quiet machine one pass was as
+# fast; chunks never lost.
+CHUNK_ELEMENTS = 2**20
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:

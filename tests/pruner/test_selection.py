@@ -137,7 +137,7 @@ def test_k_is_relative_to_the_patch_count():
     assert FreePrunerConfig(k=192).resolve_k(576) == 192  # an absolute k overrides
     assert FreePrunerConfig(k=900).resolve_k(576) == 576
     settings = FreePrunerConfig(k_ratio=0.25).settings(num_layers=24, num_patches=576)
-    assert settings["pivotal_layers"] == [19, 20, 21] and settings["k"] == 144
+    assert settings["pivotal_layers"] == [20, 21] and settings["k"] == 144
     assert settings["complementary_layer"] == 22 and settings["direction"] == "row"
 
 

@@ -14,7 +14,8 @@ patch tokens) and scikit-image's twelve photographs:
 
 Groups (paper §4.5): ``PT only`` (pivotal tokens alone: the union of per-layer top-k with k
 grown until it fills the budget), ``PT + random`` (freePruner's pivotal tokens at that budget,
-the rest drawn at random), ``PT + CT`` (freePruner's budget rule: pivotal + complementary).
+the rest drawn at random), ``PT + CT`` (freePruner's budget rule: pivotal + complementary),
+and the same with complementary tokens read from columns A[:, p] (§3.3's prose).
 Methods: ``random``, ``uniform``, ``cls``, ``prumerge+`` (with its merging; features are the
 merged ones), each at 50%, 25% and 11% of the tokens. Each cell: mean ± standard deviation
 over the photographs (and, for random draws, over ``--seeds`` seeds per photograph).
@@ -104,6 +105,8 @@ def main() -> None:
             add("PT only", ratio, features, features[pivotal_only(run, count)])
             fp = FreePruner(ratio=ratio).choose(run)[0]
             add("PT + CT (freePruner)", ratio, features, features[fp.kept[0]])
+            column = FreePruner(FreePrunerConfig(direction="column"), ratio=ratio).choose(run)[0]
+            add("PT + CT, column direction", ratio, features, features[column.kept[0]])
             pivotal_share.setdefault(ratio, []).append(fp.pivotal[0].numel() / count)
             rest = torch.ones(n, dtype=torch.bool)
             rest[fp.pivotal[0]] = False

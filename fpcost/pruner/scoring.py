@@ -7,7 +7,7 @@ cheaper than switching layers to eager). The costs that matter (paper Eq. 1 and 
 
 - ``contribution_degrees``: r_l[i] = Σ_j A_l[j, i] − A_l[i, i] of the head-averaged map for
   several layers at once. The query rows are processed in chunks so that one chunk of logits
-  (layers·B, H, R, T) stays in cache (``CHUNK_ELEMENTS``): matmul → softmax → one reduction
+  (layers·B, H, R, T) stays in cache (``CHUNK_ELEMENTS_PER_THREAD``): matmul → softmax → one reduction
   over heads *and* rows together (the head mean fused into the column sums); the diagonal
   A[i, i] is read from the chunk's (R, R) block. All selected layers are stacked on the batch
   axis, so there is one Python loop over chunks, none over heads or layers.
@@ -25,14 +25,19 @@ from __future__ import annotations
 
 import torch
 
-# Elements of one chunk of logits (layers·B·H·R·T): 2**20 fp32 values = 4 MiB. Measured on
-# this project's 2-core CPU while other jobs loaded it: with 1 thread (three DINOv2-S layers,
-# 577 tokens, CPU time) 2**15: 29.7 ms, 2**17: 16.1, 2**18: 15.3, 2**20: 15.4, one pass
-# (2**24): 30.9 ms; with 2 threads (two CLIP-L layers, wall clock, median of 7) 2**18:
-# 377 ms, 2**20: 130 ms, 2**22: 161 ms, 2**24: 158 ms — small chunks multiply the parallel
-# regions, and each one waits for a descheduled thread. On a quiet machine one pass was as
-# fast; chunks never lost.
-CHUNK_ELEMENTS = 2**20
+# Elements of one chunk of logits (layers·B·H·R·T) per torch thread: 2**18 fp32 values =
+# 1 MiB, so each thread's share of a chunk stays in its core's L2 cache. Measured on this
+# project's 2-core CPU (median of 7): 1 thread, two DINOv2-S layers, 577 tokens, CPU time:
+# 2**18: 9.5 ms, 2**19: 10.5, 2**20: 14.8; 2 threads, two CLIP-L layers, wall clock: 2**18:
+# 15.3 ms, 2**19: 13.2, 2**20: 12.9. Under heavy load from other jobs, 2 threads in 2**18
+# chunks stalled (377 ms vs 130 ms in 2**20): small chunks multiply the parallel regions,
+# each waiting for a descheduled thread; hence one 2**18 share per thread.
+CHUNK_ELEMENTS_PER_THREAD = 2**18
+
+
+def chunk_elements_default() -> int:
+    """The default chunk size: ``CHUNK_ELEMENTS_PER_THREAD`` per torch intra-op thread."""
+    return CHUNK_ELEMENTS_PER_THREAD * torch.get_num_threads()
 
 
 def _heads(x: torch.Tensor, num_heads: int) -> torch.Tensor:
@@ -54,7 +59,7 @@ def contribution_degrees(
     num_prefix: int,
     include_cls: bool = False,
     head_reduce: str = "mean",
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """Eq. 3 on the head-aggregated softmax(q kᵀ · scale), for patch tokens.
 
@@ -68,7 +73,7 @@ def contribution_degrees(
     first = 0 if include_cls else p
     columns = torch.zeros(groups, tokens, dtype=torch.float32, device=q.device)  # (G, T)
     diagonal = torch.zeros(groups, tokens, dtype=torch.float32, device=q.device)  # (G, T)
-    step = _chunk_rows(groups * num_heads, tokens, chunk_elements)
+    step = _chunk_rows(groups * num_heads, tokens, chunk_elements or chunk_elements_default())
     for start in range(first, tokens, step):
         stop = min(start + step, tokens)
         logits = torch.matmul(qh[:, :, start:stop], kt)  # (G, H, R, T), model dtype
@@ -93,14 +98,14 @@ def attention_rows(
     num_heads: int,
     scale: float,
     head_reduce: str = "mean",
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """Head-aggregated attention rows: ``rows`` (R,) token indices -> (B, R, T) fp32."""
     batch, tokens, _ = q.shape
     qh = _heads(q[:, rows] * scale, num_heads)  # (B, H, R, D)
     kt = _heads(k, num_heads).transpose(-1, -2).contiguous()  # (B, H, D, T)
     out = torch.empty(batch, rows.numel(), tokens, dtype=torch.float32, device=q.device)
-    step = _chunk_rows(batch * num_heads, tokens, chunk_elements)
+    step = _chunk_rows(batch * num_heads, tokens, chunk_elements or chunk_elements_default())
     for start in range(0, rows.numel(), step):
         stop = min(start + step, rows.numel())
         logits = torch.matmul(qh[:, :, start:stop], kt)  # (B, H, R', T), model dtype
@@ -115,7 +120,7 @@ def attention_map(
     num_heads: int,
     scale: float,
     head_reduce: str = "mean",
-    chunk_elements: int = CHUNK_ELEMENTS,
+    chunk_elements: int | None = None,
 ) -> torch.Tensor:
     """The whole head-aggregated map (B, T, T) fp32, computed in row chunks."""
     rows = torch.arange(q.shape[1], device=q.device)

@@ -57,7 +57,7 @@ class FreePrunerConfig:
       paper takes pivotal tokens from the middle-to-deep layers where r_l is large, before it
       fades at the penultimate layer (Fig. 4, 6). Each layer costs one recomputation of
       softmax(QKᵀ) (~1.5% of a DINOv2-S forward on this CPU): two layers keep the whole
-      selection within 5% of the DINOv2-S forward (4.9% measured), three (-5, 7-9) cost 7.6%
+      selection within 5% of the DINOv2-S forward (4.9% measured), three (-5, 7-9) cost 7.5%
       (docs/pruning.md); ``pivotal_start_layer=-5, k_ratio=0.225`` is that wider union.
     - ``k_ratio``: 0.25 — k, the pivotal tokens per layer, as a fraction of the patch count
       N (k = round(k_ratio · N), at least 1: 144 of 576 at 336 px, 64 of 256 at 224 px), so

@@ -18,8 +18,9 @@ import statistics
 import torch
 
 from fpcost.pruner.capture import QKCapture
+from fpcost.pruner.driver import _patch_grid
 from fpcost.pruner.encoders import load_encoder
-from fpcost.pruner.methods import FreePruner, _patch_grid
+from fpcost.pruner.methods import FreePruner
 from fpcost.pruner.selection import FreePrunerConfig
 
 try:
@@ -33,7 +34,7 @@ def captures(size: int):
     from PIL import Image
     from skimage import data
 
-    from fpcost.pruner.methods import EncoderRun
+    from fpcost.pruner.driver import EncoderRun
 
     encoder = load_encoder("dinov2-s14", image_size=size)
     runs = {}

@@ -34,8 +34,9 @@ import torch.nn.functional as F
 from fpcost.pruner.baselines import resolve_count
 from fpcost.pruner.budget import NEVER, pivotal_entry, select_from_entries
 from fpcost.pruner.capture import QKCapture
+from fpcost.pruner.driver import EncoderRun, _patch_grid
 from fpcost.pruner.encoders import load_encoder
-from fpcost.pruner.methods import EncoderRun, FreePruner, _patch_grid, get_pruner
+from fpcost.pruner.methods import FreePruner, get_pruner
 from fpcost.pruner.scoring import contribution_degrees
 from fpcost.pruner.selection import FreePrunerConfig
 

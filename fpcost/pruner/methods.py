@@ -2,8 +2,10 @@
 
 ``get_pruner(name, **params)`` with name one of ``METHODS``:
 
-- ``freepruner``: the paper's method (selection.py), params = ``FreePrunerConfig`` fields
-  plus ``ratio`` (a fixed budget as a fraction of the patch count).
+- ``freepruner``: the paper's method (scoring.py, selection.py, budget.py), params =
+  ``FreePrunerConfig`` fields plus ``ratio`` (a fixed budget as a fraction of the patch
+  count, filled by the same nested rule as ``budget``) and ``complete_rows``. Its
+  ``Selection.settings`` holds the resolved settings a results file records.
 - ``random`` (``seed``), ``uniform``, ``cls`` (``layer``): take ``ratio`` or ``count``; with
   neither they keep, per image, as many tokens as freePruner (default config) keeps on the
   same image, so that comparisons are at equal token count.

@@ -243,6 +243,11 @@ def test_bad_image_among_good_ones(capsys, model_dir, images, tmp_path):
             ["IMG", "--model", "MODEL", "--method", "random", "--k", "3"],
             "--k apply to --method freepruner only",
         ),
+        (["IMG", "--model", "MODEL", "--k-ratio", "0"], "Error: k_ratio (0.0) must be a number"),
+        (
+            ["IMG", "--model", "MODEL", "--method", "uniform", "--direction", "column"],
+            "--direction apply to --method freepruner only",
+        ),
         (["IMG", "--model", "MODEL", "--budget", "65"], "Error: 1 of 1 images failed"),
         (["IMG", "--encoder", "clip-l"], "Error: no weights at clip-l: not a local directory"),
         (["IMG", "--model", "org/some-model"], "Error: no weights at org/some-model"),

@@ -131,12 +131,16 @@ def test_latencies_describe_the_whole_request_whatever_is_shown(a6000, stage):
 
 
 def test_selection_hand_counts():
-    """CLIP ViT-L/14-336, one image, default selection: pivotal layer 21 (range(24)[-3:-2])
+    """CLIP ViT-L/14-336, one image, a one-layer selection: pivotal layer 21 (range(24)[-3:-2])
     recomputed in full, 16 heads × 577² scores in fp32; the penultimate layer 22 only for the
-    pivotal rows, at most k = 192 of them."""
-    ops = {op.name: op for op in selection_ops(CLIP_VIT_L14_336, SelectionSpec(), 1, 24)}
+    pivotal rows, at most k = 192 of them. (The default is now a two-layer union with
+    k = 144, the pruner's default; hand counts stay on the one-layer case.)"""
+    spec = SelectionSpec((-3, -2), k=192)
+    ops = {op.name: op for op in selection_ops(CLIP_VIT_L14_336, spec, 1, 24)}
     scores = 16 * 577 * 577
-    assert SelectionSpec().resolved_layers(24) == (21, 22)
+    assert spec.resolved_layers(24) == (21, 22)
+    assert SelectionSpec().resolved_layers(24) == (20, 21, 22)
+    assert SelectionSpec().pivotal_layers(24) == (20, 21) and SelectionSpec().k == 144
     assert ops["map_qk"].count == 1 and ops["column_sum"].count == 1 and ops["top_k"].count == 1
     assert ops["map_qk"].tensor_flops == 2 * 16 * 577 * 64 * 577
     assert ops["map_qk"].precision == "fp32"
@@ -255,7 +259,7 @@ def test_cli_json_shape(capsys):
     assert data["workload"]["num_decode_steps"] == 15
     assert data["ttft_s"] + 15 * data["tpot_s"] == pytest.approx(data["end_to_end_latency_s"])
     assert data["workload"]["num_visual_tokens"] == 512 and data["workload"]["pruned"]
-    assert data["settings"]["selection"]["selection_layers"] == [21, 22]
+    assert data["settings"]["selection"]["selection_layers"] == [20, 21, 22]  # the default
     assert {"weight_bytes", "kv_cache_bytes", "peak_activation_bytes", "fits", "max_batch_size"} \
         <= set(data["memory"])
 

@@ -34,10 +34,12 @@ MAX_IMAGE_SIZE = 1024
 COUNT = BoundedInt(1, INT32_MAX)  # --budget, --k: checked against the encoder once loaded
 LAYER = BoundedInt(-INT32_MAX, INT32_MAX)  # checked against the encoder's depth once loaded
 FREEPRUNER_DEFAULTS: dict[str, Any] = {
-    "k": 192,
-    "pivotal_start_layer": -3,
+    "k_ratio": 0.25,
+    "k": None,
+    "pivotal_start_layer": -4,
     "pivotal_end_layer": -2,
     "complementary_layer": -2,
+    "direction": "row",
     "head_reduce": "mean",
     "include_cls": False,
 }
@@ -51,6 +53,7 @@ COLUMNS = (
     Column("num_pivotal", "pivotal"),
     Column("num_complementary", "complementary"),
     Column("selection_time_s", "select (ms)", scaled(MILLI, 1)),
+    Column("encoder_time_s", "encoder (ms)", scaled(MILLI, 1)),
 )
 CSV_KEYS = (
     "image",
@@ -61,6 +64,7 @@ CSV_KEYS = (
     "num_complementary",
     "num_filled",
     "selection_time_s",
+    "encoder_time_s",
 )
 
 
@@ -114,7 +118,13 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
 @click.option(
     "--k",
     type=COUNT,
-    help="freepruner: pivotal tokens per layer." + _D["k"],
+    help="freepruner: pivotal tokens per layer, absolute (overrides --k-ratio).",
+)
+@click.option(
+    "--k-ratio",
+    type=click.FloatRange(0, 1, min_open=True),
+    help="freepruner: pivotal tokens per layer as a fraction of the patch tokens, in (0, 1]."
+    + _D["k_ratio"],
 )
 @click.option(
     "--start-layer",
@@ -130,6 +140,12 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     "--complementary-layer",
     type=LAYER,
     help="freepruner: the 'penultimate' layer." + _D["complementary_layer"],
+)
+@click.option(
+    "--direction",
+    type=click.Choice(["row", "column"]),
+    help="freepruner: complementary tokens from the pivotal token's row A[p, :] (Algorithm 1) "
+    "or column A[:, p] (§3.3's prose)." + _D["direction"],
 )
 @click.option(
     "--head-reduce",
@@ -170,9 +186,11 @@ def prune(
     budget,
     seed,
     k,
+    k_ratio,
     start_layer,
     end_layer,
     complementary_layer,
+    direction,
     head_reduce,
     include_cls,
     image_size,
@@ -202,9 +220,11 @@ def prune(
         params.update(
             budget=budget,
             k=k,
+            k_ratio=k_ratio,
             pivotal_start_layer=start_layer,
             pivotal_end_layer=end_layer,
             complementary_layer=complementary_layer,
+            direction=direction,
             head_reduce=head_reduce,
             include_cls=include_cls,
         )
@@ -212,9 +232,11 @@ def prune(
         params["count"] = budget
         extra = {
             "--k": k,
+            "--k-ratio": k_ratio,
             "--start-layer": start_layer,
             "--end-layer": end_layer,
             "--complementary-layer": complementary_layer,
+            "--direction": direction,
             "--head-reduce": head_reduce,
             "--include-cls/--exclude-cls": include_cls,
         }

@@ -20,9 +20,11 @@ and k projections of the layers it reads and recomputes each head's map in fp32
   bound min(pivotal layers × k, patches).
 
 The defaults mirror ``fpcost.pruner.selection.FreePrunerConfig``: pivotal layers L_s..L =
-range(L)[-3:-2] (one layer), complementary layer -2 (the one LLaVA reads), k = 192 — the
-setting that keeps 50% of the tokens on real photographs within a 5% overhead budget
-(docs/pruning.md).
+range(L)[-4:-2] (a union over two layers), complementary layer -2 (the one LLaVA reads),
+k = 0.25 × the patch count, i.e. 144 for LLaVA-1.5's 576 tokens — the setting that keeps
+50% of the tokens on real photographs at 224 and 336 px within a 5% overhead budget
+(docs/pruning.md). A results file
+records the settings it was made with (``settings``), which override these.
 """
 
 from __future__ import annotations
@@ -47,9 +49,9 @@ class SelectionSpec:
     end); ``complementary_layer``: the layer whose rows give the complementary tokens;
     ``k``: top tokens per pivotal layer."""
 
-    selection_layers: tuple[int, ...] = (-3, -2)
+    selection_layers: tuple[int, ...] = (-4, -3, -2)
     complementary_layer: int = -2
-    k: int = 192
+    k: int = 144  # round(0.25 * 576): FreePrunerConfig.k_ratio on LLaVA-1.5's 576 tokens
     pivotal: tuple[int, ...] | None = None  # explicit pivotal layers (may hold the complementary)
     # "row": complementary tokens from the pivotal tokens' rows A[p, :] (Alg. 1; only those
     # rows are computed); "column": from their columns A[:, p] (§3.3's prose; every row of

@@ -29,6 +29,10 @@ class Selection:
     ``filled[b]``: kept tokens that are neither pivotal nor complementary, added only to
     reach a fixed budget or a minimum count (optional; empty when nothing was filled).
     So ``kept[b]`` = ``pivotal[b]`` ∪ ``complementary[b]`` ∪ ``filled[b]``, disjoint.
+    ``admission``: (B, num_patches) int64, freePruner only: the order in which a fixed budget
+    takes tokens (``selection.budget_order`` with ``scores``); ``admission // 2`` is the
+    smallest k whose adaptive selection keeps the token. None for the baselines.
+    ``settings``: the resolved method settings (freePruner: ``FreePrunerConfig.settings``).
     """
 
     kept: list[torch.Tensor]
@@ -37,6 +41,8 @@ class Selection:
     complementary: list[torch.Tensor] = field(default_factory=list)
     scores: torch.Tensor | None = None
     filled: list[torch.Tensor] = field(default_factory=list)
+    admission: torch.Tensor | None = None
+    settings: dict | None = None
 
     @property
     def num_kept(self) -> list[int]:

@@ -8,7 +8,10 @@ store one (B, T, T) map per layer. This reproduces the eager attention maps exac
 test compares them with ``output_attentions=True`` of an eager copy of the same weights).
 
 The hooks are attached to one model instance by ``AttentionCapture`` (a context manager) and
-removed on exit, also when the forward raises. No class is patched.
+removed on exit, also when the forward raises. No class is patched. ``QKCapture`` is the lean
+form the pruners use: its hooks only keep q and k, and ``scoring.py`` computes what the
+selection needs from them after the forward pass (all layers at once, no (B, T, T) map for
+the pivotal layers).
 
 Layers are found by walking the modules: an attention module is one with q and k linear
 projections under either name pair (``q_proj``/``k_proj``: CLIP, SigLIP, transformers-5
@@ -174,6 +177,69 @@ class AttentionCapture:
                 layer = self.attention_layers[i]
                 self._handles.append(layer.q_proj.register_forward_hook(self._hook(layer, "q")))
                 self._handles.append(layer.k_proj.register_forward_hook(self._hook(layer, "k")))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this capture registered (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._pending.clear()
+
+
+class QKCapture:
+    """Context manager: the q and k projections of chosen layers of one model instance,
+    exactly as the forward pass computes them; the hooks only keep references (no compute),
+    so the selection can score all its layers at once afterwards (``scoring.py``).
+
+    After a forward pass inside the ``with`` block, ``qk[i]`` = (q, k), each (B, T, H·D) in
+    the model's dtype, for every resolved layer i of ``layers``; ``attention_layers[i]`` has
+    its head count and scale. ``elapsed_s``: time spent inside the hooks, in seconds, by
+    ``clock`` (default wall clock).
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        layers: Sequence[int],
+        attention_layers: list[AttentionLayer] | None = None,
+        clock: Callable[[], float] = time.perf_counter,
+    ):
+        self.clock = clock
+        self.attention_layers = (
+            attention_layers if attention_layers is not None else find_attention_layers(model)
+        )
+        self.num_layers = len(self.attention_layers)
+        self.layers = sorted({resolve_layer(i, self.num_layers) for i in layers})
+        self.qk: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+        self.elapsed_s = 0.0
+        self._handles: list[torch.utils.hooks.RemovableHandle] = []
+        self._pending: dict[int, dict[str, torch.Tensor]] = {}
+
+    def _hook(self, index: int, role: str):
+        def hook(_module: nn.Module, _args, output: torch.Tensor) -> None:
+            start = self.clock()
+            pending = self._pending.setdefault(index, {})
+            pending[role] = output.detach()
+            if len(pending) == 2:
+                del self._pending[index]
+                self.qk[index] = (pending["q"], pending["k"])
+            self.elapsed_s += self.clock() - start
+
+        return hook
+
+    def __enter__(self) -> QKCapture:
+        try:
+            for i in self.layers:
+                layer = self.attention_layers[i]
+                self._handles.append(layer.q_proj.register_forward_hook(self._hook(i, "q")))
+                self._handles.append(layer.k_proj.register_forward_hook(self._hook(i, "k")))
         except BaseException:
             self.remove()
             raise

@@ -2,8 +2,10 @@
 
 ``get_pruner(name, **params)`` with name one of ``METHODS``:
 
-- ``freepruner``: the paper's method (selection.py), params = ``FreePrunerConfig`` fields
-  plus ``ratio`` (a fixed budget as a fraction of the patch count).
+- ``freepruner``: the paper's method (scoring.py, selection.py, budget.py), params =
+  ``FreePrunerConfig`` fields plus ``ratio`` (a fixed budget as a fraction of the patch
+  count, filled by the same nested rule as ``budget``) and ``complete_rows``. Its
+  ``Selection.settings`` holds the resolved settings a results file records.
 - ``random`` (``seed``), ``uniform``, ``cls`` (``layer``): take ``ratio`` or ``count``; with
   neither they keep, per image, as many tokens as freePruner (default config) keeps on the
   same image, so that comparisons are at equal token count.
@@ -12,20 +14,18 @@
   features of the kept tokens.
 - ``keep-all``: every patch token (the identity).
 
-Every pruner runs the encoder once, SDPA kept, with ``AttentionCapture`` hooks only on the
-layers it reads, and reports ``selection_time_s`` (capture + scoring + choosing).
+Every pruner runs the encoder once, SDPA kept, with ``QKCapture`` hooks only on the layers it
+reads (driver.py), and reports ``selection_time_s`` (capture + scoring + choosing).
 """
 
 from __future__ import annotations
 
 import inspect
-import time
-from dataclasses import dataclass, fields, replace
+from dataclasses import fields, replace
 
 import torch
-from torch import nn
 
-from fpcost.pruner.api import EncoderOutput, Selection
+from fpcost.pruner.api import Selection
 from fpcost.pruner.baselines import (
     cls_attention_scores,
     merge_by_key_similarity,
@@ -35,133 +35,46 @@ from fpcost.pruner.baselines import (
     top_count_indices,
     uniform_grid_indices,
 )
-from fpcost.pruner.capture import AttentionCapture, find_attention_layers
+from fpcost.pruner.budget import (
+    admission,
+    budget_entry,
+    complementary_entry,
+    pivotal_entry,
+    select_from_entries,
+)
+from fpcost.pruner.driver import EncoderRun, _all_indices, _Pruner
 from fpcost.pruner.errors import PruningError
+from fpcost.pruner.scoring import attention_rows, contribution_degrees
 from fpcost.pruner.selection import (
     FreePrunerConfig,
     apply_budget,
-    pivotal_tokens,
+    check_finite,
+    outlier_matrix,
+    outlier_vectors,
     resolve_layer,
-    select_freepruner,
 )
 
 
-@dataclass
-class EncoderRun:
-    """What one encoder pass gives a selection rule: captured maps and keys by resolved layer
-    (each (B, T, T) / (B, T, H * D)), all hidden states, and the token geometry."""
-
-    maps: dict[int, torch.Tensor]
-    keys: dict[int, torch.Tensor]
-    hidden_states: tuple[torch.Tensor, ...]
-    num_layers: int
-    num_prefix_tokens: int
-    rows: int
-    cols: int
-
-    @property
-    def num_patches(self) -> int:
-        return self.rows * self.cols
-
-    @property
-    def batch(self) -> int:
-        return int(self.hidden_states[-1].shape[0])
-
-
-def _patch_grid(vision_model: nn.Module, pixel_values: torch.Tensor) -> tuple[int, int]:
-    """(rows, cols) of patch tokens the encoder makes from (B, C, H, W) pixels."""
-    patch = getattr(getattr(vision_model, "config", None), "patch_size", None)
-    if isinstance(patch, (tuple, list)):
-        patch_h, patch_w = patch
-    elif isinstance(patch, int):
-        patch_h = patch_w = patch
-    else:
-        raise PruningError(
-            f"{type(vision_model).__name__} has no config.patch_size; cannot count patches"
-        )
-    return pixel_values.shape[-2] // patch_h, pixel_values.shape[-1] // patch_w
-
-
-def _all_indices(num: int, batch: int) -> list[torch.Tensor]:
-    return [torch.arange(num) for _ in range(batch)]
-
-
-class _Pruner:
-    """Shared driver: run the encoder once with the needed hooks, then ``choose``."""
-
-    name = ""
-    head_reduce = "mean"
-    keep_keys = False
-
-    def capture_layers(self, num_layers: int) -> tuple[int, ...]:
-        return ()
-
-    def query_rows(self, num_layers: int, num_patches: int):
-        """Optional ``AttentionCapture.query_rows`` callback (None: full maps)."""
-        return None
-
-    def choose(self, run: EncoderRun) -> tuple[Selection, list[torch.Tensor] | None, int | None]:
-        raise NotImplementedError
-
-    def encode_and_select(
-        self, vision_model: nn.Module, pixel_values: torch.Tensor
-    ) -> EncoderOutput:
-        if pixel_values.ndim != 4:
-            raise PruningError(
-                f"pixel_values must be (B, C, H, W); got shape {tuple(pixel_values.shape)}"
-            )
-        rows, cols = _patch_grid(vision_model, pixel_values)
-        maps: dict[int, torch.Tensor] = {}
-        keys: dict[int, torch.Tensor] = {}
-        hook_s, num_layers = 0.0, 0
-        with torch.no_grad():
-            layers: tuple[int, ...] = ()
-            attention_layers = None
-            if type(self).capture_layers is not _Pruner.capture_layers:
-                attention_layers = find_attention_layers(vision_model)
-                num_layers = len(attention_layers)
-                layers = self.capture_layers(num_layers)
-            if layers:
-                capture = AttentionCapture(
-                    vision_model,
-                    layers,
-                    self.head_reduce,
-                    self.keep_keys,
-                    query_rows=self.query_rows(num_layers, rows * cols),
-                    attention_layers=attention_layers,
-                )
-                with capture:
-                    outputs = vision_model(pixel_values, output_hidden_states=True)
-                maps, keys, hook_s = capture.maps, capture.keys, capture.elapsed_s
-            else:
-                outputs = vision_model(pixel_values, output_hidden_states=True)
-            hidden_states = tuple(outputs.hidden_states)
-            num_prefix = int(hidden_states[-1].shape[1]) - rows * cols
-            if num_prefix < 0:
-                raise PruningError(
-                    f"encoder emits {hidden_states[-1].shape[1]} "
-                    f"tokens, fewer than its {rows}x{cols} patches"
-                )
-            run = EncoderRun(maps, keys, hidden_states, num_layers, num_prefix, rows, cols)
-            start = time.perf_counter()
-            selection, merged, feature_layer = self.choose(run)
-            selection_time_s = hook_s + time.perf_counter() - start
-        return EncoderOutput(
-            hidden_states,
-            selection,
-            merged_features=merged,
-            feature_layer=feature_layer,
-            selection_time_s=selection_time_s,
-        )
-
-
 class FreePruner(_Pruner):
-    """freePruner (paper §3.2–3.3): pivotal ∪ complementary tokens, adaptive count."""
+    """freePruner (paper §3.2–3.3): pivotal ∪ complementary tokens, adaptive count, or a fixed
+    budget (``ratio`` of the patch count or ``budget`` tokens) filled by the same rule.
+
+    From the captured q and k it computes, after the forward pass: the contribution degrees
+    of every pivotal layer in one chunked pass (``scoring.contribution_degrees``), then only
+    the complementary layer's rows of the pivotal tokens (direction "row"; "column" needs the
+    whole map). ``complete_rows``: compute the rows of every patch, so that
+    ``Selection.admission`` orders *every* budget exactly (LLaVA-NeXT sets it: its budget
+    is chosen over packed positions after the pruner ran); without it, rows go as far as
+    the adaptive k or the pruner's own budget needs."""
 
     name = "freepruner"
 
     def __init__(
-        self, config: FreePrunerConfig | None = None, ratio: float | None = None, **params
+        self,
+        config: FreePrunerConfig | None = None,
+        ratio: float | None = None,
+        complete_rows: bool = False,
+        **params,
     ):
         self.config = config if config is not None else FreePrunerConfig(**params)
         if config is not None and params:
@@ -174,40 +87,75 @@ class FreePruner(_Pruner):
                     f"give a ratio ({ratio}) or a budget ({self.config.budget}), not both"
                 )
         self.ratio = ratio
+        self.complete_rows = complete_rows
         self.head_reduce = self.config.head_reduce
+
+    def with_complete_rows(self) -> FreePruner:
+        """The same pruner, computing every complementary row (see the class docstring)."""
+        return FreePruner(self.config, ratio=self.ratio, complete_rows=True)
 
     def capture_layers(self, num_layers: int) -> tuple[int, ...]:
         return self.config.layers_needed(num_layers)
 
-    def query_rows(self, num_layers: int, num_patches: int):
-        """The complementary layer reads only pivotal rows: when every pivotal layer runs
-        before it, compute just those rows (about a third of the map at the defaults)."""
-        pivotal_layers = self.config.pivotal_layers(num_layers)
-        comp_layer = resolve_layer(
-            self.config.complementary_layer, num_layers, "complementary_layer"
-        )
-        if comp_layer <= max(pivotal_layers):
-            return None
-        config = self.config
-
-        def rows(layer: int, maps: dict[int, torch.Tensor]) -> torch.Tensor | None:
-            if layer != comp_layer or any(p not in maps for p in pivotal_layers):
-                return None
-            num_prefix = maps[pivotal_layers[0]].shape[-1] - num_patches
-            pivotal, _ = pivotal_tokens(maps, config, num_layers, num_prefix)  # (B, N)
-            return num_prefix + pivotal.any(dim=0).nonzero().squeeze(-1)  # (R,) token rows
-
-        return rows
+    def resolved_config(self, num_patches: int) -> FreePrunerConfig:
+        if self.ratio is None:
+            return self.config
+        return replace(self.config, budget=resolve_count(num_patches, ratio=self.ratio))
 
     def choose(self, run: EncoderRun):
-        config = self.config
-        if self.ratio is not None:
-            config = replace(config, budget=resolve_count(run.num_patches, ratio=self.ratio))
-        return (
-            select_freepruner(run.maps, config, run.num_layers, run.num_prefix_tokens),
-            None,
-            None,
+        config = self.resolved_config(run.num_patches)
+        p, n = run.num_prefix_tokens, run.num_patches
+        pivotal_layers = config.pivotal_layers(run.num_layers)
+        comp_layer = resolve_layer(config.complementary_layer, run.num_layers, "complementary_layer")
+        heads, scale = run.geometry(pivotal_layers[0])
+        q = torch.cat([run.qk[layer][0] for layer in pivotal_layers])  # (L·B, T, H·D)
+        k = torch.cat([run.qk[layer][1] for layer in pivotal_layers])
+        degrees = contribution_degrees(
+            q, k, heads, scale, p, config.include_cls, config.head_reduce
+        ).view(len(pivotal_layers), run.batch, n)  # (L, B, N)
+        for i, layer in enumerate(pivotal_layers):
+            check_finite(degrees[i], layer)
+        pivot_entry = pivotal_entry(degrees)  # (B, N)
+        scores = degrees.mean(dim=0)  # (B, N)
+        k_value = config.resolve_k(n)
+        comp_q, comp_k = run.qk[comp_layer]
+        comp_heads, comp_scale = run.geometry(comp_layer)
+
+        def entries(depth: int) -> torch.Tensor:
+            """Complementary entries, exact for every k <= depth (rows of P(depth))."""
+            if config.direction == "column" or depth >= n:
+                vectors = outlier_vectors(
+                    run.map(comp_layer), torch.arange(n), p, config.direction,
+                    config.include_cls,
+                )  # (B, N, T'), every patch's vector
+                rows = torch.arange(n)
+            else:
+                rows = (pivot_entry <= depth).any(dim=0).nonzero().squeeze(-1)  # (R,)
+                attn = attention_rows(
+                    comp_q, comp_k, p + rows, comp_heads, comp_scale, config.head_reduce
+                )  # (B, R, T)
+                check_finite(attn, comp_layer)
+                vectors = attn if config.include_cls else attn[:, :, p:]
+            outliers = outlier_matrix(vectors, n, config.iqr_factor)  # (B, R, N)
+            return complementary_entry(outliers, pivot_entry[:, rows])  # (B, N)
+
+        depth = n if self.complete_rows else k_value
+        comp_entry = entries(depth)
+        if config.budget is not None and depth < n:
+            if config.budget > n:
+                raise PruningError(
+                    f"budget ({config.budget}) exceeds the number of patch tokens ({n})"
+                )
+            needed = int(
+                budget_entry(admission(pivot_entry, comp_entry), scores, config.budget).max()
+            )
+            if needed > depth:  # the budget reaches past the rows computed: compute them all
+                comp_entry = entries(n)
+        selection = select_from_entries(
+            pivot_entry, comp_entry, scores, k_value, config.budget, config.min_keep
         )
+        selection.settings = config.settings(run.num_layers, n)
+        return selection, None, None
 
 
 class _CountedBaseline(_Pruner):
@@ -235,9 +183,7 @@ class _CountedBaseline(_Pruner):
     def counts(self, run: EncoderRun) -> list[int]:
         """Tokens to keep per sample."""
         if self.match is not None:
-            return select_freepruner(
-                run.maps, self.match, run.num_layers, run.num_prefix_tokens
-            ).num_kept
+            return FreePruner(self.match).choose(run)[0].num_kept
         return [resolve_count(run.num_patches, self.ratio, self.count)] * run.batch
 
 
@@ -281,7 +227,7 @@ class ClsPruner(_CountedBaseline):
 
     def choose(self, run: EncoderRun):
         layer = resolve_layer(self.layer, run.num_layers, "layer")
-        scores = cls_attention_scores(run.maps[layer], run.num_prefix_tokens)  # (B, N)
+        scores = cls_attention_scores(run.map(layer), run.num_prefix_tokens)  # (B, N)
         counts = self.counts(run)
         kept = [top_count_indices(scores[b : b + 1], n)[0] for b, n in enumerate(counts)]
         return (
@@ -298,7 +244,6 @@ class PruMergePlusPruner(_Pruner):
     outliers, spatial samples, then the rest, each by CLS attention)."""
 
     name = "prumerge+"
-    keep_keys = True
 
     def __init__(
         self,
@@ -334,7 +279,7 @@ class PruMergePlusPruner(_Pruner):
         layer = resolve_layer(self.layer, run.num_layers, "layer")
         p = run.num_prefix_tokens
         outliers, spatial, scores = prumerge_plus_masks(
-            run.maps[layer], p, run.rows, run.cols, self.iqr_factor, self.spatial_factor
+            run.map(layer), p, run.rows, run.cols, self.iqr_factor, self.spatial_factor
         )
         kept = outliers | spatial  # (B, N)
         if self.ratio is not None or self.count is not None:

@@ -10,6 +10,7 @@ Schema (version 1), a JSON object::
       "encoder": "dinov2-s14",            # built-in name or the --model path / id
       "method": "freepruner",
       "params": {"k": 96, ...},           # method parameters given on the command line
+      "settings": {...},                  # the resolved method settings (as in each image)
       "image_size": 336,                  # px, square input side
       "patch_size": 14,                   # px
       "images": [
@@ -20,6 +21,16 @@ Schema (version 1), a JSON object::
           "keep_ratio": 0.5,              # num_kept / num_tokens
           "num_pivotal": 40, "num_complementary": 248, "num_filled": 0,
           "selection_time_s": 0.012,      # capture + scoring + selection, seconds
+          "encoder_time_s": 0.450,        # the plain encoder forward, timed the same way
+          "settings": {                   # freepruner (null for the baselines):
+            "pivotal_layers": [8, 9],     #   resolved pivotal layer indices
+            "k": 144, "k_ratio": 0.25,    #   k per layer as used, and the relative rule
+            "k_rule": "k = max(1, round(0.25 * num_tokens))",
+            "complementary_layer": 10,    #   resolved
+            "direction": "row",           #   row A[p, :] (Alg. 1) or column A[:, p] (§3.3)
+            "head_reduce": "mean", "include_cls": false, "iqr_factor": 1.5,
+            "budget": null                #   fixed budget in tokens, or null (adaptive)
+          },
           "grid": [24, 24],               # patch rows, cols
           "kept_indices": [...],          # sorted patch indices, raster order, 0-based
           "pivotal_indices": [...], "complementary_indices": [...]
@@ -55,6 +66,8 @@ class ImageResult:
     filled_indices: list[int]
     selection_time_s: float
     grid: tuple[int, int]
+    encoder_time_s: float | None = None
+    settings: dict[str, Any] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
 
     @property
@@ -74,6 +87,8 @@ class ImageResult:
             "num_complementary": len(self.complementary_indices),
             "num_filled": len(self.filled_indices),
             "selection_time_s": self.selection_time_s,
+            "encoder_time_s": self.encoder_time_s,
+            "settings": self.settings,
             "grid": list(self.grid),
             "kept_indices": data["kept_indices"],
             "pivotal_indices": data["pivotal_indices"],
@@ -90,12 +105,17 @@ def results_document(
     image_size: int,
     patch_size: int,
 ) -> dict[str, Any]:
-    """The results file's JSON object (schema in the module docstring)."""
+    """The results file's JSON object (schema in the module docstring). ``settings`` at the
+    top level is the images' common settings (one encoder and image size: the same for all)."""
+    settings = [r.settings for r in results]
+    if any(s != settings[0] for s in settings[1:]):
+        raise PruningError("images of one results file must share their settings")
     return {
         "fpcost_prune_version": RESULTS_VERSION,
         "encoder": encoder,
         "method": method,
         "params": params,
+        "settings": settings[0] if settings else None,
         "image_size": image_size,
         "patch_size": patch_size,
         "images": [r.to_dict() for r in results],

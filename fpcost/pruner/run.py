@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import io
+import time
 from pathlib import Path
 
+import torch
 from PIL import Image
 
 from fpcost.files import write_output
@@ -15,11 +17,20 @@ from fpcost.pruner.results import ImageResult
 
 
 def prune_image(encoder: Encoder, pruner, path: Path | str) -> tuple[ImageResult, Image.Image]:
-    """Select tokens of one image file. Returns the result and the crop the encoder saw."""
+    """Select tokens of one image file. Returns the result and the crop the encoder saw.
+
+    ``encoder_time_s`` is one plain forward of the encoder (no hooks,
+    ``output_hidden_states=True`` as in the pruned pass), wall clock like
+    ``selection_time_s``, run just before the pruned pass, so their ratio is the overhead."""
     image = open_image(path)  # PruningError naming the file: unreadable, bomb, NaN pixels
     check_resize(image.size, encoder.image_size, path)
     crop = encoder.crop(image)
-    output = pruner.encode_and_select(encoder.model, encoder.pixel_values([crop]))
+    pixels = encoder.pixel_values([crop])
+    with torch.no_grad():
+        start = time.perf_counter()
+        encoder.model(pixels, output_hidden_states=True)
+        encoder_time_s = time.perf_counter() - start
+    output = pruner.encode_and_select(encoder.model, pixels)
     selection = output.selection
     filled = selection.filled[0].tolist() if selection.filled else []
     result = ImageResult(
@@ -33,6 +44,8 @@ def prune_image(encoder: Encoder, pruner, path: Path | str) -> tuple[ImageResult
         filled_indices=filled,
         selection_time_s=float(output.selection_time_s or 0.0),
         grid=encoder.grid,
+        encoder_time_s=encoder_time_s,
+        settings=selection.settings,
     )
     return result, crop
 

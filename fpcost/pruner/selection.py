@@ -1,7 +1,8 @@
 """freePruner's token selection as pure tensor functions (paper §3.2–3.3, Algorithm 1).
 
-No model code here: attention maps in, kept indices out. ``capture.py`` produces the maps
-from a running encoder; ``methods.py`` wires the two together behind ``TokenPruner``.
+No model code here: attention maps (or the statistics ``scoring.py`` computes from q and k)
+in, kept indices out. ``methods.py`` wires capture, scoring and selection behind
+``TokenPruner``.
 
 Shapes: ``B`` images (or frames), ``H`` heads, ``T = P + N`` tokens of which the first ``P``
 are prefix tokens (CLS; 0 for SigLIP) and ``N`` are patch tokens in raster order. Every index
@@ -9,14 +10,16 @@ returned here is a *patch* index in [0, N) (api.py's convention); a prefix token
 selected.
 
 Algorithm, with the parameters the paper leaves open named in ``FreePrunerConfig``:
-1. Contribution degree per layer l in [L_s, L]: r_l[i] = sum_j A_l[j, i] - A_l[i, i] on the
-   head-aggregated map (Eq. 3).
-2. Pivotal tokens: union over those layers of the k tokens with the largest r_l.
-3. Complementary tokens: for each pivotal p, the entries of row A[p, :] of the
-   "penultimate" layer above Q3 + 1.5 IQR of that row (quartiles as numpy.percentile's
-   default linear method); union over p. Reported disjoint from the pivotal set.
-4. Kept = pivotal ∪ complementary, sorted (original order). An optional fixed budget then
-   truncates or fills by (pivotal, complementary, other) tier and score.
+1. Contribution degree per layer l in range(L_s, L): r_l[i] = sum_j A_l[j, i] - A_l[i, i] on
+   the head-aggregated map (Eq. 3).
+2. Pivotal tokens: union over those layers of the k tokens with the largest r_l, k relative
+   to the patch count.
+3. Complementary tokens: for each pivotal p, the entries of row A[p, :] (or column A[:, p])
+   of the "penultimate" layer above Q3 + 1.5 IQR of that vector (quartiles as
+   numpy.percentile's default linear method); union over p. Reported disjoint from the
+   pivotal set.
+4. Kept = pivotal ∪ complementary, sorted (original order). A fixed budget takes the
+   adaptive selection at the k where its count reaches the budget (``budget_order``).
 """
 
 from __future__ import annotations
@@ -28,6 +31,7 @@ from dataclasses import dataclass
 import torch
 
 from fpcost.pruner.api import Selection
+from fpcost.pruner.budget import complementary_entry, pivotal_entry, select_from_entries
 from fpcost.pruner.errors import PruningError
 
 HEAD_REDUCTIONS = ("mean", "max")
@@ -35,29 +39,39 @@ HEAD_REDUCTIONS = ("mean", "max")
 Q1, Q3 = 0.25, 0.75
 
 
+DIRECTIONS = ("row", "column")
+
+
 @dataclass(frozen=True)
 class FreePrunerConfig:
-    """Every choice the paper leaves open, with its default and the reason for it.
+    """Every choice the paper leaves open, with its default and the reason for it
+    (docs/pruning.md has the measurements behind each).
 
     Layer indices count encoder layers from 0 (layer i's attention is the one computed inside
     encoder layer i); negative values count from the end as in Python, so -1 is the last layer.
 
-    - ``pivotal_start_layer`` / ``pivotal_end_layer`` (L_s, L): -3 / -2, read as Algorithm 1's
-      ``range(L_s, L)``: a Python slice of the encoder's layers, end excluded, negative values
-      from the end and out-of-range values clamped as slices are. The default is the one layer
-      just before the complementary ("penultimate", -2) layer: 9 of DINOv2-S's 12, 21 of
-      CLIP-L's 24, 1 of a 4-layer test encoder. The paper takes pivotal tokens from the deeper
-      layers where r_l is large (Fig. 4) and shows it fading at the penultimate layer. Each
-      pivotal layer costs a full recomputation of its attention (~2-4% of a DINOv2-S forward
-      on this CPU), so one layer is what keeps the whole selection within the 5% overhead
-      budget (benchmarks/pruning_overhead.py); a wider union, e.g. -4 / -2 with k = 144
-      (also 50% on the photographs, ~9% overhead), is a parameter away (docs/pruning.md).
-    - ``k``: 192 tokens per layer (a third of 576). The paper gives no value. Tuned with the
-      layers above so that the mean keep ratio of the real DINOv2-S/14 over scikit-image's
-      twelve photographs at 336 px is the paper's 50% (docs/pruning.md has the sweep and
-      the per-image numbers). A k above the patch count selects every token.
+    - ``pivotal_start_layer`` / ``pivotal_end_layer`` (L_s, L): -4 / -2, Algorithm 1's
+      ``range(L_s, L)`` read as a Python slice of the encoder's layers (end excluded, negative
+      from the end, clamped as slices are): the union over the two layers before the
+      complementary ("penultimate") one — 8-9 of DINOv2-S's 12, 20-21 of CLIP-L's 24. The
+      paper takes pivotal tokens from the middle-to-deep layers where r_l is large, before it
+      fades at the penultimate layer (Fig. 4, 6). Each layer costs one recomputation of
+      softmax(QKᵀ) (~1.5% of a DINOv2-S forward on this CPU): two layers keep the whole
+      selection within 5% of the DINOv2-S forward (4.9% measured), three (-5, 7-9) cost 7.5%
+      (docs/pruning.md); ``pivotal_start_layer=-5, k_ratio=0.225`` is that wider union.
+    - ``k_ratio``: 0.25 — k, the pivotal tokens per layer, as a fraction of the patch count
+      N (k = round(k_ratio · N), at least 1: 144 of 576 at 336 px, 64 of 256 at 224 px), so
+      the rule scales from Video-LLaVA's 256 tokens per frame to LLaVA-1.5's 576. The paper
+      gives no k; with these layers this one keeps 50.1% (224 px) and 50.0% (336 px) of the
+      tokens of scikit-image's twelve photographs on the trained DINOv2, the paper's ~50%
+      (benchmarks/freepruner_sweep.py).
+    - ``k``: None; an absolute k overrides ``k_ratio`` (a k above N selects every token).
     - ``complementary_layer``: -2, the layer LLaVA-1.5 reads its image features from
       (``vision_feature_layer=-2``), which is the paper's "penultimate layer".
+    - ``direction``: "row". Algorithm 1 takes outliers of the pivotal token's row A[p, :]
+      (what p attends to); §3.3's prose speaks of tokens attending *towards* p, the column
+      A[:, p]. The algorithm box is the precise statement, and a row needs only the pivotal
+      tokens' rows of the map (a column needs the whole map); "column" is offered.
     - ``head_reduce``: "mean". Eq. 3 is written for one map; the paper's Fig. 4 is
       head-averaged, and the mean keeps r_l's "sum of attention" unit. "max" is offered.
     - ``include_cls``: False. LLaVA feeds only patch tokens to the LLM and the paper's r_l is
@@ -65,15 +79,18 @@ class FreePrunerConfig:
       Fig. 4), so the CLS row and column are left out of the sums and of the quartiles. With
       True the CLS row counts in r_l and the CLS column in the quartiles; CLS is never selected.
     - ``iqr_factor``: 1.5, Tukey's fence that the paper's "outliers" and PruMerge use.
-    - ``min_keep``: 1. No paper value; a floor for tiny encoders. Filled by score.
+    - ``min_keep``: 1. No paper value; a floor for tiny encoders, filled in budget order.
     - ``budget``: None (adaptive count, as for LLaVA-1.5 and Video-LLaVA). An int fixes the
-      count, as the paper does for LLaVA-NeXT (App. 6.2): truncate or fill, see ``apply_budget``.
+      count, as the paper does for LLaVA-NeXT (App. 6.2), by shrinking (or growing) k until
+      pivotal ∪ complementary reaches the budget (``budget_order``), so both kinds stay.
     """
 
-    pivotal_start_layer: int = -3
+    pivotal_start_layer: int = -4
     pivotal_end_layer: int = -2
-    k: int = 192
+    k_ratio: float = 0.25
+    k: int | None = None
     complementary_layer: int = -2
+    direction: str = "row"
     head_reduce: str = "mean"
     include_cls: bool = False
     iqr_factor: float = 1.5
@@ -81,11 +98,23 @@ class FreePrunerConfig:
     budget: int | None = None
 
     def __post_init__(self) -> None:
-        if isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1:
+        if self.k is not None and (
+            isinstance(self.k, bool) or not isinstance(self.k, int) or self.k < 1
+        ):
             raise PruningError(f"k ({self.k!r}) must be an integer >= 1")
+        if isinstance(self.k_ratio, bool) or not (
+            isinstance(self.k_ratio, (int, float))
+            and math.isfinite(self.k_ratio)
+            and 0 < self.k_ratio <= 1
+        ):
+            raise PruningError(f"k_ratio ({self.k_ratio!r}) must be a number in (0, 1]")
         if self.head_reduce not in HEAD_REDUCTIONS:
             raise PruningError(
                 f"head_reduce ({self.head_reduce!r}) must be one of {', '.join(HEAD_REDUCTIONS)}"
+            )
+        if self.direction not in DIRECTIONS:
+            raise PruningError(
+                f"direction ({self.direction!r}) must be one of {', '.join(DIRECTIONS)}"
             )
         if not (math.isfinite(self.iqr_factor) and self.iqr_factor >= 0):
             raise PruningError(f"iqr_factor ({self.iqr_factor!r}) must be a finite number >= 0")
@@ -93,6 +122,12 @@ class FreePrunerConfig:
             raise PruningError(f"min_keep ({self.min_keep}) must be >= 1")
         if self.budget is not None and self.budget < 1:
             raise PruningError(f"budget ({self.budget}) must be >= 1 or None")
+
+    def resolve_k(self, num_patches: int) -> int:
+        """Pivotal tokens per layer for N = ``num_patches``: ``k`` if given, else
+        round(k_ratio · N) (at least 1), never above N."""
+        k = self.k if self.k is not None else max(1, round(self.k_ratio * num_patches))
+        return min(k, num_patches)
 
     def pivotal_layers(self, num_layers: int) -> tuple[int, ...]:
         """Resolved (non-negative) pivotal layer indices: ``range(num_layers)[L_s:L]``."""
@@ -109,6 +144,25 @@ class FreePrunerConfig:
         """Every resolved layer whose attention the selection reads, ascending."""
         comp = resolve_layer(self.complementary_layer, num_layers, "complementary_layer")
         return tuple(sorted({*self.pivotal_layers(num_layers), comp}))
+
+    def settings(self, num_layers: int, num_patches: int) -> dict:
+        """The resolved settings a results file records (what the cost model's selection
+        stage reads): pivotal layers, k, the k rule, complementary layer and direction."""
+        return {
+            "pivotal_layers": list(self.pivotal_layers(num_layers)),
+            "k": self.resolve_k(num_patches),
+            "k_rule": f"k = {self.k}" if self.k is not None
+            else f"k = max(1, round({self.k_ratio} * num_tokens))",
+            "k_ratio": None if self.k is not None else self.k_ratio,
+            "complementary_layer": resolve_layer(
+                self.complementary_layer, num_layers, "complementary_layer"
+            ),
+            "direction": self.direction,
+            "head_reduce": self.head_reduce,
+            "include_cls": self.include_cls,
+            "iqr_factor": self.iqr_factor,
+            "budget": self.budget,
+        }
 
 
 def resolve_layer(index: int, num_layers: int, name: str = "layer") -> int:
@@ -213,29 +267,46 @@ def iqr_outlier_mask(x: torch.Tensor, factor: float = 1.5) -> torch.Tensor:
     return x.double() > fence.unsqueeze(-1)  # (..., n) vs (..., 1)
 
 
+def outlier_vectors(
+    attn: torch.Tensor,
+    rows: torch.Tensor,
+    num_prefix_tokens: int,
+    direction: str = "row",
+    include_cls: bool = False,
+) -> torch.Tensor:
+    """For each patch index p in ``rows`` (R,), the attention vector whose outliers are p's
+    complementary tokens: row A[p, :] ("row", Algorithm 1) or column A[:, p] ("column",
+    §3.3's prose). ``attn``: (B, T, T). Returns (B, R, T) with the prefix entries, or
+    (B, R, N) without them unless ``include_cls``."""
+    p = num_prefix_tokens
+    if direction == "row":
+        vectors = attn[:, p + rows, :]  # (B, R, T)
+    else:
+        vectors = attn[:, :, p + rows].transpose(1, 2)  # (B, R, T): column p as a vector
+    return vectors if include_cls else vectors[:, :, p:]
+
+
+def outlier_matrix(vectors: torch.Tensor, num_patches: int, factor: float = 1.5) -> torch.Tensor:
+    """(B, R, T or N) vectors -> (B, R, N) bool: patch entries above their vector's fence."""
+    return iqr_outlier_mask(vectors, factor)[:, :, vectors.shape[-1] - num_patches :]
+
+
 def complementary_mask(
     attn: torch.Tensor,
     pivotal: torch.Tensor,
     num_prefix_tokens: int,
     include_cls: bool = False,
     iqr_factor: float = 1.5,
+    direction: str = "row",
 ) -> torch.Tensor:
-    """Union over each sample's pivotal tokens p of the IQR outliers of row A[p, :].
-
-    ``attn``: (B, T, T) head-aggregated map of the complementary layer; ``pivotal``: (B, N)
-    bool. Returns (B, N) bool over patch tokens (it may overlap ``pivotal``). The quartiles
-    include the prefix columns only if ``include_cls``."""
-    p = num_prefix_tokens
+    """Union over each sample's pivotal tokens p of the IQR outliers of row A[p, :] (or
+    column A[:, p]). ``attn``: (B, T, T); ``pivotal``: (B, N) bool. Returns (B, N) bool over
+    patch tokens (it may overlap ``pivotal``): the reference form of the complementary rule."""
     rows_needed = pivotal.any(dim=0).nonzero().squeeze(-1)  # (R,) patch rows pivotal somewhere
-    comp = torch.zeros_like(pivotal)
     if rows_needed.numel() == 0:
-        return comp
-    rows = attn[:, p + rows_needed, :]  # (B, R, T)
-    if not include_cls:
-        rows = rows[:, :, p:]  # (B, R, N)
-    outliers = iqr_outlier_mask(rows, iqr_factor)[
-        :, :, rows.shape[-1] - pivotal.shape[-1] :
-    ]  # (B, R, N)
+        return torch.zeros_like(pivotal)
+    vectors = outlier_vectors(attn, rows_needed, num_prefix_tokens, direction, include_cls)
+    outliers = outlier_matrix(vectors, pivotal.shape[-1], iqr_factor)  # (B, R, N)
     is_pivot_row = pivotal[:, rows_needed].unsqueeze(-1)  # (B, R, 1)
     return (outliers & is_pivot_row).any(dim=1)  # (B, N)
 
@@ -252,7 +323,8 @@ def apply_budget(
     kept: torch.Tensor, pivotal: torch.Tensor, scores: torch.Tensor, count: torch.Tensor
 ) -> torch.Tensor:
     """Exactly ``count[b]`` tokens per sample (B, N) bool, chosen by rank: pivotal, then the
-    other kept tokens, then the rest, each by descending score. Truncates or fills."""
+    other kept tokens, then the rest, each by descending score. Truncates or fills (the
+    baselines' budget rule; freePruner's is ``budget_order``)."""
     tier = torch.full_like(kept, 2, dtype=torch.int64)
     tier[kept] = 1
     tier[pivotal] = 0
@@ -262,43 +334,20 @@ def apply_budget(
     return torch.zeros_like(kept).scatter_(-1, order, chosen)
 
 
-def _mask_to_indices(mask: torch.Tensor) -> list[torch.Tensor]:
-    return [row.nonzero().squeeze(-1).to(torch.int64) for row in mask]
-
-
-def pivotal_tokens(
-    maps: Mapping[int, torch.Tensor],
-    config: FreePrunerConfig,
-    num_layers: int,
-    num_prefix_tokens: int,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """Union over the pivotal layers of each layer's top-k by contribution degree.
-
-    Returns the (B, N) bool pivotal mask and the (B, N) mean contribution degree over the
-    pivotal layers (the score used for budgets)."""
-    degrees = [
-        contribution_degree(maps[layer], num_prefix_tokens, config.include_cls)
-        for layer in config.pivotal_layers(num_layers)
-    ]
-    pivotal = torch.zeros_like(degrees[0], dtype=torch.bool)  # (B, N)
-    for r in degrees:
-        pivotal |= top_k_mask(r, config.k)
-    return pivotal, torch.stack(degrees).mean(dim=0)  # (B, N), (B, N)
-
-
 def select_freepruner(
     maps: Mapping[int, torch.Tensor],
     config: FreePrunerConfig,
     num_layers: int,
     num_prefix_tokens: int,
 ) -> Selection:
-    """freePruner's selection from head-aggregated attention maps.
+    """freePruner's selection from whole head-aggregated attention maps (the reference form;
+    ``methods.FreePruner`` computes only what it needs from q and k, with the same result).
 
     ``maps``: resolved layer index -> (B, T, T) fp32 for at least
     ``config.layers_needed(num_layers)``. Returns a ``Selection`` with ``kept`` sorted,
     ``pivotal`` ⊆ ``kept``, ``complementary`` = kept complementary tokens not pivotal,
-    ``filled`` = tokens added by ``min_keep`` or ``budget``, and ``scores`` (B, N) = the mean
-    contribution degree over the pivotal layers."""
+    ``filled`` = tokens added by ``min_keep``, ``scores`` (B, N) = the mean contribution
+    degree over the pivotal layers and ``admission`` (B, N) the budget order key."""
     pivotal_layers = config.pivotal_layers(num_layers)
     comp_layer = resolve_layer(config.complementary_layer, num_layers, "complementary_layer")
     missing = [layer for layer in (*pivotal_layers, comp_layer) if layer not in maps]
@@ -318,34 +367,25 @@ def select_freepruner(
             )
         check_finite(maps[layer], layer)
 
-    pivotal, scores = pivotal_tokens(maps, config, num_layers, num_prefix_tokens)
-    comp = complementary_mask(
-        maps[comp_layer], pivotal, num_prefix_tokens, config.include_cls, config.iqr_factor
+    degrees = torch.stack(
+        [
+            contribution_degree(maps[layer], num_prefix_tokens, config.include_cls)
+            for layer in pivotal_layers
+        ]
+    )  # (L, B, N)
+    num_patches = degrees.shape[-1]
+    pivot_entry = pivotal_entry(degrees)  # (B, N)
+    every_row = torch.arange(num_patches)
+    vectors = outlier_vectors(
+        maps[comp_layer], every_row, num_prefix_tokens, config.direction, config.include_cls
     )
-    comp &= ~pivotal
-    kept = pivotal | comp
-
-    num_patches = pivotal.shape[-1]
-    if config.budget is not None:
-        if config.budget > num_patches:
-            raise PruningError(
-                f"budget ({config.budget}) exceeds the number of patch tokens ({num_patches})"
-            )
-        target = torch.full((kept.shape[0],), config.budget, dtype=torch.int64)
-        kept = apply_budget(kept, pivotal, scores, target)
-    else:
-        floor = min(config.min_keep, num_patches)
-        counts = kept.sum(dim=-1)
-        if (counts < floor).any():
-            kept = apply_budget(kept, pivotal, scores, counts.clamp(min=floor))
-    pivotal &= kept
-    comp &= kept
-    filled = kept & ~pivotal & ~comp
-    return Selection(
-        kept=_mask_to_indices(kept),
-        num_patches=num_patches,
-        pivotal=_mask_to_indices(pivotal),
-        complementary=_mask_to_indices(comp),
-        scores=scores,
-        filled=_mask_to_indices(filled),
+    outliers = outlier_matrix(vectors, num_patches, config.iqr_factor)  # (B, N, N)
+    comp_entry = complementary_entry(outliers, pivot_entry)  # rows = every patch, in order
+    return select_from_entries(
+        pivot_entry,
+        comp_entry,
+        degrees.mean(dim=0),
+        config.resolve_k(num_patches),
+        config.budget,
+        config.min_keep,
     )

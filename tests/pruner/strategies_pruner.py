@@ -96,8 +96,9 @@ def attention_case(
 def freepruner_config(
     draw, case: AttentionCase, with_budget: bool | None = None
 ) -> FreePrunerConfig:
-    """A valid config for ``case``'s encoder: layers in range (negative or not), k from 1 to
-    beyond N, either CLS treatment, optional min_keep / budget."""
+    """A valid config for ``case``'s encoder: layers in range (negative or not), k absolute
+    (1 to beyond N) or relative, either direction, either CLS treatment, optional min_keep /
+    budget."""
     n_layers = case.num_layers
     start = draw(st.integers(0, n_layers - 1))
     end = draw(st.integers(start + 1, n_layers))
@@ -108,11 +109,14 @@ def freepruner_config(
     use_budget = draw(st.booleans()) if with_budget is None else with_budget
     if use_budget:
         budget = draw(st.integers(1, case.num_patches))
+    relative = draw(st.booleans())
     return FreePrunerConfig(
         pivotal_start_layer=start,
         pivotal_end_layer=end,
-        k=draw(st.integers(1, case.num_patches + 2)),
+        k=None if relative else draw(st.integers(1, case.num_patches + 2)),
+        k_ratio=draw(st.sampled_from([0.05, 0.125, 0.3, 1.0])),
         complementary_layer=comp,
+        direction=draw(st.sampled_from(["row", "column"])),
         include_cls=draw(st.booleans()),
         iqr_factor=draw(st.sampled_from([0.0, 0.5, 1.5, 3.0])),
         min_keep=draw(st.integers(1, case.num_patches + 1)) if budget is None else 1,

@@ -153,3 +153,25 @@ def test_missing_image_sizes_and_merging_pruners_raise(model):
 
     with pytest.raises(PruningError, match="merging pruners"):
         generate_pruned(model, _inputs(1), Merging())
+
+
+@pytest.mark.parametrize("budget", [1, 3, 5, 8, 12])
+def test_freepruner_budget_over_packed_positions_is_the_cli_rule(budget):
+    """With every position surviving packing, the adapter's budget keeps exactly what
+    ``fpcost prune --budget`` (selection.select_from_entries) keeps: one rule everywhere."""
+    from fpcost.pruner.adapters.llava_next import choose_positions
+    from fpcost.pruner.budget import admission, select_from_entries
+
+    generator = torch.Generator().manual_seed(budget)
+    pivot_entry = torch.randint(1, 6, (1, 12), generator=generator)
+    comp_entry = torch.randint(1, 9, (1, 12), generator=generator)
+    scores = torch.rand(1, 12, generator=generator)
+    cli = select_from_entries(pivot_entry, comp_entry, scores, k=3, budget=budget)
+    assert cli.complementary[0].numel() > 0 or budget == cli.pivotal[0].numel()
+    sources = torch.tensor([*range(6), NEWLINE, *range(6, 12), NEWLINE])  # 2 rows of 6
+    kept = torch.zeros(12, dtype=torch.bool)
+    positions = choose_positions(
+        sources, kept, scores[0], budget, admission(pivot_entry, comp_entry)[0]
+    )
+    picked = sources[positions]
+    assert sorted(picked[picked != NEWLINE].tolist()) == cli.kept[0].tolist()

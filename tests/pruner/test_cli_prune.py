@@ -72,6 +72,10 @@ def test_json_output(capsys, model_dir, images):
         model_dir,
         "--k",
         "4",
+        "--start-layer",
+        "-3",
+        "--end-layer",
+        "-2",
         "--format",
         "json",
     )
@@ -86,8 +90,32 @@ def test_json_output(capsys, model_dir, images):
         assert row["num_kept"] == len(row["kept_indices"])
         assert row["num_pivotal"] + row["num_complementary"] == row["num_kept"]
         assert row["num_pivotal"] == 4  # top-4 of the one pivotal layer
-        assert row["selection_time_s"] > 0
+        assert row["selection_time_s"] > 0 and row["encoder_time_s"] > 0
         assert row["grid"] == [8, 8]
+        assert row["settings"]["pivotal_layers"] == [1]  # range(4)[-3:-2]
+        assert row["settings"]["k"] == 4 and row["settings"]["complementary_layer"] == 2
+        assert row["settings"]["direction"] == "row"
+
+
+def test_results_record_the_resolved_default_settings(capsys, model_dir, images, tmp_path):
+    output = tmp_path / "results.json"
+    code, _, err = run(capsys, images["rgb"], "--model", model_dir, "--output", output)
+    assert code == 0, err
+    document = json.loads(output.read_text())
+    # 4 layers: pivotal range(4)[-4:-2] = 0, 1; k = round(0.25 * 64) = 16; complementary -2 = 2
+    expected = {"pivotal_layers": [0, 1], "k": 16, "k_ratio": 0.25, "complementary_layer": 2,
+                "direction": "row", "budget": None}
+    for settings in (document["settings"], document["images"][0]["settings"]):
+        assert {key: settings[key] for key in expected} == expected
+    code, _, err = run(capsys, images["rgb"], "--model", model_dir, "--output", output,
+                       "--ratio", "0.25", "--k-ratio", "0.5", "--direction", "column")
+    assert code == 0, err
+    settings = json.loads(output.read_text())["settings"]
+    assert (settings["k"], settings["budget"], settings["direction"]) == (32, 16, "column")
+    code, _, err = run(capsys, images["rgb"], "--model", model_dir, "--output", output,
+                       "--method", "uniform", "--ratio", "0.25")
+    assert code == 0, err
+    assert json.loads(output.read_text())["settings"] is None
 
 
 def test_table_and_csv(capsys, model_dir, images):
@@ -222,6 +250,11 @@ def test_bad_image_among_good_ones(capsys, model_dir, images, tmp_path):
             ["IMG", "--model", "MODEL", "--budget", "65"],
             "Error: --budget 65 exceeds the patch tokens of encoder",
         ),
+        (["IMG", "--model", "MODEL", "--k-ratio", "0"], "--k-ratio"),
+        (
+            ["IMG", "--model", "MODEL", "--method", "uniform", "--direction", "column"],
+            "--direction apply to --method freepruner only",
+        ),
         (["IMG", "--encoder", "clip-l"], "Error: no weights at clip-l: not a local directory"),
         (["IMG", "--model", "org/some-model"], "Error: no weights at org/some-model"),
     ],
@@ -253,7 +286,8 @@ def test_nan_attention(capsys, images, tmp_path):
     output = tmp_path / "results.json"
     code, _, err = run(capsys, images["rgb"], "--model", tmp_path / "nan", "--output", output)
     assert code == 2
-    assert "attention at encoder layer 1 is not finite (NaN or inf) for sample 0" in err
+    # layer 0 is the first pivotal layer of the default union (range(4)[-4:-2] = 0, 1)
+    assert "attention at encoder layer 0 is not finite (NaN or inf) for sample 0" in err
     assert not output.exists()
 
 

@@ -79,7 +79,7 @@ def test_576_patches_at_336_px(model):
 
 
 def test_default_freepruner_on_real_photographs(model):
-    """The tuned default on three of docs/pruning.md's photographs (numbers from there)."""
+    """The default on three of docs/pruning.md's photographs (numbers measured there)."""
     skimage_data = pytest.importorskip("skimage.data")
     from PIL import Image
 
@@ -91,9 +91,19 @@ def test_default_freepruner_on_real_photographs(model):
         encoder.crop(Image.fromarray(getattr(skimage_data, n)()))
         for n in ("astronaut", "camera", "moon")
     ]
-    out = get_pruner("freepruner").encode_and_select(model, encoder.pixel_values(crops))
+    pixels = encoder.pixel_values(crops)
+    out = get_pruner("freepruner").encode_and_select(model, pixels)
     assert out.selection.num_patches == 576
-    assert [len(p) for p in out.selection.pivotal] == [192, 192, 192]
-    # docs/pruning.md: 394, 270, 196 kept; allow a token or two for float differences
-    for kept, expected in zip(out.selection.num_kept, (394, 270, 196), strict=True):
+    # union over layers 8-9 of top-144 (0.25 * 576) each
+    assert out.selection.settings["pivotal_layers"] == [8, 9]
+    assert out.selection.settings["k"] == 144
+    assert [len(p) for p in out.selection.pivotal] == [222, 181, 166]
+    # measured: 412, 271, 171 kept; allow a token or two for float differences
+    for kept, expected in zip(out.selection.num_kept, (412, 271, 171), strict=True):
         assert abs(kept - expected) <= 2
+    # fixed budgets keep exactly the budget, with complementary tokens in every one
+    for ratio, count in ((0.5, 288), (0.25, 144), (0.11, 63)):
+        fixed = get_pruner("freepruner", ratio=ratio).encode_and_select(model, pixels)
+        assert fixed.selection.num_kept == [count] * 3
+        assert all(c.numel() > 0 for c in fixed.selection.complementary)
+        assert all(f.numel() == 0 for f in fixed.selection.filled)

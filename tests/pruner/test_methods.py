@@ -64,13 +64,20 @@ def test_keep_all_keeps_everything(clip, pixels):
 
 
 def test_freepruner_reports_its_parts(clip, pixels):
-    out = get_pruner("freepruner", k=4).encode_and_select(clip, pixels)
+    one_layer = {"pivotal_start_layer": -3, "pivotal_end_layer": -2}
+    out = get_pruner("freepruner", k=4, **one_layer).encode_and_select(clip, pixels)
     for kept, pivotal, comp in zip(
         out.selection.kept, out.selection.pivotal, out.selection.complementary, strict=True
     ):
         assert set(pivotal.tolist()) | set(comp.tolist()) == set(kept.tolist())
         assert len(pivotal) == 4  # top-4 of the one pivotal layer (1 of 4)
     assert out.selection.scores.shape == (3, NUM_PATCHES)
+    # the default: a union over layers 0 and 1 (range(4)[-4:-2]), k = round(0.25 * 64) = 16
+    out = get_pruner("freepruner").encode_and_select(clip, pixels)
+    assert out.selection.settings["pivotal_layers"] == [0, 1]
+    assert out.selection.settings["k"] == 16
+    assert out.selection.settings["complementary_layer"] == 2
+    assert all(16 <= len(p) <= 32 for p in out.selection.pivotal)
 
 
 @pytest.mark.parametrize("method", ["random", "uniform", "cls", "prumerge+"])
@@ -216,17 +223,36 @@ def test_resolve_count():
     assert resolve_count(576, count=576) == 576
 
 
-def test_freepruner_row_restricted_capture_equals_full_maps(clip, pixels):
+@pytest.mark.parametrize(
+    "params",
+    [
+        {"pivotal_start_layer": 0, "k": 3},  # pivotal 0..1, complementary 2 (rows only)
+        {"k": 5, "budget": 40},  # a budget past the adaptive count: every row computed
+        {"k": 5, "budget": 6},
+        {"direction": "column", "budget": 20},
+        {"head_reduce": "max", "include_cls": True, "k_ratio": 0.3},
+        {"pivotal_start_layer": 1, "pivotal_end_layer": 4, "complementary_layer": 1},
+    ],
+)
+@pytest.mark.parametrize("model", ["clip", "siglip"])
+def test_freepruner_from_qk_equals_the_reference_on_whole_maps(model, params, request, pixels):
+    """The fused q/k path (methods.FreePruner) selects exactly what the reference rule
+    (selection.select_freepruner) selects from eager-equivalent whole maps."""
     from fpcost.pruner.capture import AttentionCapture
     from fpcost.pruner.selection import FreePrunerConfig, select_freepruner
 
-    # pivotal layers 0..1, complementary layer 2 (rows only)
-    config = FreePrunerConfig(pivotal_start_layer=0, k=3)
-    out = get_pruner("freepruner", config=config).encode_and_select(clip, pixels)
-    with torch.no_grad(), AttentionCapture(clip) as capture:
-        clip(pixels)
-    full = select_freepruner(capture.maps, config, 4, 1)
-    for field in ("kept", "pivotal", "complementary"):
-        assert [t.tolist() for t in getattr(out.selection, field)] == [
-            t.tolist() for t in getattr(full, field)
-        ]
+    encoder = request.getfixturevalue(model)
+    config = FreePrunerConfig(**params)
+    num_prefix = 1 if model == "clip" else 0
+    with torch.no_grad(), AttentionCapture(encoder, head_reduce=config.head_reduce) as capture:
+        encoder(pixels)
+    full = select_freepruner(capture.maps, config, 4, num_prefix)
+    for complete in (False, True):
+        pruner = get_pruner("freepruner", config=config, complete_rows=complete)
+        out = pruner.encode_and_select(encoder, pixels)
+        for field in ("kept", "pivotal", "complementary", "filled"):
+            assert [t.tolist() for t in getattr(out.selection, field)] == [
+                t.tolist() for t in getattr(full, field)
+            ], field
+        if complete or config.direction == "column":
+            assert torch.equal(out.selection.admission, full.admission)

@@ -12,6 +12,7 @@ from fpcost.pruner.selection import (
     FreePrunerConfig,
     aggregate_heads,
     apply_budget,
+    complementary_mask,
     contribution_degree,
     iqr_outlier_mask,
     quartiles,
@@ -102,6 +103,9 @@ def test_aggregate_heads():
     "params, message",
     [
         ({"k": 0}, r"k \(0\) must be an integer >= 1"),
+        ({"k_ratio": 0.0}, r"k_ratio \(0.0\) must be a number in \(0, 1\]"),
+        ({"k_ratio": 1.5}, r"k_ratio"),
+        ({"direction": "diagonal"}, r"direction \('diagonal'\) must be one of row, column"),
         ({"head_reduce": "sum"}, r"head_reduce \('sum'\) must be one of mean, max"),
         ({"iqr_factor": float("nan")}, r"iqr_factor"),
         ({"min_keep": 0}, r"min_keep \(0\) must be >= 1"),
@@ -120,9 +124,21 @@ def test_layer_errors():
         FreePrunerConfig(complementary_layer=-13).layers_needed(12)
     with pytest.raises(PruningError, match=r"pivotal layers \[5:3\] select no layer"):
         FreePrunerConfig(pivotal_start_layer=5, pivotal_end_layer=3).pivotal_layers(12)
-    # the defaults: layers 9 and 10 of a 12-layer encoder; 1 and 2 of a 4-layer one
-    assert FreePrunerConfig().layers_needed(12) == (9, 10)
-    assert FreePrunerConfig().layers_needed(4) == (1, 2)
+    # the defaults: pivotal 8-9 and complementary 10 of a 12-layer encoder (20-21 and 22 of
+    # CLIP-L's 24); 0-1 and 2 of a 4-layer one
+    assert FreePrunerConfig().layers_needed(12) == (8, 9, 10)
+    assert FreePrunerConfig().layers_needed(24) == (20, 21, 22)
+    assert FreePrunerConfig().layers_needed(4) == (0, 1, 2)
+
+
+def test_k_is_relative_to_the_patch_count():
+    config = FreePrunerConfig(k_ratio=0.25)
+    assert [config.resolve_k(n) for n in (576, 256, 64, 3, 1)] == [144, 64, 16, 1, 1]
+    assert FreePrunerConfig(k=192).resolve_k(576) == 192  # an absolute k overrides
+    assert FreePrunerConfig(k=900).resolve_k(576) == 576
+    settings = FreePrunerConfig(k_ratio=0.25).settings(num_layers=24, num_patches=576)
+    assert settings["pivotal_layers"] == [20, 21] and settings["k"] == 144
+    assert settings["complementary_layer"] == 22 and settings["direction"] == "row"
 
 
 def test_nan_attention_is_a_clear_error():
@@ -230,24 +246,93 @@ def test_permutation_equivariant(data):
             assert sorted(perm[after].tolist()) == before.tolist()
 
 
+def _reference(case, config):
+    """Algorithm 1 written out literally on whole maps: union of per-layer top-k, then the
+    union of the outliers of the pivotal tokens' vectors (no entries, no budget)."""
+    layers = config.pivotal_layers(case.num_layers)
+    comp_layer = config.complementary_layer % case.num_layers
+    k = config.resolve_k(case.num_patches)
+    pivotal = torch.zeros(case.batch, case.num_patches, dtype=torch.bool)
+    for layer in layers:
+        r = contribution_degree(case.maps[layer], case.num_prefix, config.include_cls)
+        pivotal |= top_k_mask(r, k)
+    comp = complementary_mask(
+        case.maps[comp_layer], pivotal, case.num_prefix, config.include_cls,
+        config.iqr_factor, config.direction,
+    )
+    return pivotal, comp & ~pivotal
+
+
 @SETTINGS
 @given(st.data())
-def test_fixed_budget_is_exact_and_prefers_pivotal(data):
+def test_adaptive_selection_is_algorithm_1(data):
+    case = data.draw(attention_case())
+    config = data.draw(freepruner_config(case, with_budget=False))
+    config = FreePrunerConfig(**{**config.__dict__, "min_keep": 1})
+    pivotal, comp = _reference(case, config)
+    selection = _select(case, config)
+    for b in range(case.batch):
+        assert selection.pivotal[b].tolist() == pivotal[b].nonzero().squeeze(-1).tolist()
+        assert selection.complementary[b].tolist() == comp[b].nonzero().squeeze(-1).tolist()
+
+
+@SETTINGS
+@given(st.data())
+def test_union_over_one_layer_is_the_single_layer_selection(data):
+    case = data.draw(attention_case())
+    config = data.draw(freepruner_config(case, with_budget=False))
+    layer = data.draw(st.integers(0, case.num_layers - 1))
+    one = FreePrunerConfig(**{**config.__dict__, "pivotal_start_layer": layer,
+                              "pivotal_end_layer": layer + 1, "min_keep": 1})
+    k = one.resolve_k(case.num_patches)
+    top = top_k_mask(contribution_degree(case.maps[layer], case.num_prefix, one.include_cls), k)
+    selection = _select(case, one)
+    for b in range(case.batch):
+        assert selection.pivotal[b].tolist() == top[b].nonzero().squeeze(-1).tolist()
+    # and the union over several layers holds every one of them
+    union = _select(case, FreePrunerConfig(**{**one.__dict__, "pivotal_start_layer": 0,
+                                               "pivotal_end_layer": case.num_layers}))
+    for b in range(case.batch):
+        assert set(selection.pivotal[b].tolist()) <= set(union.pivotal[b].tolist())
+
+
+@SETTINGS
+@given(st.data())
+def test_fixed_budget_keeps_both_kinds(data):
+    """A budget returns exactly that many tokens, all pivotal or complementary (never filler):
+    the adaptive selection at the k where its count reaches the budget, completed from the
+    next k. So complementary tokens are kept whenever the budget exceeds the pivotal count,
+    and a budget equal to an adaptive count gives that adaptive selection."""
     case = data.draw(attention_case())
     config = data.draw(freepruner_config(case, with_budget=True))
-    adaptive = _select(case, FreePrunerConfig(**{**config.__dict__, "budget": None}))
     fixed = _select(case, config)
-    for b in range(case.batch):
-        kept = set(fixed.kept[b].tolist())
+    for b, (kept, pivotal, comp, filled) in enumerate(_as_sets(fixed)):
         assert len(kept) == config.budget
-        adaptive_pivotal = set(adaptive.pivotal[b].tolist())
-        adaptive_kept = set(adaptive.kept[b].tolist())
-        if config.budget >= len(adaptive_kept):
-            assert adaptive_kept <= kept  # fill: everything adaptive stays
-        elif config.budget >= len(adaptive_pivotal):
-            assert adaptive_pivotal <= kept <= adaptive_kept  # truncate complementary first
-        else:
-            assert kept <= adaptive_pivotal
+        assert not filled and pivotal | comp == kept
+        if config.budget > len(pivotal):
+            assert comp
+        # nested: kept(k') ⊆ budget selection ⊆ kept(k' + 1) for the adaptive selections
+        entry = fixed.admission[b] // 2
+        last = int(entry[fixed.kept[b]].max())
+        below = _select(case, FreePrunerConfig(**{**config.__dict__, "budget": None,
+                                                  "k": max(1, last - 1), "min_keep": 1}))
+        at = _select(case, FreePrunerConfig(**{**config.__dict__, "budget": None, "k": last,
+                                               "min_keep": 1}))
+        if last > 1:
+            assert set(below.kept[b].tolist()) <= kept
+        assert kept <= set(at.kept[b].tolist())
+    # a budget equal to an adaptive count reproduces that adaptive selection
+    adaptive = _select(case, FreePrunerConfig(**{**config.__dict__, "budget": None,
+                                                 "min_keep": 1}))
+    for b in range(case.batch):
+        count = adaptive.num_kept[b]
+        same = select_freepruner(
+            {layer: m[b : b + 1] for layer, m in case.maps.items()},
+            FreePrunerConfig(**{**config.__dict__, "budget": count}),
+            case.num_layers, case.num_prefix,
+        )
+        # the same tokens (labels follow the smallest k giving that count)
+        assert _as_sets(same)[0][0] == _as_sets(adaptive)[b][0]
 
 
 @settings(max_examples=150, deadline=None)

@@ -11,9 +11,15 @@ it knows which crop token lands at which packed position, and chooses over the p
 visual positions only:
 
 - ``budget=None``: keep what the pruner kept, among tokens that survive unpadding;
-- ``budget=K``: exactly K visual tokens per image (all of them if the image has fewer):
-  the pruner's kept tokens first, ranked by ``selection.scores`` (truncate), then the
-  best-scored others (fill); ties and missing scores fall back to packed order.
+- ``budget=K``: exactly K visual tokens per image (all of them if the image has fewer).
+  freePruner: the same rule as ``fpcost prune --budget`` (``selection.budget_order``) over
+  the packed positions of all the image's crops together: the adaptive selection at the k
+  where its surviving count reaches K, filled from the next k, pivotal first, so both
+  pivotal and complementary tokens stay; the pruner is asked for every complementary row
+  (``FreePruner.with_complete_rows``) so that this order is exact for any K. Baselines
+  (no ``selection.admission``): the pruner's kept tokens first, ranked by
+  ``selection.scores`` (truncate), then the best-scored others (fill); ties and missing
+  scores fall back to packed order.
 
 Newline tokens are always kept and not counted in the budget: they are a fixed one per
 row of the unpadded grid, carry the 2-D layout the LLM was trained with, and the model
@@ -43,6 +49,7 @@ from fpcost.pruner.adapters.common import (
 )
 from fpcost.pruner.adapters.rebuild import Segment
 from fpcost.pruner.api import Selection
+from fpcost.pruner.budget import budget_order
 
 NEWLINE = -1  # marks a newline position in the packed source-position map
 
@@ -112,17 +119,25 @@ def packed_sources(
 
 
 def choose_positions(
-    sources: torch.Tensor, kept: torch.Tensor, scores: torch.Tensor, budget: int | None
+    sources: torch.Tensor,
+    kept: torch.Tensor,
+    scores: torch.Tensor,
+    budget: int | None,
+    admission: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Packed positions kept for one image: chosen visual positions plus every newline.
 
-    ``sources`` (L,) from ``packed_sources``; ``kept`` (sum C_i * N,) bool and ``scores``
-    (sum C_i * N,) float, flat over all crops. Returns sorted positions (L',).
+    ``sources`` (L,) from ``packed_sources``; ``kept`` (sum C_i * N,) bool, ``scores``
+    (sum C_i * N,) float and, for freePruner, ``admission`` (sum C_i * N,) int64, flat over
+    all crops. Returns sorted positions (L',).
     """
     positions = torch.nonzero(sources != NEWLINE).squeeze(1)  # (V,) visual positions
     src = sources[positions]  # (V,)
     if budget is None:
         chosen = positions[kept[src]]
+    elif admission is not None:  # freePruner's nested rule over the packed positions
+        order = budget_order(admission[src][None], scores[src][None])[0]  # (V,)
+        chosen = positions[order[: min(budget, positions.numel())]]
     else:
         # best score first, ties by position; then, stably, the pruner's kept tokens first
         order = torch.sort(-scores[src], stable=True).indices  # (V,)
@@ -161,6 +176,8 @@ def generate_llava_next(
     weight = next(tower.parameters())
     crops, num_crops = _crops(model, inputs["pixel_values"], image_sizes)
 
+    if budget is not None and callable(getattr(pruner, "with_complete_rows", None)):
+        pruner = pruner.with_complete_rows()  # an exact budget order for any K (module doc)
     with torch.no_grad():
         encoded = run_pruner(pruner, tower, crops.to(weight.device, weight.dtype))
         selection: Selection = encoded.selection
@@ -183,9 +200,12 @@ def generate_llava_next(
                 raise PruningError("selection scores contain NaN")
         else:
             scores = torch.zeros(features.shape[0])
+        admission = (
+            None if selection.admission is None else selection.admission.cpu().flatten()
+        )  # (sum C_i * N,)
 
         sources = packed_sources(model, num_crops, selection.num_patches, image_sizes)
-        positions = [choose_positions(s, kept, scores, budget) for s in sources]
+        positions = [choose_positions(s, kept, scores, budget, admission) for s in sources]
         # per image (L'_i,): the source index at each kept packed position, or NEWLINE
         picked = [s[p] for s, p in zip(sources, positions, strict=True)]
         # Project the chosen tokens once, in source order (the model's own row order).

@@ -140,7 +140,10 @@ def test_selection_hand_counts():
     scores = 16 * 577 * 577
     assert spec.resolved_layers(24) == (21, 22)
     assert SelectionSpec().resolved_layers(24) == (20, 21, 22)
-    assert SelectionSpec().pivotal_layers(24) == (20, 21) and SelectionSpec().k == 144
+    assert SelectionSpec().pivotal_layers(24) == (20, 21)
+    # k follows the pruner's k = round(0.25 N): 144 of LLaVA-1.5's 576, 64 of a 256-token frame
+    assert SelectionSpec().resolved_k(576) == 144 and SelectionSpec().resolved_k(256) == 64
+    assert SelectionSpec(k=192).resolved_k(256) == 192
     assert ops["map_qk"].count == 1 and ops["column_sum"].count == 1 and ops["top_k"].count == 1
     assert ops["map_qk"].tensor_flops == 2 * 16 * 577 * 64 * 577
     assert ops["map_qk"].precision == "fp32"

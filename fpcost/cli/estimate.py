@@ -159,7 +159,7 @@ def _settings(result: Estimate) -> dict:
             "selection": None if result.selection is None else {
                 "selection_layers": list(result.selection.resolved_layers(model.vision.num_hidden_layers)),
                 "complementary_layer": result.selection.complementary_layer,
-                "k": result.selection.k},
+                "k": result.selection.resolved_k(model.vision.num_patches)},
         })
     return settings
 
@@ -205,7 +205,8 @@ def _settings(result: Estimate) -> dict:
               metavar="wNaNkvN", help="Bit widths of the vision tower and projector.")
 @click.option("--selection-layers", default=None, metavar="L,L,...",
               help="Encoder layers whose attention freePruner's selection recomputes "
-                   "[default: -3,-2: pivotal layer -3, complementary -2].")
+                   "[default: -4,-3,-2: pivotal layers -4 and -3, complementary -2; k = 0.25 x "
+                   "the patch tokens].")
 @click.option("--stage", type=click.Choice(ALL_STAGES + ("all",)), default="all", show_default=True,
               help="Stage rows to list; all = every stage the request runs (selection only when "
                    "pruning). Every stage is always estimated: time to first token, time per "

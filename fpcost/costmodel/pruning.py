@@ -51,7 +51,10 @@ class SelectionSpec:
 
     selection_layers: tuple[int, ...] = (-4, -3, -2)
     complementary_layer: int = -2
-    k: int = 144  # round(0.25 * 576): FreePrunerConfig.k_ratio on LLaVA-1.5's 576 tokens
+    # k: an absolute count, or (None) round(k_ratio x the tower's patches), at least 1 —
+    # FreePrunerConfig's rule: 144 of LLaVA-1.5's 576 tokens, 64 of a Video-LLaVA frame's 256
+    k: int | None = None
+    k_ratio: float = 0.25
     pivotal: tuple[int, ...] | None = None  # explicit pivotal layers (may hold the complementary)
     # "row": complementary tokens from the pivotal tokens' rows A[p, :] (Alg. 1; only those
     # rows are computed); "column": from their columns A[:, p] (§3.3's prose; every row of
@@ -68,8 +71,15 @@ class SelectionSpec:
         if not _is_int(self.complementary_layer):
             raise WorkloadError(f"complementary layer {self.complementary_layer!r} must be an "
                                 "integer layer index")
-        if not _is_int(self.k) or self.k < 1:
+        if self.k is not None and (not _is_int(self.k) or self.k < 1):
             raise WorkloadError(f"selection k = {self.k!r} must be an integer ≥ 1")
+        if isinstance(self.k_ratio, bool) or not isinstance(self.k_ratio, (int, float)) or not (
+                0 < self.k_ratio <= 1):
+            raise WorkloadError(f"selection k_ratio = {self.k_ratio!r} must be a number in (0, 1]")
+
+    def resolved_k(self, num_patches: int) -> int:
+        """Pivotal tokens per layer for a tower of ``num_patches`` patch tokens."""
+        return self.k if self.k is not None else max(1, round(self.k_ratio * num_patches))
         if self.direction not in DIRECTIONS:
             raise WorkloadError(f"selection direction {self.direction!r} is unknown; valid: "
                                 f"{', '.join(DIRECTIONS)}")
@@ -80,7 +90,8 @@ class SelectionSpec:
         """A selection with its pivotal layers given (a union over layers, which may include
         the complementary layer itself, as a results file's ``settings`` records it)."""
         pivotal = tuple(pivotal)
-        return cls(pivotal + (complementary_layer,), complementary_layer, k, pivotal, direction)
+        return cls(pivotal + (complementary_layer,), complementary_layer, k=k, pivotal=pivotal,
+                   direction=direction)
 
     def resolved_layers(self, num_layers: int) -> tuple[int, ...]:
         """Selection layers as sorted, unique, non-negative indices of a ``num_layers`` tower."""
@@ -138,7 +149,7 @@ def selection_ops(
     a = bytes_per_element(act_bits)
     maps = n * t * t  # elements of the head-averaged maps
     sort_comparisons = math.ceil(math.log2(t))  # per element, a comparison sort
-    k = min(selection.k, vision.num_patches)  # a k above the patch count selects them all
+    k = min(selection.resolved_k(vision.num_patches), vision.num_patches)  # a larger k keeps all
     num_pivotal = min(pivotal * k, vision.num_patches)
     block = "freepruner"
 

@@ -49,6 +49,14 @@ class HardwareProfile:
     sources: dict[str, str] = field(default_factory=dict)
     # Where a calibrated profile was measured (device, torch version, threads, date); free-form.
     provenance: dict[str, str] = field(default_factory=dict)
+    # Fixed time of one kernel launch / dispatch, measured by ``fpcost calibrate`` and used
+    # by the runtime execution profiles (runtime.py); None: not measured (no launch term).
+    kernel_launch_s: float | None = None
+    # Bandwidth of element-wise kernels on cache-resident activations (calibrated CPUs: the
+    # bytes the best element-wise kernel moves per second); None: activations at the memory
+    # bandwidth. Used by the runtime execution profiles only.
+    cache_bandwidth_bytes_per_s: float | None = None
+    cache_bytes: float | None = None  # capacity behind that bandwidth (a CPU's last-level cache)
 
     def __post_init__(self) -> None:
         if self.device_type not in DEVICE_TYPES:
@@ -67,7 +75,8 @@ class HardwareProfile:
         ):
             _check_positive(self.name, name, getattr(self, name))
         for name in ("tensor_int4_ops_per_s", "tensor_fp8_flops_per_s", "tensor_tf32_flops_per_s",
-                     "tensor_fp32_flops_per_s"):
+                     "tensor_fp32_flops_per_s", "kernel_launch_s",
+                     "cache_bandwidth_bytes_per_s", "cache_bytes"):
             value = getattr(self, name)
             if value is not None:
                 _check_positive(self.name, name, value)

@@ -10,6 +10,7 @@ Layout of a file (see docs/hardware.md)::
     [memory]      capacity_gb, bandwidth_gb_per_s, onchip_buffer_kb
     [tensor]      fp16_tflops, int8_tops, int4_tops?, fp8_tflops?, tf32_tflops?, fp32_tflops?
     [vector]      fp16_tflops, fp32_tflops
+    [runtime]     kernel_launch_us?, cache_bandwidth_gb_per_s?, cache_mb?   (calibrated CPUs)
     [efficiency]  matmul?, attention?, vector?, norm?     (fractions of the ceilings)
     [sources]     "<table>.<key>" = "where the number comes from"
     [provenance]  free-form strings (calibrated profiles: device, torch, threads, date)
@@ -24,7 +25,7 @@ from typing import Any
 
 from fpcost.costmodel.errors import HardwareError
 from fpcost.costmodel.hardware import DEVICE_TYPES, OPERATOR_CLASSES, HardwareProfile
-from fpcost.costmodel.units import GIGA, KILO, TERA
+from fpcost.costmodel.units import GIGA, KILO, MEGA, MICRO, TERA
 
 
 @dataclass(frozen=True)
@@ -56,8 +57,12 @@ NUMERIC_KEYS = (
     NumericKey("tensor", "fp32_tflops", "tensor_fp32_flops_per_s", TERA, "TFLOP/s", False),
     NumericKey("vector", "fp16_tflops", "vector_fp16_flops_per_s", TERA, "TFLOP/s", True),
     NumericKey("vector", "fp32_tflops", "vector_fp32_flops_per_s", TERA, "TFLOP/s", True),
+    NumericKey("runtime", "kernel_launch_us", "kernel_launch_s", MICRO, "µs", False),
+    NumericKey("runtime", "cache_bandwidth_gb_per_s", "cache_bandwidth_bytes_per_s", GIGA, "GB/s",
+               False),
+    NumericKey("runtime", "cache_mb", "cache_bytes", MEGA, "MB", False),
 )
-NUMERIC_TABLES = ("memory", "tensor", "vector")
+NUMERIC_TABLES = ("memory", "tensor", "vector", "runtime")
 TOP_LEVEL_STRINGS = ("name", "description", "device_type")
 OPTIONAL_TABLES = ("efficiency", "sources", "provenance")
 TOP_LEVEL_KEYS = TOP_LEVEL_STRINGS + NUMERIC_TABLES + OPTIONAL_TABLES
@@ -138,6 +143,8 @@ def profile_to_toml_dict(profile: HardwareProfile) -> dict[str, Any]:
         value = getattr(profile, nk.field)
         if value is not None:
             doc[nk.table][nk.key] = _file_number(value / nk.si_per_file_unit)
+    if not doc["runtime"]:  # only calibrated profiles carry a launch time
+        del doc["runtime"]
     if profile.efficiency:
         doc["efficiency"] = {k: _file_number(v) for k, v in profile.efficiency.items()}
     by_field = {nk.field: nk.dotted for nk in NUMERIC_KEYS}

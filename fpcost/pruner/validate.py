@@ -23,6 +23,13 @@ import torch
 from torch import nn
 
 from fpcost.costmodel.hardware import OPERATOR_CLASSES
+from fpcost.costmodel.noise import (
+    DEFAULT_MAX_SPREAD,
+    Dispersion,
+    high_spread,
+    non_monotonic,
+    too_noisy,
+)
 from fpcost.costmodel.params import llm_params
 from fpcost.costmodel.spec import LLMSpec
 from fpcost.costmodel.units import GIGA, bytes_per_element
@@ -52,6 +59,10 @@ class PrefillMeasurement:
     num_tokens: int
     total_repeats_s: tuple[float, ...]
     hooked_repeats: tuple[tuple[float, dict[str, float]], ...]
+
+    @property
+    def dispersion(self) -> Dispersion:
+        return Dispersion.of(list(self.total_repeats_s))
 
     def total_s(self, statistic: str = "median") -> float:
         return summarize(list(self.total_repeats_s), statistic)
@@ -205,13 +216,17 @@ def _timed_pass(run: Callable[[], object], timer, hooks: ClassHooks | None = Non
 
 def measure_prefills(llm: LLMSpec, dtype: str, device: Device, token_counts: Sequence[int],
                      warmup: int = 1, repeats: int = 5, hooked_repeats: int = 3,
-                     progress: Progress | None = None, seed: int = 0) -> list[PrefillMeasurement]:
+                     progress: Progress | None = None, seed: int = 0,
+                     statistic: str = "median", max_spread: float = DEFAULT_MAX_SPREAD,
+                     retries: int = 2) -> list[PrefillMeasurement]:
     """Build the model once and time its prefill at each of ``token_counts``.
 
     Passes are interleaved: each round times every count once, so a burst of load from
     other jobs spreads over all counts instead of biasing one. ``repeats`` un-hooked rounds
-    give the totals; ``hooked_repeats`` hooked rounds the split per class. Progress: one
-    step after building, one per round.
+    give the totals; ``hooked_repeats`` hooked rounds the split per class. Counts whose
+    passes spread more than ``max_spread`` or whose total (by ``statistic``) is below a
+    smaller count's are re-measured (all their passes again) up to ``retries`` times; then
+    ``TooNoisyError``. Progress: one step after building, one per round.
     """
     if dtype not in DTYPES:
         raise DeviceError(f"--dtype {dtype!r} is unknown; valid: {', '.join(DTYPES)}")
@@ -227,12 +242,18 @@ def measure_prefills(llm: LLMSpec, dtype: str, device: Device, token_counts: Seq
             for _ in range(warmup):
                 run()
         timer.synchronize()
-        totals: list[list[float]] = [[] for _ in runs]
-        for round_index in range(repeats):
-            for i, run in enumerate(runs):
-                totals[i].append(_timed_pass(run, timer)[0])
-            if progress:
-                progress(f"round {round_index + 1}/{repeats}")
+        totals = _rounds(runs, range(len(runs)), repeats, timer, progress)
+        for attempt in range(retries + 1):
+            problems, flagged = prefill_problems(token_counts, totals, statistic, max_spread)
+            if not problems:
+                break
+            if attempt == retries:
+                raise too_noisy("the prefill timings", problems,
+                                "rerun on a quieter machine (fewer jobs, `--threads 1`), or "
+                                "raise `--max-spread` knowingly")
+            again = _rounds(runs, flagged, repeats, timer, None)
+            for i in flagged:
+                totals[i] = again[i]
         hooks = ClassHooks(timer)
         hooked: list[list[tuple[float, dict[str, float]]]] = [[] for _ in runs]
         with hooks.attach(model):
@@ -243,6 +264,35 @@ def measure_prefills(llm: LLMSpec, dtype: str, device: Device, token_counts: Seq
                     progress(f"hooked round {round_index + 1}/{hooked_repeats}")
     return [PrefillMeasurement(n, tuple(totals[i]), tuple(hooked[i]))
             for i, n in enumerate(token_counts)]
+
+
+def _rounds(runs, indices, repeats, timer, progress) -> list[list[float]]:
+    """``repeats`` interleaved rounds over ``runs[i]`` for i in ``indices``: the seconds
+    of each pass, per run (a list over all runs; unmeasured ones stay empty)."""
+    totals: list[list[float]] = [[] for _ in runs]
+    for round_index in range(repeats):
+        for i in indices:
+            totals[i].append(_timed_pass(runs[i], timer)[0])
+        if progress:
+            progress(f"round {round_index + 1}/{repeats}")
+    return totals
+
+
+def prefill_problems(token_counts: Sequence[int], totals: Sequence[Sequence[float]],
+                     statistic: str, max_spread: float) -> tuple[list[str], list[int]]:
+    """(problems, indices to re-measure) of timed prefills: passes that spread more than
+    ``max_spread``, totals that fall as the token count grows."""
+    dispersions = {i: Dispersion.of(list(t)) for i, t in enumerate(totals)}
+    flagged = set(high_spread(dispersions, max_spread))
+    problems = [f"{token_counts[i]} tokens: median pass {100 * dispersions[i].spread:.0f}% "
+                "above the fastest" for i in sorted(flagged)]
+    values = [summarize(list(t), statistic) for t in totals]
+    for i in non_monotonic(token_counts, values):
+        flagged.add(i)
+        smaller = [j for j in range(len(values)) if token_counts[j] < token_counts[i]]
+        flagged.update(j for j in smaller if values[j] > values[i])
+        problems.append(f"{token_counts[i]} tokens timed faster than fewer tokens")
+    return problems, sorted(flagged)
 
 
 def measurement_steps(repeats: int, hooked_repeats: int) -> int:

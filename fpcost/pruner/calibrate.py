@@ -17,9 +17,9 @@ import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
+from types import SimpleNamespace
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from fpcost.costmodel.calibration import (
@@ -233,6 +233,7 @@ def kernel_fn(case: KernelCase, dtype: torch.dtype, device: torch.device) -> Cal
     ``nn.Linear``, ``LlamaRMSNorm``, ``act_fn(gate) * up``, rotary, cache update and SDPA
     code, on tensors of the layouts the model passes them."""
     from transformers.activations import ACT2FN
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.models.llama.modeling_llama import LlamaRMSNorm, apply_rotary_pos_emb
 
     llm, s = case.llm, case.num_tokens
@@ -255,13 +256,15 @@ def kernel_fn(case: KernelCase, dtype: torch.dtype, device: torch.device) -> Cal
         k, v = (rand(1, s, kv_heads, d).transpose(1, 2) for _ in range(2))
         cos, sin = rand(1, s, d), rand(1, s, d)  # (B, S, D) rotary tables
         empty = torch.tensor([], device=device, dtype=dtype)  # DynamicLayer's initial cache
+        # what sdpa_attention_forward reads of LlamaAttention
+        module = SimpleNamespace(num_key_value_groups=heads // kv_heads, is_causal=True,
+                                 training=False)
 
         def attention():
             q_rot, k_rot = apply_rotary_pos_emb(q, k, cos, sin)
             keys, values = torch.cat([empty, k_rot], dim=-2), torch.cat([empty, v], dim=-2)
-            out = F.scaled_dot_product_attention(q_rot, keys, values, is_causal=True,
-                                                 scale=d**-0.5)
-            return out.transpose(1, 2).contiguous()  # (B, S, H, D), as o_proj reads it
+            # SDPA, then transpose(1, 2).contiguous(): (B, S, H, D), as o_proj reads it
+            return sdpa_attention_forward(module, q_rot, keys, values, None, scaling=d**-0.5)[0]
 
         return attention
     if name == "attn_norm":

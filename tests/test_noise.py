@@ -35,6 +35,16 @@ def test_high_spread_on_synthetic_passes():
     assert high_spread({"b": busy}, max_spread=1.0) == []
 
 
+def test_descheduled_process_is_caught_even_with_steady_passes():
+    """A busy job on every core slows every pass alike: no spread, but the process got only
+    half of its core (CPU time / wall time)."""
+    steady_but_shared = Dispersion.of([2.0, 2.01, 2.02], occupancies=[0.5, 0.52, 0.49])
+    assert steady_but_shared.spread < 0.01
+    assert steady_but_shared.problem() == "the process held only 50% of its core(s)"
+    assert high_spread({"s": steady_but_shared}) == ["s"]
+    assert Dispersion.of([2.0, 2.01], occupancies=[0.97, 0.99]).problem() is None
+
+
 def test_non_monotonic_on_synthetic_times():
     counts = [64, 128, 256, 512]
     assert non_monotonic(counts, [1.0, 2.0, 4.0, 8.0]) == []

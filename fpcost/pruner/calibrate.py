@@ -59,7 +59,7 @@ from .timing import (
     memory_bytes,
     nominal_cpu_peak,
     summarize,
-    time_repeats,
+    time_repeats_occupied,
 )
 
 CALIBRATE_DTYPES = (*DTYPES, "int8")
@@ -103,14 +103,15 @@ def _repeat(fn: Callable[[], object], times: int) -> Callable[[], None]:
 
 
 def _timed_passes(device: Device, fn: Callable[[], object], warmup: int, repeats: int,
-                  approx_s: float | None = None) -> list[float]:
-    """Seconds of one call of ``fn`` in each of ``repeats`` timed passes; tiny kernels are
-    looped so a timed pass lasts at least ``INNER_LOOP_SECONDS`` (``approx_s`` is a first
-    guess of one call)."""
+                  approx_s: float | None = None) -> tuple[list[float], list[float] | None]:
+    """(seconds of one call of ``fn`` in each of ``repeats`` timed passes, their
+    occupancies); tiny kernels are looped so a timed pass lasts at least
+    ``INNER_LOOP_SECONDS`` (``approx_s`` is a first guess of one call)."""
     inner = 1
     if approx_s is not None and approx_s < INNER_LOOP_SECONDS:
         inner = min(4096, math.ceil(INNER_LOOP_SECONDS / max(approx_s, 1e-7)))
-    return [t / inner for t in time_repeats(_repeat(fn, inner), device.timer, warmup, repeats)]
+    times, occupancies = time_repeats_occupied(_repeat(fn, inner), device, warmup, repeats)
+    return [t / inner for t in times], occupancies
 
 
 def _timed(device: Device, fn: Callable[[], object], warmup: int, repeats: int,
@@ -118,9 +119,9 @@ def _timed(device: Device, fn: Callable[[], object], warmup: int, repeats: int,
            dispersions: dict[str, Dispersion] | None = None, label: str = "") -> float:
     """Seconds of one call of ``fn``, the passes reduced by ``statistic``; their dispersion
     is recorded in ``dispersions[label]``."""
-    passes = _timed_passes(device, fn, warmup, repeats, approx_s)
+    passes, occupancies = _timed_passes(device, fn, warmup, repeats, approx_s)
     if dispersions is not None:
-        dispersions[label] = Dispersion.of(passes)
+        dispersions[label] = Dispersion.of(passes, occupancies)
     return summarize(passes, statistic)
 
 
@@ -328,8 +329,7 @@ def _case_problems(cases, times, dispersions, max_spread) -> tuple[list[str], se
     labels = {f"kernel {c.label}": i for i, c in enumerate(cases)}
     spread = high_spread({k: dispersions[k] for k in labels}, max_spread)
     flagged = {labels[k] for k in spread}
-    problems = [f"{k}: median pass {100 * dispersions[k].spread:.0f}% above the fastest"
-                for k in spread]
+    problems = [f"{k}: {dispersions[k].problem(max_spread)}" for k in spread]
     series: dict[tuple, list[int]] = {}
     for i, c in enumerate(cases):
         series.setdefault((c.op_name, c.llm), []).append(i)
@@ -424,7 +424,7 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
                 break
             _measure_cases(device, cases, sorted(flagged), suite_dtype, warmup, repeats,
                            statistic, times, dispersions, None)
-        ceiling_problems = [f"{k}: median pass {100 * dispersions[k].spread:.0f}% above the fastest"
+        ceiling_problems = [f"{k}: {dispersions[k].problem(max_spread)}"
                             for k in high_spread({k: d for k, d in dispersions.items()
                                                   if not k.startswith("kernel ")}, max_spread)]
     if problems or ceiling_problems:

@@ -25,7 +25,7 @@ from fpcost.costmodel.spec import LLMSpec, ModelSpec, ProjectorSpec, VisionSpec
 
 from .encoders import Encoder
 from .run import open_image
-from .timing import Device, fixed_threads, summarize
+from .timing import Device, fixed_threads, occupancy_clock, summarize
 from .validate import build_llm
 
 FEATURE_LAYER = -2  # LLaVA reads the penultimate layer's patch tokens
@@ -51,16 +51,24 @@ class RequestTiming:
         return summarize([p["total"] for p in passes], statistic)
 
     def dispersion(self, which: str) -> Dispersion:
-        passes = self.pruned if which == "pruned" else self.unpruned
-        return Dispersion.of([p["total"] for p in passes])
+        return _dispersion(self.pruned if which == "pruned" else self.unpruned)
 
     def stages_s(self, which: str, statistic: str) -> dict[str, float]:
         """Each stage's seconds in the pass whose total is the ``statistic`` one (min), or
         the median of each stage over the passes (median)."""
         passes = self.pruned if which == "pruned" else self.unpruned
         if statistic == "min":
-            return dict(min(passes, key=lambda p: p["total"]))
-        return {k: summarize([p[k] for p in passes], statistic) for k in passes[0]}
+            chosen = min(passes, key=lambda p: p["total"])
+            return {k: chosen[k] for k in STAGE_KEYS}
+        return {k: summarize([p[k] for p in passes], statistic) for k in STAGE_KEYS}
+
+
+STAGE_KEYS = ("encoder", "selection", "projector", "prefill", "total")
+
+
+def _dispersion(passes) -> Dispersion:
+    occupancies = [p["occupancy"] for p in passes if p.get("occupancy") is not None]
+    return Dispersion.of([p["total"] for p in passes], occupancies or None)
 
 
 def request_model_spec(encoder: Encoder, llm: LLMSpec) -> ModelSpec:
@@ -107,7 +115,10 @@ def measure_requests(encoder: Encoder, pruner, paths: Sequence[Path], llm: LLMSp
         pixels = [encoder.pixel_values([encoder.crop(open_image(p))]).to(device.torch_device)
                   for p in paths]  # (1, 3, S, S) each
 
+        cpu = occupancy_clock(device)
+
         def request(pixel_values: torch.Tensor, pruned: bool) -> dict[str, float]:
+            cpu_start = cpu() if cpu else 0.0
             start = timer.mark()
             if pruned:
                 out = pruner.encode_and_select(vision, pixel_values)
@@ -125,10 +136,12 @@ def measure_requests(encoder: Encoder, pruner, paths: Sequence[Path], llm: LLMSp
             embeds = torch.cat([visual, embed(text_ids)], dim=1)  # (1, kept + text, H)
             model(inputs_embeds=embeds, use_cache=True, logits_to_keep=1)
             end = timer.mark()
+            total = timer.elapsed_s(start, end)
+            occupancy = (cpu() - cpu_start) / (total * device.num_threads) if cpu else None
             return {"encoder": timer.elapsed_s(start, encoded), "selection": selection_s,
                     "projector": timer.elapsed_s(encoded, projected),
                     "prefill": timer.elapsed_s(projected, end),
-                    "total": timer.elapsed_s(start, end), "num_kept": float(patches.shape[1])}
+                    "total": total, "num_kept": float(patches.shape[1]), "occupancy": occupancy}
 
         for pixel_values in pixels:
             for _ in range(warmup):
@@ -148,15 +161,14 @@ def measure_requests(encoder: Encoder, pruner, paths: Sequence[Path], llm: LLMSp
 
         passes = rounds(range(len(paths)))
         for attempt in range(retries + 1):
-            spread = {f"{Path(paths[i]).name} {which}": Dispersion.of([p["total"] for p in ps[k]])
+            spread = {f"{Path(paths[i]).name} {which}": _dispersion(ps[k])
                       for i, ps in passes.items() for k, which in ((0, "pruned"), (1, "unpruned"))}
             noisy = high_spread(spread, max_spread)
             if not noisy:
                 break
             if attempt == retries:
                 raise too_noisy("the request timings",
-                                [f"{label}: median pass {100 * spread[label].spread:.0f}% above "
-                                 "the fastest" for label in noisy],
+                                [f"{label}: {spread[label].problem(max_spread)}" for label in noisy],
                                 "rerun on a quieter machine (fewer jobs, `--threads 1`)")
             again = sorted({i for i, p in enumerate(paths)
                             if any(label.startswith(Path(p).name + " ") for label in noisy)})
@@ -164,8 +176,6 @@ def measure_requests(encoder: Encoder, pruner, paths: Sequence[Path], llm: LLMSp
     out = []
     for i, path in enumerate(paths):
         pruned, unpruned = passes[i]
-        kept = int(pruned[0].pop("num_kept"))
-        for p in pruned[1:] + unpruned:
-            p.pop("num_kept")
+        kept = int(pruned[0]["num_kept"])
         out.append(RequestTiming(Path(path).name, num_patches, kept, tuple(pruned), tuple(unpruned)))
     return out

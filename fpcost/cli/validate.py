@@ -193,6 +193,10 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
     dev = resolve_device(device, clock=clock, num_threads=threads)
     profile = load_profile(profile_name)
     check_profile_device(profile, dev.profile_device_type, dev.name, dev.num_threads)
+    calibrated_for = profile.provenance.get("runtime")
+    if calibrated_for is not None and calibrated_for != RUNTIME:
+        raise ConfigError(f"profile {profile.name!r} was calibrated for the {calibrated_for!r} "
+                          f"runtime, but validate times {RUNTIME!r}; recalibrate")
     out_of_range = efficiencies_out_of_range(profile.efficiency)
     if out_of_range:
         raise ConfigError(f"profile {profile.name!r}: efficiency of {', '.join(out_of_range)} is "

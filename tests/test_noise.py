@@ -176,12 +176,12 @@ def test_cli_prints_one_too_noisy_line(capsys, tmp_path, monkeypatch):
 
 
 def test_calibration_dispersion_with_mocked_cuda_events():
-    from fpcost.pruner.calibrate import _timed
+    from fpcost.pruner.calibrate import timed_call_s
     from fpcost.pruner.timing import resolve_device
     from tests.test_timing import fake_cuda
 
     device = resolve_device("cuda", cuda=fake_cuda())
     dispersions = {}
-    seconds = _timed(device, lambda: None, 0, 3, None, "median", dispersions, "k")
+    seconds = timed_call_s(device, lambda: None, 0, 3, None, "median", dispersions, "k")
     assert seconds == pytest.approx(0.01)  # each pass: two event records 10 ms apart
     assert dispersions["k"].num_passes == 3 and dispersions["k"].spread == pytest.approx(0.0)

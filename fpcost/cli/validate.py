@@ -25,8 +25,6 @@ ACCOUNTING = "fpcost"
 # FlashAttention-style kernel on CPU and GPU alike: the s×s scores never reach memory.
 FLASH_ATTENTION = True
 RUNTIME = "transformers-sdpa"  # the runtime execution profile of what validate times
-SIDE_BY_SIDE_MODEL = "llava-1.5-7b"
-SIDE_BY_SIDE_HARDWARE = "a6000"
 
 ms = lambda v: "—" if v is None else f"{v / MILLI:.1f}"  # noqa: E731
 x2 = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
@@ -183,6 +181,8 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
         threads = 1
     images = None
     if images_dir is not None:
+        from .validate_pipeline import prune_directory
+
         images, image_paths, loaded = prune_directory(images_dir, encoder)
         counts = _image_counts(images, text_tokens)
     elif tokens_from is not None:
@@ -223,7 +223,9 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
         payload["settings"]["pruned"] = {"images": str(images_dir), "encoder": encoder,
                                          "method": "freepruner (defaults)"}
     if images is not None:
-        payload["images"] = _image_rows(images, text_tokens, payload["rows"], model, profile, dtype)
+        from .validate_pipeline import image_rows
+
+        payload["images"] = image_rows(images, text_tokens, payload["rows"])
     if images_dir is not None:
         from .validate_pipeline import pipeline_section
 
@@ -236,33 +238,6 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
         write_text_atomic(output, json.dumps(payload, indent=2, allow_nan=False) + "\n",
                           what="validation report")
     _render(payload, output_format)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def prune_directory(directory: Path, encoder_name: str):
-    """freePruner (its defaults) on every image of ``directory``: (rows as
-    ``read_tokens_file`` returns them (image, num_kept, num_tokens), the image paths, and
-    the loaded encoder and pruner)."""
-    from fpcost.pruner.encoders import load_encoder
-    from fpcost.pruner.methods import get_pruner
-    from fpcost.pruner.run import prune_image
-
-    if not directory.is_dir():
-        raise ConfigError(f"--images {str(directory)!r} is not a directory")
-    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ConfigError(f"--images {str(directory)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    pruner = get_pruner("freepruner")
-    encoder = load_encoder(encoder_name)
-    rows = []
-    with progress_bar(len(paths), f"pruning with {encoder_name}") as step:
-        for path in paths:
-            result, _ = prune_image(encoder, pruner, path)
-            rows.append({"image": path.name, "num_kept": result.num_kept, "num_tokens": result.num_tokens})
-            step(path.name)
-    return rows, paths, (encoder, pruner)
 
 
 def _image_counts(images: list[dict], text_tokens: int) -> list[int]:
@@ -352,40 +327,6 @@ def _report(model, profile, baseline, dev, dtype, counts, measured, folds, timin
         **timing,
     }
     return report
-
-
-def _image_rows(images, text_tokens, rows, model, profile, dtype) -> list[dict]:
-    """Per image: kept → predicted and measured prefill time and speedup against the
-    unpruned input here, and LLaVA-1.5-7B on the A6000 side by side (predicted only)."""
-    from fpcost.costmodel.estimate import estimate
-    from fpcost.costmodel.presets import get_preset
-    from fpcost.costmodel.quant import QuantPlan
-    from fpcost.costmodel.workload import Workload
-    from fpcost.hardware_profiles import load_profile
-
-    by_count = {row["num_tokens"]: row for row in rows}
-    side_model = get_preset(SIDE_BY_SIDE_MODEL)
-    side_hw = load_profile(SIDE_BY_SIDE_HARDWARE)
-
-    def side_time_s(visual: int) -> float:
-        result = estimate(side_model, Workload(visual, text_tokens), side_hw, QuantPlan(),
-                          ACCOUNTING, FLASH_ATTENTION, stages=("prefill",))
-        return result.stage_totals("prefill").time_s
-
-    out = []
-    for entry in images:
-        kept = by_count[entry["num_kept"] + text_tokens]
-        full = by_count[entry["num_tokens"] + text_tokens]
-        side_kept, side_full = side_time_s(entry["num_kept"]), side_time_s(entry["num_tokens"])
-        out.append({
-            "image": entry["image"], "num_tokens": entry["num_tokens"], "num_kept": entry["num_kept"],
-            "llm_tokens": entry["num_kept"] + text_tokens,
-            "predicted_s": kept["predicted_s"], "measured_s": kept["measured_s"],
-            "predicted_speedup": full["predicted_s"] / kept["predicted_s"],
-            "measured_speedup": full["measured_s"] / kept["measured_s"],
-            "a6000_predicted_s": side_kept, "a6000_predicted_speedup": side_full / side_kept,
-        })
-    return out
 
 
 def _flat_row(row: dict) -> dict:

@@ -14,10 +14,11 @@ from fpcost.costmodel.calibration import (
     VectorSample,
     build_profile,
     calibrated,
+    case_launches,
+    case_time_s,
     fit_efficiency,
     fit_kernel_efficiencies,
     kernel_suite,
-    roofline_time_s,
     shortfall_notes,
 )
 from fpcost.costmodel.errors import HardwareError
@@ -125,12 +126,35 @@ def test_kernel_suite_covers_every_class():
         kernel_suite("tpu")
 
 
-def test_fit_kernel_efficiencies_recovers_class_factors():
+@pytest.mark.parametrize("launch_s", [0.0, 2e-6])
+def test_fit_kernel_efficiencies_recovers_class_factors(launch_s):
+    """Synthetic module times = the runtime kernels' busy time / a known efficiency plus
+    the launches: the fit recovers the efficiencies once the launches are subtracted."""
     profile = build_profile(measurements(), "test-cpu")
     quant = QuantPlan.uniform(32)
-    truth = {"matmul": 0.8, "attention": 1.7, "vector": 0.3, "norm": 0.45}
+    truth = {"matmul": 0.8, "attention": 0.7, "vector": 0.3, "norm": 0.45}
     cases = kernel_suite("cpu")
-    measured = [roofline_time_s(c.op(quant, profile.onchip_buffer_bytes), profile) / truth[c.op_class]
-                for c in cases]
-    fitted = fit_kernel_efficiencies(cases, measured, calibrated(profile, {"matmul": 9.0}, "x"), quant)
+    measured = [case_time_s(c, profile, quant, with_launch=False) / truth[c.op_class]
+                + launch_s * case_launches(c, quant, profile.onchip_buffer_bytes) for c in cases]
+    noisy_profile = calibrated(profile, {"matmul": 9.0}, "x", launch_s=1e-3)
+    fitted = fit_kernel_efficiencies(cases, measured, noisy_profile, quant, launch_s)
     assert fitted == pytest.approx(truth, rel=1e-9)
+
+
+def test_fit_kernel_efficiencies_refuses_a_module_faster_than_its_launches():
+    profile = build_profile(measurements(), "test-cpu")
+    quant = QuantPlan.uniform(32)
+    cases = kernel_suite("cpu")
+    measured = [1e-6] * len(cases)
+    with pytest.raises(HardwareError, match="less than its launches"):
+        fit_kernel_efficiencies(cases, measured, profile, quant, launch_s=1e-3)
+
+
+def test_cpu_profile_records_cache_bandwidth_and_launch():
+    profile = build_profile(replace(measurements(), cache_bytes=32e6, cache_source="test: 32 MB"),
+                            "test-cpu")
+    # best float32 addcmul: 2e9 FLOP/s at 2 FLOP/element = 1e9 elements/s x 4 operands x 4 B
+    assert profile.cache_bandwidth_bytes_per_s == pytest.approx(16e9)
+    assert profile.cache_bytes == 32e6
+    with_launch = calibrated(profile, {"matmul": 0.5}, "fit", launch_s=3e-6, launch_how="tiny")
+    assert with_launch.kernel_launch_s == 3e-6 and with_launch.sources["kernel_launch_s"] == "tiny"

@@ -12,6 +12,13 @@ from fpcost.costmodel.spec import LLMSpec
 from fpcost.hardware_profiles import write_profile, write_text_atomic
 from fpcost.pruner import calibrate as calibrate_module
 from fpcost.pruner.timing import cpu_name
+from tests.noise_helpers import quiet_machine  # noqa: F401  (the fixture)
+
+
+@pytest.fixture(autouse=True)
+def _detectors_off(quiet_machine):  # noqa: F811
+    """Tiny kernels time in microseconds: these tests check shapes, not noise."""
+
 
 HAS_CUDA = torch.cuda.is_available()
 TINY_CONFIG = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
@@ -123,7 +130,10 @@ def test_validate_json_shape(capsys, cpu_profile, tiny_config, tmp_path):
         assert set(summary[key]) == {"median_abs_rel_error", "max_abs_rel_error"}
     assert set(summary["variants"]) == {"uncalibrated", "profile", "fitted_in_sample", "fitted_held_out"}
     assert data["settings"]["flash_attention"] is True and data["settings"]["quant"] == "w32a32kv32"
-    assert summary["other_statistic"]["statistic"] == "min"
+    assert summary["other_statistic"]["statistic"] == "median"  # the default is min
+    assert data["settings"]["runtime"] == "transformers-sdpa"
+    assert all(row["measured_dispersion"]["num_passes"] == 1 for row in data["rows"])
+    assert set(summary["checks"]["calibrated_not_worse_than_uncalibrated"]) == {"time", "speedup"}
     assert all(len(row["measured_repeats_s"]) == 1 for row in data["rows"])
 
 
@@ -255,9 +265,18 @@ def test_images_pruned_with_the_real_dinov2(capsys, cpu_profile, tiny_config, tm
     code, out, _ = run_cli(capsys, "validate", "--profile", cpu_profile, "--config", tiny_config,
                            "--images", tmp_path, *FAST, "--format", "json")
     assert code == 0
-    (image,) = json.loads(out)["images"]
+    data = json.loads(out)
+    (image,) = data["images"]
     assert image["image"] == "camera.png" and image["num_tokens"] == 576
     assert 0 < image["num_kept"] < 576
+    (request,) = data["pipeline"]["images"]
+    assert request["num_kept"] == image["num_kept"]
+    assert request["measured_speedup"] > 0 and request["predicted_speedup"] > 0
+    assert set(request["measured_stages_s"]["pruned"]) >= {"encoder", "selection", "projector",
+                                                          "prefill", "total"}
+    assert set(request["predicted_stages_s"]["pruned"]) == {"vision", "selection", "projector",
+                                                            "prefill"}
+    assert data["pipeline"]["summary"]["speedup"]["median_abs_rel_error"] >= 0
 
 
 BIG = "1" * 5000  # past Python's 4,300-digit int-from-str limit

@@ -337,7 +337,7 @@ def test_cpu_profile_with_provenance(tmp_path):
             'name = "tiny"',
             'nmae = "tiny"',
             "unknown top-level key 'nmae'; valid: name, description, device_type, memory, "
-            "tensor, vector, efficiency, sources, provenance",
+            "tensor, vector, runtime, efficiency, sources, provenance",
         ),
         ("[tensor]", "[tensr]", "unknown top-level key 'tensr'; valid: name,"),
         (

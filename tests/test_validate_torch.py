@@ -23,6 +23,13 @@ from fpcost.pruner.validate import (
     measure_prefills,
     required_memory_bytes,
 )
+from tests.noise_helpers import quiet_machine  # noqa: F401  (the fixture)
+
+
+@pytest.fixture(autouse=True)
+def _detectors_off(quiet_machine):  # noqa: F811
+    """Tiny kernels time in microseconds: these tests check shapes, not noise."""
+
 
 TINY = LLMSpec(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
                intermediate_size=64, vocab_size=128, name="tiny")

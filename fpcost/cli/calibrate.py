@@ -9,7 +9,7 @@ from pathlib import Path
 
 import click
 
-from fpcost.costmodel.units import GIGA, MILLI
+from fpcost.costmodel.units import GIGA, MICRO, MILLI
 
 from .bounds import REPEATS, WARMUP, threads_type
 from .files import output_path_callback, same_file
@@ -27,6 +27,8 @@ KERNEL_COLUMNS = (
     Column("measured_s", "Measured (ms)", lambda v: f"{v / MILLI:.3f}"),
     Column("roofline_s", "Roofline (ms)", lambda v: f"{v / MILLI:.3f}"),
     Column("calibrated_s", "Calibrated (ms)", lambda v: f"{v / MILLI:.3f}"),
+    Column("num_launches", "Launches"),
+    Column("spread", "Spread", lambda v: "—" if v is None else f"{100 * v:.1f}%"),
 )
 
 
@@ -62,8 +64,8 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[str], None]
               help="CPU: also write a datasheet-style profile (cores x clock x SIMD FLOP/cycle, "
                    "efficiency 1) to compare against (`fpcost validate --baseline FILE`).")
 @click.option("--threads", type=threads_type(), default=None,
-              help="Intra-op threads to measure with, at most the CPUs available here "
-                   "[default: torch's, i.e. the cores].")
+              help="Intra-op threads to measure with, recorded in the profile; at most the CPUs "
+                   "available here [default: cpu 1 (a shared machine), cuda torch's].")
 @click.option("--clock", type=click.Choice(["wall", "thread"]), default="wall", show_default=True,
               help="CPU clock: wall time, or CPU time of the calling thread (needs --threads 1; "
                    "ignores time descheduled by other jobs on a shared machine).")
@@ -71,16 +73,24 @@ def progress_bar(total: int, description: str) -> Iterator[Callable[[str], None]
               help="Untimed calls before each measurement (at most 100).")
 @click.option("--repeats", type=REPEATS, default=5, show_default=True,
               help="Timed calls per measurement (at most 1000).")
-@click.option("--statistic", type=click.Choice(["median", "min"]), default="median",
+@click.option("--statistic", type=click.Choice(["median", "min"]), default="min",
               show_default=True,
-              help="How the repeats are summarised (min: the least-disturbed call, for machines "
-                   "shared with other jobs).")
+              help="How the repeats are summarised (min: the least-disturbed call; noise from "
+                   "other jobs only adds time).")
+@click.option("--max-spread", type=click.FloatRange(min=0, min_open=True), default=0.10,
+              show_default=True,
+              help="Refuse (\"too noisy\", after re-measuring) when a measurement's median "
+                   "call is more than this fraction above its fastest.")
+@click.option("--retries", type=click.IntRange(0, 10), default=2, show_default=True,
+              help="Re-measurements of unstable measurements before refusing.")
 @format_option
 def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warmup, repeats,
-              statistic, output_format):
+              statistic, max_spread, retries, output_format):
     """Measure the device's ceilings (matmul per dtype over a shape ladder, copy bandwidth,
-    element-wise throughput) and per-class efficiencies (single decoder-layer operators
-    against the roofline), and write them as a hardware profile."""
+    element-wise throughput), the fixed time of a kernel launch, and per-class efficiencies
+    (the modules of a decoder layer as transformers' Llama runs them, against the kernels
+    of the runtime execution profile), and write them as a hardware profile. Unstable
+    measurements are re-measured, then refused ("too noisy", non-zero exit)."""
     if nominal_output is not None and same_file(output, nominal_output):
         raise click.UsageError(f"--output {output} and --nominal-output {nominal_output} are "
                                "the same file; give two file names")
@@ -92,13 +102,15 @@ def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warm
     from fpcost.pruner.calibrate import calibration_steps
     from fpcost.pruner.timing import resolve_device
 
+    if threads is None and device == "cpu":
+        threads = 1
     dev = resolve_device(device, clock=clock, num_threads=threads)
     if not dtypes:
         dtypes = ("float32", "bfloat16", "int8") if device == "cpu" else (
             "float16", "bfloat16", "float32", "int8")
     with progress_bar(calibration_steps(device, dtypes), f"calibrating {dev.name}") as step:
         result = run_calibration(dev, list(dtypes), name or output.stem, warmup, repeats, step,
-                                 statistic)
+                                 statistic, max_spread, retries)
     write_profile(result.profile, output)
     if nominal_output is not None:
         if result.nominal is None:
@@ -112,7 +124,7 @@ def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warm
 def _render(result, output: Path, output_format: str) -> None:
     from dataclasses import replace
 
-    from fpcost.costmodel.calibration import peak_sample, roofline_time_s
+    from fpcost.costmodel.calibration import case_launches, case_time_s, peak_sample
     from fpcost.costmodel.quant import QuantPlan
     from fpcost.pruner.calibrate import SUITE_DTYPE
     from fpcost.pruner.timing import DTYPE_BITS
@@ -133,24 +145,33 @@ def _render(result, output: Path, output_format: str) -> None:
                      "time_s": measured.copy_time_s})
     device_kind = "cuda" if profile.device_type == "gpu" else "cpu"
     quant = QuantPlan.uniform(DTYPE_BITS[SUITE_DTYPE[device_kind]])
-    bare = replace(profile, efficiency={})
+    bare = replace(profile, efficiency={}, kernel_launch_s=None)
+    dispersions = result.dispersions or {}
     kernels = []
     for case, seconds in zip(result.kernel_cases, result.kernel_times_s, strict=True):
-        op = case.op(quant, profile.onchip_buffer_bytes)
+        spread = dispersions.get(f"kernel {case.label}")
         kernels.append({"kernel": case.label, "op_class": case.op_class, "measured_s": seconds,
-                        "roofline_s": roofline_time_s(op, bare),
-                        "calibrated_s": roofline_time_s(op, profile)})
+                        "roofline_s": case_time_s(case, bare, quant),
+                        "calibrated_s": case_time_s(case, profile, quant),
+                        "num_launches": case_launches(case, quant, profile.onchip_buffer_bytes),
+                        "spread": None if spread is None else spread.spread})
     if output_format == "json":
         emit_json({"profile_path": str(output), "profile": profile.name,
                    "device": measured.device_name, "efficiency": profile.efficiency,
-                   "provenance": profile.provenance, "ceilings": ceilings, "kernels": kernels})
+                   "kernel_launch_s": profile.kernel_launch_s,
+                   "cache_bandwidth_bytes_per_s": profile.cache_bandwidth_bytes_per_s,
+                   "provenance": profile.provenance, "ceilings": ceilings, "kernels": kernels,
+                   "dispersions": {k: d.as_dict() for k, d in dispersions.items()}})
     elif output_format == "csv":
         emit_csv(kernels)
     else:
         render_table(ceilings, CEILING_COLUMNS, title=f"Ceilings measured on {measured.device_name}",
                      caption="Rates in GFLOP/s (GOP/s for int8; GB/s for the copy).")
-        render_table(kernels, KERNEL_COLUMNS, title="Single-operator kernels",
-                     caption="Roofline: measured ceilings, efficiency 1; calibrated: fitted "
-                             "per-class efficiencies " + ", ".join(
-                                 f"{c} {e:.2f}" for c, e in profile.efficiency.items()))
+        launch = profile.kernel_launch_s or 0.0
+        render_table(kernels, KERNEL_COLUMNS, title="Decoder-layer modules (transformers' Llama)",
+                     caption="Roofline: the runtime's kernels on the measured ceilings, efficiency "
+                             "1, no launches; calibrated: fitted per-class efficiencies " + ", ".join(
+                                 f"{c} {e:.2f}" for c, e in profile.efficiency.items())
+                             + f" and {launch / MICRO:.2f} µs per launch. Spread: median call "
+                               "above the fastest.")
         stderr_console.print(f"wrote {output}")

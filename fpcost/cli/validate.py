@@ -33,6 +33,7 @@ SIDE_BY_SIDE_HARDWARE = "a6000"
 MAX_TOKENS = INT32_MAX
 # Each fold holds out at least one count; more folds than counts is refused by the fit.
 MAX_FOLDS = 1000
+RUNTIME = "transformers-sdpa"  # the runtime execution profile of what validate times
 
 ms = lambda v: "—" if v is None else f"{v / MILLI:.1f}"  # noqa: E731
 x2 = lambda v: "—" if v is None else f"{v:.2f}"  # noqa: E731
@@ -59,7 +60,7 @@ VARIANT_COLUMNS = (
 VARIANT_LABELS = {
     "uncalibrated": "uncalibrated (--baseline)",
     "ceilings": "measured ceilings, efficiency 1",
-    "profile": "calibrated profile (kernel fit)",
+    "profile": "calibrated profile (runtime kernels + launches)",
     "fitted_in_sample": "fitted on all counts (in-sample)",
     "fitted_held_out": "fitted, held-out counts",
 }
@@ -147,20 +148,29 @@ def resolve_llm(model_name: str | None, config_path: Path | None, device: str):
 @click.option("--text-tokens", type=BoundedInt(0, MAX_TOKENS), default=40, show_default=True,
               help="Text tokens added to each image's visual tokens (--tokens-from).")
 @click.option("--threads", type=threads_type(), default=None,
-              help="Intra-op threads, at most the CPUs available here [default: torch's].")
+              help="Intra-op threads; must match the profile's; at most the CPUs available here "
+                   "[default: cpu 1 (a shared machine: a multi-threaded GEMM waits on whichever "
+                   "worker was descheduled); cuda torch's].")
 @click.option("--clock", type=click.Choice(["wall", "thread"]), default="wall", show_default=True,
               help="CPU clock (thread: CPU time of the calling thread, needs --threads 1).")
 @click.option("--warmup", type=WARMUP, default=1, show_default=True,
               help="Untimed passes per count before the timed ones (at most 100).")
 @click.option("--repeats", type=REPEATS, default=5, show_default=True,
-              help="Timed passes per count for the total (median; at most 1000).")
+              help="Timed passes per count for the total (and per image request with --images; "
+                   "at most 1000).")
 @click.option("--hooked-repeats", type=REPEATS, default=3, show_default=True,
               help="Timed passes per count with module hooks, for the split per operator class "
                    "(at most 1000).")
-@click.option("--statistic", type=click.Choice(["median", "min"]), default="median",
+@click.option("--statistic", type=click.Choice(["median", "min"]), default="min",
               show_default=True,
-              help="How repeated passes are summarised (min: the least-disturbed pass, for "
-                   "machines shared with other jobs). The JSON also holds the other one's errors.")
+              help="How repeated passes are summarised (min: the least-disturbed pass; noise "
+                   "from other jobs only adds time). The JSON also holds the other one's errors.")
+@click.option("--max-spread", type=click.FloatRange(min=0, min_open=True), default=0.10,
+              show_default=True,
+              help="Refuse (\"too noisy\", after re-measuring) when a count's median pass is "
+                   "more than this fraction above its fastest.")
+@click.option("--retries", type=click.IntRange(0, 10), default=2, show_default=True,
+              help="Re-measurements of unstable counts before refusing.")
 @click.option("--folds", type=BoundedInt(2, MAX_FOLDS), default=2, show_default=True,
               help="Interleaved folds for the held-out fit.")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
@@ -169,12 +179,15 @@ def resolve_llm(model_name: str | None, config_path: Path | None, device: str):
 @format_option
 def validate(device, profile_name, baseline_name, model_name, config_path, dtype, tokens_text,
              tokens_from, images_dir, encoder, text_tokens, threads, clock, warmup, repeats,
-             hooked_repeats, statistic, folds, output, output_format):
+             hooked_repeats, statistic, max_spread, retries, folds, output, output_format):
     """Time the real prefill forward pass at each token count and compare it with the cost
-    model's prediction (uncalibrated, calibrated profile, fitted in-sample and held-out)."""
+    model's prediction (uncalibrated, calibrated profile, fitted in-sample and held-out).
+    With --images, also time each image's whole request (encoder, freePruner selection,
+    projector on the kept tokens, prefill), pruned and unpruned."""
     from fpcost.extras import require_extra
 
     require_extra("torch", "fpcost validate")
+    from fpcost.costmodel.noise import efficiencies_out_of_range
     from fpcost.costmodel.spec import ModelSpec
     from fpcost.costmodel.validation import check_profile_device
     from fpcost.hardware_profiles import load_profile
@@ -184,9 +197,13 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
     if sum(x is not None for x in (tokens_text, tokens_from, images_dir)) > 1:
         raise click.UsageError("give one of --tokens, --tokens-from and --images")
     llm, model_label = resolve_llm(model_name, config_path, device)
+    if threads is None and device == "cpu":
+        threads = 1
     images = None
     if images_dir is not None:
-        images = prune_directory(images_dir, encoder)
+        from .validate_pipeline import prune_directory
+
+        images, image_paths, loaded = prune_directory(images_dir, encoder)
         counts = _image_counts(images, text_tokens)
     elif tokens_from is not None:
         images = read_tokens_file(tokens_from)
@@ -195,7 +212,15 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
         counts = parse_token_list(tokens_text) if tokens_text is not None else list(DEFAULT_TOKENS)
     dev = resolve_device(device, clock=clock, num_threads=threads)
     profile = load_profile(profile_name)
-    check_profile_device(profile, dev.profile_device_type, dev.name)
+    check_profile_device(profile, dev.profile_device_type, dev.name, dev.num_threads)
+    calibrated_for = profile.provenance.get("runtime")
+    if calibrated_for is not None and calibrated_for != RUNTIME:
+        raise ConfigError(f"profile {profile.name!r} was calibrated for the {calibrated_for!r} "
+                          f"runtime, but validate times {RUNTIME!r}; recalibrate")
+    out_of_range = efficiencies_out_of_range(profile.efficiency)
+    if out_of_range:
+        raise ConfigError(f"profile {profile.name!r}: efficiency of {', '.join(out_of_range)} is "
+                          "outside (0, 1]; recalibrate (`fpcost calibrate --output FILE`)")
     baseline = load_profile(baseline_name) if baseline_name else None
     if baseline is not None and baseline.device_type != dev.profile_device_type:
         raise ConfigError(f"--baseline {baseline_name!r} describes a {baseline.device_type}, "
@@ -208,46 +233,29 @@ def validate(device, profile_name, baseline_name, model_name, config_path, dtype
 
     with progress_bar(measurement_steps(repeats, hooked_repeats),
                       f"timing {llm.name} on {dev.name}") as step:
-        measured = measure_prefills(llm, dtype, dev, counts, warmup, repeats, hooked_repeats, step)
+        measured = measure_prefills(llm, dtype, dev, counts, warmup, repeats, hooked_repeats, step,
+                                    statistic=statistic, max_spread=max_spread, retries=retries)
     payload = _report(model, profile, baseline, dev, dtype, counts, measured, folds,
                       dict(warmup=warmup, repeats=repeats, hooked_repeats=hooked_repeats,
-                           statistic=statistic))
+                           statistic=statistic, max_spread=max_spread, retries=retries))
     payload["settings"]["text_tokens"] = text_tokens if images is not None else None
     if images_dir is not None:
         payload["settings"]["pruned"] = {"images": str(images_dir), "encoder": encoder,
                                          "method": "freepruner (defaults)"}
     if images is not None:
-        payload["images"] = _image_rows(images, text_tokens, payload["rows"], model, profile, dtype)
+        from .validate_pipeline import image_rows
+
+        payload["images"] = image_rows(images, text_tokens, payload["rows"])
+    if images_dir is not None:
+        from .validate_pipeline import pipeline_section
+
+        payload["pipeline"] = pipeline_section(loaded, image_paths, llm, dtype, dev, profile,
+                                               text_tokens, warmup, repeats, statistic,
+                                               max_spread, retries)
     if output is not None:
         write_atomic(output, json.dumps(payload, indent=2, allow_nan=False) + "\n",
                      what="validation report")
     _render(payload, output_format)
-
-
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff")
-
-
-def prune_directory(directory: Path, encoder_name: str) -> list[dict]:
-    """freePruner (its defaults) on every image of ``directory``: rows as
-    ``read_tokens_file`` returns them (image, num_kept, num_tokens)."""
-    from fpcost.pruner.encoders import load_encoder
-    from fpcost.pruner.methods import get_pruner
-    from fpcost.pruner.run import prune_image
-
-    if not directory.is_dir():
-        raise ConfigError(f"--images {str(directory)!r} is not a directory")
-    paths = sorted(p for p in directory.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
-    if not paths:
-        raise ConfigError(f"--images {str(directory)!r} holds no images ({', '.join(IMAGE_SUFFIXES)})")
-    pruner = get_pruner("freepruner")
-    encoder = load_encoder(encoder_name)
-    rows = []
-    with progress_bar(len(paths), f"pruning with {encoder_name}") as step:
-        for path in paths:
-            result, _ = prune_image(encoder, pruner, path)
-            rows.append({"image": path.name, "num_kept": result.num_kept, "num_tokens": result.num_tokens})
-            step(path.name)
-    return rows
 
 
 def _image_counts(images: list[dict], text_tokens: int) -> list[int]:
@@ -270,16 +278,19 @@ def _quant(dtype: str):
 
 def _report(model, profile, baseline, dev, dtype, counts, measured, folds, timing) -> dict:
     from fpcost.costmodel.hardware import OPERATOR_CLASSES
+    from fpcost.costmodel.noise import efficiencies_out_of_range
     from fpcost.costmodel.validation import (
         build_report,
         predicted_class_times_s,
+        runtime_class_times_s,
         totals,
         without_efficiency,
     )
 
     quant = _quant(dtype)
-    unit = predicted_class_times_s(model, counts, without_efficiency(profile), quant, ACCOUNTING,
-                                   FLASH_ATTENTION)
+    unit, launch = runtime_class_times_s(model.llm, counts, profile, quant, RUNTIME)
+    roofline_unit = predicted_class_times_s(model, counts, without_efficiency(profile), quant,
+                                            ACCOUNTING, FLASH_ATTENTION)
     baseline_profile = baseline or without_efficiency(profile)
     baseline_totals = totals(predicted_class_times_s(model, counts, baseline_profile, quant,
                                                      ACCOUNTING, FLASH_ATTENTION))
@@ -287,9 +298,9 @@ def _report(model, profile, baseline, dev, dtype, counts, measured, folds, timin
     def report_for(statistic: str) -> dict:
         measured_total = [m.total_s(statistic) for m in measured]
         measured_class = {c: [m.class_s(statistic)[c] for m in measured] for c in OPERATOR_CLASSES}
-        extra = {"ceilings": totals(unit)} if baseline is not None else None
+        extra = {"ceilings": totals(roofline_unit)} if baseline is not None else None
         return build_report(counts, measured_total, measured_class, unit, profile.efficiency,
-                            baseline_totals, folds, extra)
+                            baseline_totals, folds, extra, launch)
 
     statistic = timing["statistic"]
     report = report_for(statistic)
@@ -298,6 +309,18 @@ def _report(model, profile, baseline, dev, dtype, counts, measured, folds, timin
                                             "variants": report_for(other)["summary"]["variants"]}
     for row, m in zip(report["rows"], measured, strict=True):
         row["measured_repeats_s"] = list(m.total_repeats_s)
+        row["measured_dispersion"] = m.dispersion.as_dict()
+        row["measured_spread"] = m.dispersion.spread
+    fitted = report["summary"]["efficiencies"]["fitted_in_sample"]
+    report["summary"]["checks"] = {
+        "max_spread": max(m.dispersion.spread for m in measured),
+        "fitted_efficiencies_outside_0_1": efficiencies_out_of_range(fitted),
+        "calibrated_not_worse_than_uncalibrated": {
+            key: (report["summary"][key]["median_abs_rel_error"]
+                  <= report["summary"]["variants"]["uncalibrated"][key]["median_abs_rel_error"])
+            if report["summary"][key]["median_abs_rel_error"] is not None else None
+            for key in ("time", "speedup")},
+    }
     llm = model.llm
     report["settings"] = {
         "device": dev.name, "device_type": dev.type, "threads": dev.num_threads,
@@ -309,50 +332,19 @@ def _report(model, profile, baseline, dev, dtype, counts, measured, folds, timin
         "dtype": dtype, "quant": quant.label, "profile": profile.name,
         "baseline": baseline_profile.name if baseline else f"{profile.name} at efficiency 1",
         "baseline_description": baseline_profile.description,
-        "accounting": ACCOUNTING, "flash_attention": FLASH_ATTENTION,
-        "accounting_reason": "transformers' Llama runs SDPA, which dispatches to a fused "
-                             "FlashAttention-style kernel (on CPU as on GPU): the s x s scores "
-                             "never reach memory and the tiles above the causal diagonal are "
-                             "skipped, which is what fpcost's fused-attention operator counts",
+        "accounting": ACCOUNTING, "flash_attention": FLASH_ATTENTION, "runtime": RUNTIME,
+        "kernel_launch_s": profile.kernel_launch_s,
+        "accounting_reason": "the calibrated prediction counts the kernels of the "
+                             f"{RUNTIME} runtime profile (what is timed: transformers' eager "
+                             "Llama, each RMSNorm, SiLU, product, rotary and copy a kernel of its "
+                             "own, SDPA as one fused FlashAttention-style kernel) plus a fixed "
+                             "launch time per kernel; the uncalibrated one is the plain roofline "
+                             "(one record per operator)",
         "summary_statistic": f"{statistic} of {timing['repeats']} passes after {timing['warmup']} "
                              f"warm-up; class split from {timing['hooked_repeats']} hooked passes",
         **timing,
     }
     return report
-
-
-def _image_rows(images, text_tokens, rows, model, profile, dtype) -> list[dict]:
-    """Per image: kept → predicted and measured prefill time and speedup against the
-    unpruned input here, and LLaVA-1.5-7B on the A6000 side by side (predicted only)."""
-    from fpcost.costmodel.estimate import estimate
-    from fpcost.costmodel.presets import get_preset
-    from fpcost.costmodel.quant import QuantPlan
-    from fpcost.costmodel.workload import Workload
-    from fpcost.hardware_profiles import load_profile
-
-    by_count = {row["num_tokens"]: row for row in rows}
-    side_model = get_preset(SIDE_BY_SIDE_MODEL)
-    side_hw = load_profile(SIDE_BY_SIDE_HARDWARE)
-
-    def side_time_s(visual: int) -> float:
-        result = estimate(side_model, Workload(visual, text_tokens), side_hw, QuantPlan(),
-                          ACCOUNTING, FLASH_ATTENTION, stages=("prefill",))
-        return result.stage_totals("prefill").time_s
-
-    out = []
-    for entry in images:
-        kept = by_count[entry["num_kept"] + text_tokens]
-        full = by_count[entry["num_tokens"] + text_tokens]
-        side_kept, side_full = side_time_s(entry["num_kept"]), side_time_s(entry["num_tokens"])
-        out.append({
-            "image": entry["image"], "num_tokens": entry["num_tokens"], "num_kept": entry["num_kept"],
-            "llm_tokens": entry["num_kept"] + text_tokens,
-            "predicted_s": kept["predicted_s"], "measured_s": kept["measured_s"],
-            "predicted_speedup": full["predicted_s"] / kept["predicted_s"],
-            "measured_speedup": full["measured_s"] / kept["measured_s"],
-            "a6000_predicted_s": side_kept, "a6000_predicted_speedup": side_full / side_kept,
-        })
-    return out
 
 
 def _flat_row(row: dict) -> dict:
@@ -395,4 +387,8 @@ def _render(payload: dict, output_format: str) -> None:
         render_table(payload["images"], IMAGE_COLUMNS, title="Pruned images: kept tokens → prefill",
                      caption="Speedups against each image's unpruned input; A6000 7B: LLaVA-1.5-7B "
                              "(fp16) on the a6000 profile, predicted.")
+    if "pipeline" in payload:
+        from .validate_pipeline import render_pipeline
+
+        render_pipeline(payload["pipeline"])
     stderr_console.print(f"validated {len(payload['rows'])} token counts")

@@ -5,12 +5,15 @@
 1. ceilings: matrix-multiply throughput per dtype over a ladder of shapes (the peak is the
    best shape; small and skinny shapes show where they fall short), the bandwidth of a large
    copy, and the throughput of a cache-resident element-wise kernel;
-2. one operator of a decoder layer at a time (``kernel_suite``) — projections, attention,
-   RMSNorm, SwiGLU, residual add — at several widths and token counts, each predicted by
-   the cost model's own operator records on the measured ceilings.
+2. the fixed time of one kernel launch (tiny calls of the same modules);
+3. one module of a decoder layer at a time (``kernel_suite``) — projections, attention,
+   RMSNorm, SwiGLU, residual add — as transformers' Llama runs them, at several widths and
+   token counts, each predicted by the kernels the runtime launches for it (runtime.py:
+   every pass over memory, every launch) on the measured ceilings.
 
-Per operator class the efficiency is the factor that brings the roofline times of that
-class's kernels closest to the measured ones in relative terms (``fit_efficiency``). All
+Per operator class the efficiency is the factor that brings the predicted busy times of
+that class's modules (measured time less their launches) closest to the measured ones in
+relative terms (``fit_efficiency``). All
 numbers are SI (seconds, FLOP/s, bytes/s); nothing here touches torch or files.
 """
 
@@ -27,6 +30,7 @@ from .llm import DecoderPass, decoder_ops
 from .ops import Op, matmul_flops
 from .quant import QuantPlan
 from .roofline import time_op
+from .runtime import DEFAULT_RUNTIME, Kernel, kernel_time_s, num_launches, prefill_kernels
 from .spec import LLMSpec
 
 # dtype name -> the profile ceiling its matmul rate fills.
@@ -34,6 +38,7 @@ MATMUL_DTYPES = ("float32", "bfloat16", "float16", "int8")
 HALF_DTYPES = ("bfloat16", "float16")
 VECTOR_DTYPES = ("float32", "bfloat16", "float16")
 COPY_TRAFFIC_FACTOR = 2  # a copy reads and writes every byte
+ELEMENTWISE_OPERANDS = 4  # addcmul: out = a + b·c reads three tensors, writes one
 
 
 @dataclass(frozen=True)
@@ -87,6 +92,8 @@ class CeilingMeasurements:
     onchip_buffer_bytes: float
     onchip_buffer_source: str
     provenance: dict[str, str] = field(default_factory=dict)
+    cache_bytes: float | None = None  # CPU: the last-level cache (sysfs)
+    cache_source: str = ""
 
     @property
     def copy_bandwidth_bytes_per_s(self) -> float:
@@ -154,6 +161,15 @@ def build_profile(measured: CeilingMeasurements, name: str, description: str = "
         vector_fp16 = vector_fp32
         sources["vector_fp16_flops_per_s"] = ("not measured (no float16/bfloat16 in --dtype): "
                                              "the float32 element-wise rate is recorded")
+    cache_bandwidth = None
+    if measured.device_type == "cpu":
+        # addcmul reads three operands and writes one: bytes moved at the best (cache-resident) size
+        cache_bandwidth = vec32.flops_per_s / vec32.flops_per_element * ELEMENTWISE_OPERANDS * 4
+        sources["cache_bandwidth_bytes_per_s"] = (
+            f"measured: bytes moved by the best float32 addcmul (3 reads + 1 write per element), "
+            f"{vec32.num_elements} elements {where}")
+        if measured.cache_bytes is not None:
+            sources["cache_bytes"] = measured.cache_source
     sources["hbm_bandwidth_bytes_per_s"] = (
         f"measured: copy of {measured.copy_bytes:.4g} B, counted as read + write, {where}")
     sources["memory_bytes"] = f"measured: total device memory {where}"
@@ -170,6 +186,8 @@ def build_profile(measured: CeilingMeasurements, name: str, description: str = "
         vector_fp16_flops_per_s=vector_fp16,
         vector_fp32_flops_per_s=vector_fp32,
         tensor_fp32_flops_per_s=tensor_fp32,
+        cache_bandwidth_bytes_per_s=cache_bandwidth,
+        cache_bytes=measured.cache_bytes if cache_bandwidth else None,
         sources=sources,
         provenance=dict(measured.provenance),
     )
@@ -189,16 +207,18 @@ def shortfall_notes(measured: CeilingMeasurements) -> dict[str, str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Operator-class efficiencies from single-operator kernels
+# Operator-class efficiencies from the module implementations the model runs
 
 
 @dataclass(frozen=True)
 class KernelCase:
-    """One operator of one decoder layer of ``llm``, run alone over ``num_tokens`` tokens.
+    """One module of one decoder layer of ``llm`` (``num_hidden_layers`` = 1), run alone
+    over ``num_tokens`` tokens, exactly as transformers' Llama runs it.
 
-    ``op_name`` is the name in ``decoder_ops`` (FlashAttention-style fused attention, the
-    way SDPA runs): q_proj, gate_proj, down_proj, fused_attention, attn_norm, mlp_act,
-    attn_add.
+    ``op_name`` names the cost-model operator whose runtime kernels the module launches
+    (``runtime.prefill_kernels``): q_proj, gate_proj, down_proj (``nn.Linear``),
+    fused_attention (rotary, cache update, SDPA, output copy), attn_norm (``LlamaRMSNorm``),
+    mlp_act (``act_fn(gate) * up``), attn_add (the residual add).
     """
 
     op_name: str
@@ -216,6 +236,12 @@ class KernelCase:
         (op,) = [o for o in ops if o.name == self.op_name]
         return op
 
+    def kernels(self, quant: QuantPlan, onchip_buffer_bytes: float,
+                runtime: str = DEFAULT_RUNTIME) -> list[Kernel]:
+        """The kernels ``runtime`` launches for this module."""
+        every = prefill_kernels(self.llm, quant, self.num_tokens, runtime, onchip_buffer_bytes)
+        return [k for k in every if k.source == self.op_name]
+
     @property
     def op_class(self) -> str:
         return KERNEL_OP_CLASSES[self.op_name]
@@ -226,16 +252,17 @@ KERNEL_OP_CLASSES = {
     "fused_attention": "attention", "attn_norm": "norm", "mlp_act": "vector", "attn_add": "vector",
 }
 # Widths of the suite: Llama-shaped layers (head_dim 64 or 128, FFN ≈ 2.7 × hidden), chosen
-# to span the models a device runs, not tuned to any one of them.
+# to span the models a device runs, not tuned to any one of them. Token counts span small
+# (launch-dominated) to large (throughput-bound) passes.
 SUITE_WIDTHS = {
     "cpu": ((768, 12, 2048), (2048, 16, 5632)),
     "gpu": ((2048, 16, 5632), (4096, 32, 11008), (5120, 40, 13824)),
 }
-SUITE_TOKENS = {"cpu": (128, 512, 1536), "gpu": (256, 1024, 4096)}
+SUITE_TOKENS = {"cpu": (32, 128, 512, 1536), "gpu": (64, 256, 1024, 4096)}
 
 
 def kernel_suite(device_type: str) -> tuple[KernelCase, ...]:
-    """The single-operator kernels calibration times on a ``device_type`` device."""
+    """The modules calibration times on a ``device_type`` device."""
     if device_type not in SUITE_WIDTHS:
         raise HardwareError(f"no kernel suite for device_type {device_type!r}; valid: cpu, gpu")
     cases = []
@@ -254,6 +281,18 @@ def roofline_time_s(op: Op, hardware: HardwareProfile) -> float:
     return max(timing.compute_time_s, timing.memory_time_s)
 
 
+def case_time_s(case: KernelCase, hardware: HardwareProfile, quant: QuantPlan,
+                with_launch: bool = True, runtime: str = DEFAULT_RUNTIME) -> float:
+    """Predicted seconds of ``case``'s module: its runtime kernels on ``hardware``."""
+    return sum(kernel_time_s(k, hardware, with_launch)
+               for k in case.kernels(quant, hardware.onchip_buffer_bytes, runtime))
+
+
+def case_launches(case: KernelCase, quant: QuantPlan, onchip_buffer_bytes: float,
+                  runtime: str = DEFAULT_RUNTIME) -> int:
+    return num_launches(case.kernels(quant, onchip_buffer_bytes, runtime))
+
+
 def fit_efficiency(predicted_s: Sequence[float], measured_s: Sequence[float]) -> float:
     """The efficiency e minimising Σ ((p/e − m) / m)²: predictions p made at efficiency 1,
     measurements m, each error relative to its measurement.
@@ -262,7 +301,7 @@ def fit_efficiency(predicted_s: Sequence[float], measured_s: Sequence[float]) ->
     """
     if len(predicted_s) != len(measured_s) or not predicted_s:
         raise HardwareError("fit_efficiency needs as many measurements as predictions, at least one")
-    ratios = [p / m for p, m in zip(predicted_s, measured_s, strict=True)]
+    ratios = [p / m if m > 0 else math.inf for p, m in zip(predicted_s, measured_s, strict=True)]
     if any(not math.isfinite(r) or r < 0 for r in ratios) or not any(ratios):
         raise HardwareError(f"cannot fit an efficiency to predicted/measured ratios {ratios}")
     inverse = sum(ratios) / sum(r * r for r in ratios)
@@ -271,22 +310,29 @@ def fit_efficiency(predicted_s: Sequence[float], measured_s: Sequence[float]) ->
 
 def fit_kernel_efficiencies(
     cases: Sequence[KernelCase], measured_s: Sequence[float], hardware: HardwareProfile,
-    quant: QuantPlan,
+    quant: QuantPlan, launch_s: float = 0.0,
 ) -> dict[str, float]:
-    """Per operator class, the efficiency fitted over that class's kernels (roofline times
-    on ``hardware`` with its efficiencies removed).
+    """Per operator class, the efficiency fitted over that class's modules: the runtime
+    kernels' busy time on ``hardware`` with its efficiencies removed, against the measured
+    time minus ``launch_s`` per launch.
 
-    Kernels are summed per layer shape (width and token count) before fitting, so a class
+    Modules are summed per layer shape (width and token count) before fitting, so a class
     is judged by what it costs a decoder layer: the cheap residual add does not outvote
-    the SwiGLU activation that dominates the class's time.
+    the SwiGLU activation that dominates the class's time. A module measured faster than
+    its launches alone raises ``HardwareError`` (the measurement cannot be right).
     """
-    bare = replace(hardware, efficiency={})
+    bare = replace(hardware, efficiency={}, kernel_launch_s=None)
     groups: dict[tuple[str, LLMSpec, int], list[float]] = {}
     for case, measured in zip(cases, measured_s, strict=True):
-        predicted = roofline_time_s(case.op(quant, bare.onchip_buffer_bytes), bare)
+        predicted = case_time_s(case, bare, quant, with_launch=False)
+        busy = measured - launch_s * case_launches(case, quant, bare.onchip_buffer_bytes)
+        if busy <= 0:
+            raise HardwareError(
+                f"{case.label}: measured {measured:.3g} s, less than its launches at "
+                f"{launch_s:.3g} s each; the measurement is not stable")
         sums = groups.setdefault((case.op_class, case.llm, case.num_tokens), [0.0, 0.0])
         sums[0] += predicted
-        sums[1] += measured
+        sums[1] += busy
     efficiencies = {}
     for op_class in OPERATOR_CLASSES:
         pairs = [sums for (c, _, _), sums in groups.items() if c == op_class]
@@ -295,12 +341,17 @@ def fit_kernel_efficiencies(
     return efficiencies
 
 
-def calibrated(profile: HardwareProfile, efficiencies: dict[str, float], how: str) -> HardwareProfile:
-    """``profile`` with ``efficiencies`` applied; each efficiency's source says ``how``."""
+def calibrated(profile: HardwareProfile, efficiencies: dict[str, float], how: str,
+               launch_s: float | None = None, launch_how: str = "") -> HardwareProfile:
+    """``profile`` with ``efficiencies`` (and the per-kernel ``launch_s``) applied; each
+    efficiency's source says ``how``, the launch time's ``launch_how``."""
     sources = dict(profile.sources)
     for op_class in efficiencies:
         sources[f"efficiency.{op_class}"] = how
-    return replace(profile, efficiency=dict(efficiencies), sources=sources)
+    if launch_s is not None:
+        sources["kernel_launch_s"] = launch_how or "measured"
+    return replace(profile, efficiency=dict(efficiencies), sources=sources,
+                   kernel_launch_s=launch_s if launch_s is not None else profile.kernel_launch_s)
 
 
 def nominal_profile(measured: CeilingMeasurements, name: str, peak_flops_per_s: float,
@@ -318,7 +369,7 @@ def nominal_profile(measured: CeilingMeasurements, name: str, peak_flops_per_s: 
     for key in ("hbm_bandwidth_bytes_per_s", "memory_bytes", "onchip_buffer_bytes"):
         sources[key] = measured_profile.sources[key] + " (no nominal figure: measured)"
     return replace(
-        measured_profile,
+        measured_profile, cache_bandwidth_bytes_per_s=None, cache_bytes=None,
         description=f"nominal (datasheet-style) peaks of {measured.device_name}",
         tensor_fp16_flops_per_s=peak_flops_per_s, tensor_int8_ops_per_s=peak_flops_per_s,
         vector_fp16_flops_per_s=peak_flops_per_s, vector_fp32_flops_per_s=peak_flops_per_s,

@@ -17,6 +17,7 @@ OPERATOR_CLASSES = ("matmul", "attention", "vector", "norm")
 # below 1 or above 1e24 is a unit mix-up, and would turn roofline times into subnormal noise,
 # zero or inf. Profile files are checked against tighter per-key ranges when read.
 SI_RANGE = (1.0, 1e24)
+LAUNCH_RANGE_S = (1e-9, 1.0)  # a kernel launch or dispatch: 1 ns..1 s
 # Efficiency factors: fractions of a ceiling (above 1 only when a ceiling was set too low).
 EFFICIENCY_RANGE = (1e-6, 1e3)
 
@@ -55,6 +56,14 @@ class HardwareProfile:
     sources: dict[str, str] = field(default_factory=dict)
     # Where a calibrated profile was measured (device, torch version, threads, date); free-form.
     provenance: dict[str, str] = field(default_factory=dict)
+    # Fixed time of one kernel launch / dispatch, measured by ``fpcost calibrate`` and used
+    # by the runtime execution profiles (runtime.py); None: not measured (no launch term).
+    kernel_launch_s: float | None = None
+    # Bandwidth of element-wise kernels on cache-resident activations (calibrated CPUs: the
+    # bytes the best element-wise kernel moves per second); None: activations at the memory
+    # bandwidth. Used by the runtime execution profiles only.
+    cache_bandwidth_bytes_per_s: float | None = None
+    cache_bytes: float | None = None  # capacity behind that bandwidth (a CPU's last-level cache)
 
     def __post_init__(self) -> None:
         if self.device_type not in DEVICE_TYPES:
@@ -73,10 +82,12 @@ class HardwareProfile:
         ):
             _check_positive(self.name, name, getattr(self, name))
         for name in ("tensor_int4_ops_per_s", "tensor_fp8_flops_per_s", "tensor_tf32_flops_per_s",
-                     "tensor_fp32_flops_per_s"):
+                     "tensor_fp32_flops_per_s", "cache_bandwidth_bytes_per_s", "cache_bytes"):
             value = getattr(self, name)
             if value is not None:
                 _check_positive(self.name, name, value)
+        if self.kernel_launch_s is not None:
+            _check_positive(self.name, "kernel_launch_s", self.kernel_launch_s, LAUNCH_RANGE_S)
         for op_class, factor in self.efficiency.items():
             if op_class not in OPERATOR_CLASSES:
                 raise HardwareError(
@@ -128,10 +139,11 @@ class HardwareProfile:
         return self.efficiency.get(op_class, 1.0)
 
 
-def _check_positive(profile: str, field_name: str, value: object) -> None:
+def _check_positive(profile: str, field_name: str, value: object,
+                    bounds: tuple[float, float] = SI_RANGE) -> None:
     if isinstance(value, bool) or not isinstance(value, (int, float)):
         raise HardwareError(f"profile {profile!r}: {field_name} = {value!r} must be a number")
-    low, high = SI_RANGE
+    low, high = bounds
     if not low <= value <= high:  # NaN fails too
         raise HardwareError(
             f"profile {profile!r}: {field_name} = {value!r} must be a number in [{low:g}, {high:g}]"

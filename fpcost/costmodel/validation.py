@@ -16,7 +16,8 @@ from .errors import HardwareError, WorkloadError
 from .estimate import estimate
 from .hardware import OPERATOR_CLASSES, HardwareProfile
 from .quant import QuantPlan
-from .spec import ModelSpec
+from .runtime import DEFAULT_RUNTIME, class_times_s, launch_times_s, prefill_kernels
+from .spec import LLMSpec, ModelSpec
 from .workload import Workload
 
 ClassTimes = Mapping[str, Sequence[float]]  # op_class -> seconds per token count
@@ -46,6 +47,25 @@ def predicted_class_times_s(
     return times
 
 
+def runtime_class_times_s(
+    llm: LLMSpec, num_tokens: Sequence[int], hardware: HardwareProfile, quant: QuantPlan,
+    runtime: str = DEFAULT_RUNTIME,
+) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
+    """(busy, launch): per operator class, at each token count, the seconds of the kernels
+    ``runtime`` launches for a prefill — busy time at efficiency 1 on ``hardware``'s
+    ceilings, and launches at its ``kernel_launch_s`` (zero when it has none)."""
+    bare = without_efficiency(hardware)
+    busy: dict[str, list[float]] = {c: [] for c in OPERATOR_CLASSES}
+    launch: dict[str, list[float]] = {c: [] for c in OPERATOR_CLASSES}
+    for n in num_tokens:
+        kernels = prefill_kernels(llm, quant, n, runtime, hardware.onchip_buffer_bytes)
+        for c, value in class_times_s(kernels, bare, with_launch=False).items():
+            busy[c].append(value)
+        for c, value in launch_times_s(kernels, hardware.kernel_launch_s or 0.0).items():
+            launch[c].append(value)
+    return busy, launch
+
+
 def totals(class_times: ClassTimes) -> list[float]:
     """Per token count, the sum over classes."""
     columns = list(class_times.values())
@@ -57,9 +77,22 @@ def without_efficiency(profile: HardwareProfile) -> HardwareProfile:
     return replace(profile, efficiency={})
 
 
-def scale_class_times(unit_times: ClassTimes, efficiencies: Mapping[str, float]) -> dict[str, list[float]]:
-    """Class times predicted at efficiency 1, divided by each class's efficiency."""
-    return {c: [t / efficiencies.get(c, 1.0) for t in values] for c, values in unit_times.items()}
+def scale_class_times(unit_times: ClassTimes, efficiencies: Mapping[str, float],
+                      launch: ClassTimes | None = None) -> dict[str, list[float]]:
+    """Class times predicted at efficiency 1, divided by each class's efficiency, plus the
+    class's launch time (``launch``, if given)."""
+    out = {}
+    for c, values in unit_times.items():
+        extra = launch[c] if launch is not None else [0.0] * len(values)
+        out[c] = [t / efficiencies.get(c, 1.0) + e for t, e in zip(values, extra, strict=True)]
+    return out
+
+
+def minus(times: ClassTimes, launch: ClassTimes | None) -> dict[str, list[float]]:
+    """Measured class times less each class's launch time (``launch`` None: unchanged)."""
+    if launch is None:
+        return {c: list(v) for c, v in times.items()}
+    return {c: [t - e for t, e in zip(v, launch[c], strict=True)] for c, v in times.items()}
 
 
 def fit_class_efficiencies(
@@ -100,7 +133,7 @@ def interleaved_folds(num_counts: int, num_folds: int = 2) -> list[tuple[list[in
 
 def held_out_predictions(
     unit_times: ClassTimes, measured: ClassTimes, measured_total_s: Sequence[float],
-    reference_index: int, num_folds: int = 2,
+    reference_index: int, num_folds: int = 2, launch: ClassTimes | None = None,
 ) -> tuple[list[float], list[float], list[dict[str, float]]]:
     """(predicted totals, predicted speedups, efficiencies per fold), each count predicted
     by the fold that held it out. The speedup of count i is that fold's prediction at the
@@ -110,9 +143,10 @@ def held_out_predictions(
     speedup = [0.0] * n
     fold_efficiencies = []
     for train, test in interleaved_folds(n, num_folds):
-        efficiencies = fit_class_efficiencies(unit_times, measured, measured_total_s, train)
+        efficiencies = fit_class_efficiencies(unit_times, minus(measured, launch),
+                                              measured_total_s, train)
         fold_efficiencies.append(efficiencies)
-        fold_totals = totals(scale_class_times(unit_times, efficiencies))
+        fold_totals = totals(scale_class_times(unit_times, efficiencies, launch))
         for i in test:
             predicted[i] = fold_totals[i]
             speedup[i] = fold_totals[reference_index] / fold_totals[i]
@@ -153,9 +187,11 @@ def variant_errors(
     }
 
 
-def check_profile_device(profile: HardwareProfile, device_type: str, device_name: str) -> None:
+def check_profile_device(profile: HardwareProfile, device_type: str, device_name: str,
+                         num_threads: int | None = None) -> None:
     """A one-line ``HardwareError`` unless ``profile`` describes this device: the same
-    ``device_type`` ("cpu"/"gpu"), and for a calibrated profile the same device name."""
+    ``device_type`` ("cpu"/"gpu"), and for a calibrated profile the same device name and
+    (CPU) the same intra-op thread count."""
     if profile.device_type != device_type:
         raise HardwareError(
             f"profile {profile.name!r} describes a {profile.device_type} but validation runs "
@@ -168,6 +204,14 @@ def check_profile_device(profile: HardwareProfile, device_type: str, device_name
             f"profile {profile.name!r} was calibrated on {calibrated_on!r}, not on this device "
             f"({device_name!r}); run `fpcost calibrate` here"
         )
+    calibrated_threads = profile.provenance.get("threads")
+    if (device_type == "cpu" and num_threads is not None and calibrated_threads is not None
+            and calibrated_threads != str(num_threads)):
+        raise HardwareError(
+            f"profile {profile.name!r} was calibrated with {calibrated_threads} thread(s) but "
+            f"validation runs with --threads {num_threads}; give --threads {calibrated_threads} "
+            "or calibrate with the same --threads"
+        )
 
 
 def build_report(
@@ -179,12 +223,15 @@ def build_report(
     baseline_total_s: Sequence[float],
     num_folds: int = 2,
     extra_total_s: Mapping[str, Sequence[float]] | None = None,
+    launch_class_s: ClassTimes | None = None,
 ) -> dict:
     """Rows (one per token count) and summary of a validation run.
 
     ``unit_class_s`` are the cost model's class times at efficiency 1 on the profile's
-    ceilings; ``profile_efficiency`` the profile's own efficiencies (the calibrated
-    prediction, fitted on kernels, never on this run); ``baseline_total_s`` the
+    ceilings (busy time, without launches); ``launch_class_s`` each class's launch time
+    (added to every prediction, subtracted before fitting); ``profile_efficiency`` the
+    profile's own efficiencies (the calibrated prediction, fitted on kernels, never on this
+    run); ``baseline_total_s`` the
     uncalibrated prediction; ``extra_total_s`` further named predictions (e.g. the measured
     ceilings at efficiency 1 when the baseline is a datasheet profile). Fitted variants:
     efficiencies fitted on every count (in sample) and on interleaved folds, each count
@@ -193,11 +240,12 @@ def build_report(
     if not num_tokens:
         raise WorkloadError("validation needs at least one token count")
     reference = max(range(len(num_tokens)), key=lambda i: num_tokens[i])
-    profile_class = scale_class_times(unit_class_s, profile_efficiency)
+    profile_class = scale_class_times(unit_class_s, profile_efficiency, launch_class_s)
     predicted = totals(profile_class)
     everything = list(range(len(num_tokens)))
-    in_sample_eff = fit_class_efficiencies(unit_class_s, measured_class_s, measured_total_s, everything)
-    in_sample = totals(scale_class_times(unit_class_s, in_sample_eff))
+    in_sample_eff = fit_class_efficiencies(unit_class_s, minus(measured_class_s, launch_class_s),
+                                           measured_total_s, everything)
+    in_sample = totals(scale_class_times(unit_class_s, in_sample_eff, launch_class_s))
     variants = {
         "uncalibrated": variant_errors(baseline_total_s, measured_total_s, reference),
         "profile": variant_errors(predicted, measured_total_s, reference),
@@ -210,7 +258,7 @@ def build_report(
     fold_eff: list[dict[str, float]] = []
     if len(num_tokens) >= num_folds:
         held_out, held_out_speedup, fold_eff = held_out_predictions(
-            unit_class_s, measured_class_s, measured_total_s, reference, num_folds)
+            unit_class_s, measured_class_s, measured_total_s, reference, num_folds, launch_class_s)
         variants["fitted_held_out"] = variant_errors(held_out, measured_total_s, reference,
                                                      held_out_speedup)
     predicted_speedup = speedups(predicted, reference)

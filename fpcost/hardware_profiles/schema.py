@@ -10,6 +10,7 @@ Layout of a file (see docs/hardware.md)::
     [memory]      capacity_gib (or capacity_gb), bandwidth_gb_per_s, onchip_buffer_kb
     [tensor]      fp16_tflops, int8_tops, int4_tops?, fp8_tflops?, tf32_tflops?, fp32_tflops?
     [vector]      fp16_tflops, fp32_tflops
+    [runtime]     kernel_launch_us?, cache_bandwidth_gb_per_s?, cache_mb?   (calibrated CPUs)
     [efficiency]  matmul?, attention?, vector?, norm?     (fractions of the ceilings)
     [sources]     "<table>.<key>" = "where the number comes from"
     [provenance]  free-form strings (calibrated profiles: device, torch, threads, date)
@@ -29,7 +30,7 @@ from fpcost.costmodel.hardware import (
     HardwareProfile,
 )
 from fpcost.costmodel.spec import show
-from fpcost.costmodel.units import GIBI, GIGA, KILO, TERA
+from fpcost.costmodel.units import GIBI, GIGA, KILO, MEGA, MICRO, TERA
 
 
 @dataclass(frozen=True)
@@ -70,11 +71,16 @@ NUMERIC_KEYS = (
     NumericKey("tensor", "fp32_tflops", "tensor_fp32_flops_per_s", TERA, "TFLOP/s", False, **_RATE_RANGE),
     NumericKey("vector", "fp16_tflops", "vector_fp16_flops_per_s", TERA, "TFLOP/s", True, **_RATE_RANGE),
     NumericKey("vector", "fp32_tflops", "vector_fp32_flops_per_s", TERA, "TFLOP/s", True, **_RATE_RANGE),
+    # [runtime], calibrated CPUs only: launch 1 ns..1 s, cache bandwidth and size as above
+    NumericKey("runtime", "kernel_launch_us", "kernel_launch_s", MICRO, "µs", False),
+    NumericKey("runtime", "cache_bandwidth_gb_per_s", "cache_bandwidth_bytes_per_s", GIGA, "GB/s",
+               False),
+    NumericKey("runtime", "cache_mb", "cache_bytes", MEGA, "MB", False),
 )
 # Older spellings still read (never written): a key here may stand in for the NUMERIC_KEYS
 # entry with the same field, not beside it. capacity_gb is decimal: 40 means 40e9 B.
 LEGACY_KEYS = (NumericKey("memory", "capacity_gb", "memory_bytes", GIGA, "GB", False),)
-NUMERIC_TABLES = ("memory", "tensor", "vector")
+NUMERIC_TABLES = ("memory", "tensor", "vector", "runtime")
 TOP_LEVEL_STRINGS = ("name", "description", "device_type")
 OPTIONAL_TABLES = ("efficiency", "sources", "provenance")
 TOP_LEVEL_KEYS = TOP_LEVEL_STRINGS + NUMERIC_TABLES + OPTIONAL_TABLES
@@ -164,6 +170,8 @@ def profile_to_toml_dict(profile: HardwareProfile) -> dict[str, Any]:
         value = getattr(profile, nk.field)
         if value is not None:
             doc[nk.table][nk.key] = _file_number(value, nk.si_per_file_unit)
+    if not doc["runtime"]:  # only calibrated profiles carry a launch time
+        del doc["runtime"]
     if profile.efficiency:
         doc["efficiency"] = {k: _file_number(v, 1.0) for k, v in profile.efficiency.items()}
     by_field = {nk.field: nk.dotted for nk in NUMERIC_KEYS}

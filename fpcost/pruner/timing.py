@@ -213,6 +213,37 @@ def time_repeats(fn: Callable[[], Any], timer: Any, warmup: int, repeats: int) -
     return times
 
 
+def occupancy_clock(device: Device) -> Callable[[], float] | None:
+    """The process's CPU-time clock when it can tell whether the process held its cores
+    (a CPU timed on the wall clock); None otherwise (CUDA events, the thread clock)."""
+    if device.type == "cpu" and getattr(device.timer, "name", "") == "wall":
+        return time.process_time
+    return None
+
+
+def time_repeats_occupied(fn: Callable[[], Any], device: Device, warmup: int, repeats: int
+                          ) -> tuple[list[float], list[float] | None]:
+    """(seconds of each of ``repeats`` calls, and each call's occupancy — CPU time over
+    wall time × threads — where ``occupancy_clock`` has a clock)."""
+    if repeats < 1:
+        raise DeviceError(f"repeats = {repeats!r} must be at least 1")
+    timer, cpu = device.timer, occupancy_clock(device)
+    for _ in range(warmup):
+        fn()
+    timer.synchronize()
+    times, occupancies = [], []
+    for _ in range(repeats):
+        cpu_start = cpu() if cpu else 0.0
+        start = timer.mark()
+        fn()
+        end = timer.mark()
+        elapsed = timer.elapsed_s(start, end)
+        times.append(elapsed)
+        if cpu:
+            occupancies.append((cpu() - cpu_start) / (elapsed * device.num_threads))
+    return times, (occupancies if cpu else None)
+
+
 def summarize(times_s: list[float], statistic: str = "median") -> float:
     """``times_s`` reduced by ``statistic`` ("median" or "min")."""
     if statistic not in STATISTICS:

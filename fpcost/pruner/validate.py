@@ -23,11 +23,27 @@ import torch
 from torch import nn
 
 from fpcost.costmodel.hardware import OPERATOR_CLASSES
+from fpcost.costmodel.noise import (
+    DEFAULT_MAX_SPREAD,
+    Dispersion,
+    high_spread,
+    non_monotonic,
+    too_noisy,
+)
 from fpcost.costmodel.params import llm_params
 from fpcost.costmodel.spec import LLMSpec
 from fpcost.costmodel.units import GIGA, bytes_per_element
 
-from .timing import DTYPE_BITS, DTYPES, Device, DeviceError, fixed_threads, memory_bytes, summarize
+from .timing import (
+    DTYPE_BITS,
+    DTYPES,
+    Device,
+    DeviceError,
+    fixed_threads,
+    memory_bytes,
+    occupancy_clock,
+    summarize,
+)
 
 # The default CPU model: Llama-7B's shape scaled in depth and width so that a prefill of
 # 2048 tokens takes seconds on two cores (head_dim 64 and FFN ≈ 2.7 × hidden as in Llama).
@@ -52,6 +68,11 @@ class PrefillMeasurement:
     num_tokens: int
     total_repeats_s: tuple[float, ...]
     hooked_repeats: tuple[tuple[float, dict[str, float]], ...]
+    occupancies: tuple[float, ...] = ()  # CPU time / (wall × threads) of each un-hooked pass
+
+    @property
+    def dispersion(self) -> Dispersion:
+        return Dispersion.of(list(self.total_repeats_s), list(self.occupancies) or None)
 
     def total_s(self, statistic: str = "median") -> float:
         return summarize(list(self.total_repeats_s), statistic)
@@ -196,22 +217,30 @@ def _prefill_fn(model: nn.Module, num_tokens: int, device: Device, seed: int) ->
     return run
 
 
-def _timed_pass(run: Callable[[], object], timer, hooks: ClassHooks | None = None):
+def _timed_pass(run: Callable[[], object], timer, hooks: ClassHooks | None = None,
+                cpu: Callable[[], float] | None = None, threads: int = 1):
+    """(seconds, per-class split with ``hooks``, occupancy with a ``cpu`` clock)."""
+    cpu_start = cpu() if cpu else 0.0
     start = timer.mark()
     run()
     total = timer.elapsed_s(start, timer.mark())
-    return total, (hooks.class_seconds(total) if hooks is not None else None)
+    occupancy = (cpu() - cpu_start) / (total * threads) if cpu else None
+    return total, (hooks.class_seconds(total) if hooks is not None else None), occupancy
 
 
 def measure_prefills(llm: LLMSpec, dtype: str, device: Device, token_counts: Sequence[int],
                      warmup: int = 1, repeats: int = 5, hooked_repeats: int = 3,
-                     progress: Progress | None = None, seed: int = 0) -> list[PrefillMeasurement]:
+                     progress: Progress | None = None, seed: int = 0,
+                     statistic: str = "median", max_spread: float = DEFAULT_MAX_SPREAD,
+                     retries: int = 2) -> list[PrefillMeasurement]:
     """Build the model once and time its prefill at each of ``token_counts``.
 
     Passes are interleaved: each round times every count once, so a burst of load from
     other jobs spreads over all counts instead of biasing one. ``repeats`` un-hooked rounds
-    give the totals; ``hooked_repeats`` hooked rounds the split per class. Progress: one
-    step after building, one per round.
+    give the totals; ``hooked_repeats`` hooked rounds the split per class. Counts whose
+    passes spread more than ``max_spread`` or whose total (by ``statistic``) is below a
+    smaller count's are re-measured (all their passes again) up to ``retries`` times; then
+    ``TooNoisyError``. Progress: one step after building, one per round.
     """
     if dtype not in DTYPES:
         raise DeviceError(f"--dtype {dtype!r} is unknown; valid: {', '.join(DTYPES)}")
@@ -227,22 +256,68 @@ def measure_prefills(llm: LLMSpec, dtype: str, device: Device, token_counts: Seq
             for _ in range(warmup):
                 run()
         timer.synchronize()
-        totals: list[list[float]] = [[] for _ in runs]
-        for round_index in range(repeats):
-            for i, run in enumerate(runs):
-                totals[i].append(_timed_pass(run, timer)[0])
-            if progress:
-                progress(f"round {round_index + 1}/{repeats}")
+        cpu = occupancy_clock(device)
+        totals, occupied = _rounds(runs, range(len(runs)), repeats, device, cpu, progress)
+        for attempt in range(retries + 1):
+            problems, flagged = prefill_problems(token_counts, totals, statistic, max_spread,
+                                                 occupied if cpu else None)
+            if not problems:
+                break
+            if attempt == retries:
+                raise too_noisy("the prefill timings", problems,
+                                "rerun on a quieter machine (fewer jobs, `--threads 1`), or "
+                                "raise `--max-spread` knowingly")
+            again, again_occupied = _rounds(runs, flagged, repeats, device, cpu, None)
+            for i in flagged:
+                totals[i], occupied[i] = again[i], again_occupied[i]
         hooks = ClassHooks(timer)
         hooked: list[list[tuple[float, dict[str, float]]]] = [[] for _ in runs]
         with hooks.attach(model):
             for round_index in range(hooked_repeats):
                 for i, run in enumerate(runs):
-                    hooked[i].append(_timed_pass(run, timer, hooks))
+                    hooked[i].append(_timed_pass(run, timer, hooks)[:2])
                 if progress:
                     progress(f"hooked round {round_index + 1}/{hooked_repeats}")
-    return [PrefillMeasurement(n, tuple(totals[i]), tuple(hooked[i]))
+    return [PrefillMeasurement(n, tuple(totals[i]), tuple(hooked[i]), tuple(occupied[i]))
             for i, n in enumerate(token_counts)]
+
+
+def _rounds(runs, indices, repeats, device, cpu, progress):
+    """``repeats`` interleaved rounds over ``runs[i]`` for i in ``indices``: (the seconds
+    of each pass, their occupancies), per run (lists over all runs; unmeasured ones stay
+    empty)."""
+    totals: list[list[float]] = [[] for _ in runs]
+    occupied: list[list[float]] = [[] for _ in runs]
+    for round_index in range(repeats):
+        for i in indices:
+            total, _, occupancy = _timed_pass(runs[i], device.timer, None, cpu, device.num_threads)
+            totals[i].append(total)
+            if occupancy is not None:
+                occupied[i].append(occupancy)
+        if progress:
+            progress(f"round {round_index + 1}/{repeats}")
+    return totals, occupied
+
+
+def prefill_problems(token_counts: Sequence[int], totals: Sequence[Sequence[float]],
+                     statistic: str, max_spread: float,
+                     occupancies: Sequence[Sequence[float]] | None = None
+                     ) -> tuple[list[str], list[int]]:
+    """(problems, indices to re-measure) of timed prefills: passes that spread more than
+    ``max_spread`` or ran descheduled (``occupancies``), totals that fall as the token
+    count grows."""
+    dispersions = {i: Dispersion.of(list(t), occupancies[i] if occupancies else None)
+                   for i, t in enumerate(totals)}
+    flagged = set(high_spread(dispersions, max_spread))
+    problems = [f"{token_counts[i]} tokens: {dispersions[i].problem(max_spread)}"
+                for i in sorted(flagged)]
+    values = [summarize(list(t), statistic) for t in totals]
+    for i in non_monotonic(token_counts, values):
+        flagged.add(i)
+        smaller = [j for j in range(len(values)) if token_counts[j] < token_counts[i]]
+        flagged.update(j for j in smaller if values[j] > values[i])
+        problems.append(f"{token_counts[i]} tokens timed faster than fewer tokens")
+    return problems, sorted(flagged)
 
 
 def measurement_steps(repeats: int, hooked_repeats: int) -> int:

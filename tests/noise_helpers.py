@@ -16,8 +16,9 @@ def quiet_machine(monkeypatch):
     for module in (calibrate_module, validate_module):
         monkeypatch.setattr(module, "non_monotonic", lambda *args, **kwargs: [])
     monkeypatch.setattr(calibrate_module, "efficiencies_out_of_range", lambda *args, **kwargs: [])
-    # tiny modules can time below their launches at a real launch time
-    monkeypatch.setattr(calibrate_module, "measure_launch_s", lambda *args, **kwargs: 1e-12)
+    # tiny modules can time below their launches at a real launch time: 1 ns, the least a
+    # profile accepts
+    monkeypatch.setattr(calibrate_module, "measure_launch_s", lambda *args, **kwargs: 1e-9)
     # and validate accepts the resulting (meaningless) efficiencies
     from fpcost.costmodel import noise
 

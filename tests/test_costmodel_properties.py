@@ -72,7 +72,11 @@ def test_fewer_bits_never_move_more_bytes_or_take_longer(
     less = totals(run(llm, tokens, batch, hw, fewer, accounting, flash))
     for stage in STAGES:
         assert leq(less[stage]["memory_access_bytes"], base[stage]["memory_access_bytes"])
-        assert leq(less[stage]["time_s"], base[stage]["time_s"])
+        # With FlashAttention, fewer KV bits give larger query tiles (B_r = buffer / (kv bytes
+        # x d), up to d), and a larger tile computes more masked scores on the causal diagonal:
+        # a compute-bound fused attention can then take a little longer. Everything else may not.
+        if not (flash and which == "kv_bits"):
+            assert leq(less[stage]["time_s"], base[stage]["time_s"])
 
 
 @settings(max_examples=150, deadline=None)

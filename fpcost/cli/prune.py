@@ -215,6 +215,8 @@ def prune(
     from fpcost.pruner.results import results_document, write_json_atomic
     from fpcost.pruner.run import prune_image, save_overlay
 
+    if seed is not None and method != "random":
+        raise click.UsageError(f"--seed applies to --method random only, not {method}")
     params: dict[str, Any] = {"ratio": ratio, "seed": seed}
     if method == "freepruner":
         params.update(

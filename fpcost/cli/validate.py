@@ -121,7 +121,8 @@ def resolve_llm(model_name: str | None, config_path: Path | None, device: str):
 
 
 @click.command()
-@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True)
+@click.option("--device", type=click.Choice(["cpu", "cuda"]), default="cpu", show_default=True,
+              help="Where to time the model: this CPU, or the current CUDA device (CUDA events).")
 @click.option("--profile", "profile_name", required=True,
               help="Hardware profile of this device (`fpcost calibrate --output FILE`).")
 @click.option("--baseline", "baseline_name", default=None,

@@ -219,3 +219,13 @@ def test_sweep_to_dev_stdout_appends_to_a_redirected_file(tmp_path):
     lines = log.read_text().splitlines()
     assert lines[0] == "earlier line" and lines[1].startswith("model,") and len(lines) == 3
     assert listing(tmp_path) == ["log.csv"]
+
+
+@pytest.mark.parametrize("argv", [["sweep", "--output", "a\x00b"], ["estimate", "--config", "a\x00b"],
+                                  ["prune", "a\x00b.png", "--encoder", "dinov2-s14"]])
+def test_a_nul_byte_in_an_argument_is_one_line(capsys, argv):
+    from fpcost.cli.main import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "NUL byte" in err and "a\\x00b" in err

@@ -83,6 +83,14 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run(args: list[str], debug: bool) -> int:
+    # A shell cannot pass a NUL byte, but a program can; no path or value may hold one
+    # (os.stat raises ValueError on it deep inside click's path checks).
+    for arg in args:
+        if "\x00" in arg:
+            shown = arg.replace("\x00", "\\x00")
+            click.echo(f"Error: argument '{shown}' holds a NUL byte; no path or value can "
+                       "contain one", err=True)
+            return EXIT_USAGE
     try:
         cli.main(args=args, prog_name="fpcost", standalone_mode=False)
         sys.stdout.flush()  # a full disk behind ``> file`` is reported here, not at exit

@@ -199,8 +199,8 @@ def output_paths(argv: list[str], root: Path) -> list[str]:
         if not name:
             continue
         path = root / name
-        for candidate in (path, Path(os.path.realpath(path))):
-            with contextlib.suppress(ValueError):
+        with contextlib.suppress(ValueError):  # a NUL byte in the name: no path at all
+            for candidate in (path, Path(os.path.realpath(path))):
                 allowed.append(os.path.relpath(candidate, root))
     return allowed
 

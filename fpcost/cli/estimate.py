@@ -13,6 +13,7 @@ from fpcost.costmodel.estimate import estimate as run_estimate
 from fpcost.costmodel.memory import MemoryFootprint, memory_footprint
 from fpcost.costmodel.pipeline import (
     ALL_STAGES,
+    family_of,
     is_pruned,
     make_workload,
     parse_frame_tokens,
@@ -223,7 +224,7 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
     quant = resolve_quant(bits, quant_text)
     hardware = resolve_hardware(hardware_name)
     vision_quant = QuantPlan.parse(vision_quant_text)
-    if image_size is not None and model.kind != "llava-next":
+    if image_size is not None and not family_of(model).uses_image_size:
         side = f"{model.vision.image_size}x{model.vision.image_size} px" if model.vision else None
         raise click.BadParameter(
             f"{image_size!r} changes nothing for {model.name}: only LLaVA-NeXT (AnyRes) models "

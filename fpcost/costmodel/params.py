@@ -85,13 +85,9 @@ def projector_params(projector: ProjectorSpec) -> int:
 
 
 def parameter_counts(model: ModelSpec) -> dict[str, int]:
-    """Parameters of each part of ``model`` and their ``total``."""
-    counts = {"llm": llm_params(model.llm)}
-    if model.vision is not None:
-        counts["vision"] = model.num_vision_towers * vision_params(model.vision)
-    if model.projector is not None:
-        counts["projector"] = projector_params(model.projector)
-    if model.kind == "llava-next":
-        counts["image_newline"] = model.llm.hidden_size
+    """Parameters of each part of ``model`` (as its family counts them) and their ``total``."""
+    from .families import family_of  # the families import this module
+
+    counts = dict(family_of(model).parameter_counts(model))
     counts["total"] = sum(counts.values())
     return counts

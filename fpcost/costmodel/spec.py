@@ -229,14 +229,14 @@ class ProjectorSpec:
         _require_positive_int("projector", "text_hidden_size", self.text_hidden_size)
 
 
-MODEL_KINDS = ("llava", "video-llava", "llava-next", "llm")
 FEATURE_SELECT_STRATEGIES = ("default", "full")  # drop the CLS token / keep it
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A whole model: the LLM, optionally a vision tower and projector, and the number of
-    visual tokens the LLM receives by default (before any pruning).
+    visual tokens the LLM receives by default (before any pruning). ``kind`` names the
+    model family (``families``) that reads, lays out, costs and counts it.
 
     ``num_frames`` > 1 marks a video model whose ``default_num_visual_tokens`` covers all
     frames. ``num_vision_towers`` is 2 for Video-LLaVA (an image and a video tower).
@@ -257,12 +257,12 @@ class ModelSpec:
     vision_feature_select_strategy: str = "default"
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ConfigError(
-                f"model {self.name!r}: kind {self.kind!r} is unknown; valid: {', '.join(MODEL_KINDS)}"
-            )
-        if self.kind != "llm" and (self.vision is None or self.projector is None):
-            raise ConfigError(f"model {self.name!r}: a {self.kind} model needs a vision tower and projector")
+        from .families import family_named, family_names  # the families import this module
+
+        if not isinstance(self.kind, str) or self.kind not in family_names():
+            raise ConfigError(f"model {self.name!r}: kind {self.kind!r} is unknown; valid: "
+                              f"{', '.join(family_names())}")
+        family = family_named(self.kind)
         if isinstance(self.default_num_visual_tokens, bool) or not isinstance(
             self.default_num_visual_tokens, int
         ) or self.default_num_visual_tokens < 0:
@@ -278,8 +278,7 @@ class ModelSpec:
                 f"{self.vision_feature_select_strategy!r} is unknown; valid: "
                 f"{', '.join(FEATURE_SELECT_STRATEGIES)}"
             )
-        if self.kind == "llava-next":
-            check_pinpoints(f"model {self.name!r}", self.image_grid_pinpoints, self.vision.image_size)
+        family.check_spec(self)
 
 
 def check_pinpoints(owner: str, pinpoints: object, crop_size: int) -> tuple[tuple[int, int], ...]:

@@ -64,7 +64,7 @@ def _selection(model, document, rows, num_tokens, cache):
     key = json.dumps(settings, sort_keys=True, default=str)
     if key not in cache:
         cache[key] = selection_from_file(document.method, document.params, settings,
-                                         model.vision.num_hidden_layers, num_tokens,
+                                         family_of(model).tower_depth(model), num_tokens,
                                          where=f"--tokens-from {document.path}")
     return cache[key]
 

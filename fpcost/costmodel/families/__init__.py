@@ -13,8 +13,10 @@ A family is chosen from the Hugging Face ``model_type`` of a ``config.json``
   ``selection`` and ``projector`` stages; ``decoder_ops``: the LLM's, for one pass;
 - ``parameter_counts(spec)``: parameters of each part and their ``total``;
 - for the memory estimate and the CLI: ``vision_residual_elements`` (the tower's residual
-  stream per sample), ``uses_image_size`` (whether ``--image-size`` changes anything),
-  ``tokens_unit`` (what one unit of a results file's tokens is).
+  stream per sample), ``tower_depth`` and ``num_layers_run`` (the encoder layers selection
+  indices count, and those executed), ``uses_image_size`` / ``image_size_note`` (whether
+  ``--image-size`` changes anything, and why not), ``tokens_unit`` (what one unit of a
+  results file's tokens is).
 
 Token counts and batch sizes given to the operator builders may be Python ints or numpy
 int64 arrays (a sweep builds a whole grid at once): arrays in, arrays out. The stage
@@ -75,6 +77,18 @@ class ModelFamily:
                       num_tokens) -> list[Op]:
         """The projector over ``num_tokens`` visual tokens (all samples)."""
         return []
+
+    def tower_depth(self, spec: ModelSpec) -> int:
+        """Encoder layers of the vision tower (selection layer indices count them)."""
+        return 0
+
+    def num_layers_run(self, spec: ModelSpec, settings: PipelineSettings) -> int:
+        """Encoder layers executed under ``settings.vision_layers`` ("all" or "feature")."""
+        return 0
+
+    def image_size_note(self, spec: ModelSpec) -> str:
+        """Why an image size changes nothing (for a family that does not use it)."""
+        return "it has no vision tower"
 
     def vision_residual_elements(self, spec: ModelSpec, layout: VisualLayout) -> int:
         """Elements of the tower's residual stream per sample (memory.py's peak)."""

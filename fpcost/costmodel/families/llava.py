@@ -62,8 +62,15 @@ class LlavaFamily(ModelFamily):
         visual = spec.default_num_visual_tokens
         return VisualLayout(spec.num_frames, spec.vision.num_positions, visual, visual)
 
+    def tower_depth(self, spec: ModelSpec) -> int:
+        return spec.vision.num_hidden_layers
+
     def num_layers_run(self, spec: ModelSpec, settings) -> int:
         return num_vision_layers_run(spec.vision, settings.vision_layers)
+
+    def image_size_note(self, spec: ModelSpec) -> str:
+        side = spec.vision.image_size
+        return f"{spec.name} resizes every image to {side}x{side} px"
 
     def vision_ops(self, spec, layout, settings, batch_size):
         return vision_tower_ops(spec.vision, settings.vision_quant, batch_size * layout.num_images,

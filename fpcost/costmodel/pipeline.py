@@ -111,7 +111,8 @@ def stage_ops(stage: str, model: ModelSpec, workload: Workload, settings: Pipeli
         raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
     if not family.has_vision:
         return []
-    layout = layout or family.visual_layout(model, workload.image_size)
+    if layout is None:
+        layout = family.visual_layout(model, workload.image_size)
     return vision_side_ops(stage, model, settings, layout, workload.num_visual_tokens, batch)
 
 

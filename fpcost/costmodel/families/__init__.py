@@ -19,7 +19,9 @@ A family is chosen from the Hugging Face ``model_type`` of a ``config.json``
   results file's tokens is).
 
 Token counts and batch sizes given to the operator builders may be Python ints or numpy
-int64 arrays (a sweep builds a whole grid at once): arrays in, arrays out. The stage
+int64 arrays (a sweep builds a whole grid at once): arrays in, arrays out, so a count is
+used in arithmetic, never in an ``if``; weights are loaded once per forward pass, so a
+weight term never scales with the batch. The stage
 assembly that calls these methods is ``pipeline.stage_ops``, shared by ``estimate`` and
 ``sweep``. Adding a family: subclass ``ModelFamily`` in a new module, ``register`` an
 instance, import the module at the bottom of this file (README: "Adding a model").

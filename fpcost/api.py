@@ -27,6 +27,7 @@ from fpcost.costmodel.hardware import HardwareProfile
 from fpcost.costmodel.hfconfig import load_config_json
 from fpcost.costmodel.pipeline import ALL_STAGES, make_workload
 from fpcost.costmodel.presets import get_preset
+from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.spec import ModelSpec
 
@@ -128,13 +129,22 @@ def sweep(
     flash_attention: bool = False,
     stages: tuple[str, ...] = ALL_STAGES,
     force: bool = False,
+    *,
+    output_tokens: int = 2,
+    image_size: tuple[int, int] | str | None = None,
+    vision_quant: QuantPlan | str | None = None,
+    vision_layers: str = "all",
+    selection: SelectionSpec | None = DEFAULT_SELECTION,
 ):
     """Every combination of the given models, devices, plans, visual tokens and batch sizes,
     as a pandas DataFrame (one row each; columns in ``fpcost.costmodel.sweep.sweep``).
 
     ``model``, ``hardware``, ``bits``, ``quant``, ``keep_ratio``, ``visual_tokens`` and
     ``batch`` each take one value or a list; ``bits`` and ``quant`` together give the plans
-    of both. More than ``MAX_CONFIGURATIONS`` rows raise ``WorkloadError`` unless ``force``.
+    of both. ``output_tokens``, ``image_size``, ``vision_quant`` and ``vision_layers`` are
+    ``estimate``'s, shared by every row (each row equals ``estimate`` of its request);
+    ``selection`` is what freePruner's selection reads (None: its cost left out). More
+    than ``MAX_CONFIGURATIONS`` rows raise ``WorkloadError`` unless ``force``.
     """
     from fpcost.costmodel.sweep import sweep as _sweep
 
@@ -152,6 +162,11 @@ def sweep(
         flash_attention=flash_attention,
         stages=tuple(stages),
         force=force,
+        num_output_tokens=output_tokens,
+        image_size=parse_image_size(image_size) if isinstance(image_size, str) else image_size,
+        vision_quant=resolve_quant(quant=vision_quant) if vision_quant is not None else None,
+        vision_layers=vision_layers,
+        selection=selection,
     )
 
 

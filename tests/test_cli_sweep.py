@@ -153,3 +153,42 @@ def test_stage_selection_ttft_speedup_is_not_zero(capsys):
                            "--format", "json")
     row = json.loads(out)[0]
     assert code == 0 and row["ttft_speedup"] > 1 and row["selection_time_s"] > 0
+
+
+# --- issue 11: estimate's workload options in the sweep ------------------------------------
+
+def test_estimate_options_give_estimates_numbers(capsys):
+    """--output-tokens, --image-size, --vision-layers, --vision-quant and --selection-layers:
+    each row equals `fpcost estimate` with the same options."""
+    common = ["-m", "llava-next-7b", "--image-size", "1344x336", "--output-tokens", "7",
+              "--vision-layers", "feature", "--vision-quant", "w8a8kv16",
+              "--selection-layers=-6,-2", "--format", "json"]
+    code, out, _ = run_cli(capsys, "sweep", *common, "--keep-ratios", "0.5", "--batch", "2")
+    assert code == 0
+    (row,) = json.loads(out)
+    code, out, _ = run_cli(capsys, "estimate", *common, "--keep-ratio", "0.5", "--batch", "2")
+    assert code == 0
+    stages = json.loads(out)["stages"]
+    for stage in ("vision", "selection", "projector", "prefill", "decode"):
+        assert row[f"{stage}_time_s"] == pytest.approx(stages[stage]["time_s"], rel=1e-12)
+        assert row[f"{stage}_flops"] == pytest.approx(stages[stage]["flops"], rel=1e-12)
+
+
+def test_decode_column_says_how_many_steps(capsys):
+    code, out, _ = run_cli(capsys, "sweep", "--output-tokens", "9")
+    assert code == 0 and "Decode, 8 steps (ms)" in out
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--image-size", "500x400"], "'500x400' changes nothing for llava-1.5-7b: only LLaVA-NeXT"),
+    (["-m", "llava-next-7b", "--image-size", "500"], "image size '500' is not WIDTHxHEIGHT"),
+    (["--output-tokens", "0"], "'--output-tokens': 0 is not in the range"),
+    (["--vision-layers", "half"], "'--vision-layers': 'half' is not one of"),
+    (["--vision-quant", "w3"], "quantization 'w3' is not of the form"),
+    (["--selection-layers", "a"], "--selection-layers 'a' must be comma-separated integer"),
+])
+def test_estimate_option_errors_are_one_line(capsys, args, message):
+    code, out, err = run_cli(capsys, "sweep", *args)
+    assert code != 0 and out == ""
+    assert err.count("\n") == 1 and err.startswith("Error: ")
+    assert message in err, err

@@ -109,3 +109,51 @@ def test_precision_follows_the_matmul():
     assert ops["q_proj"].precision == "int4" and ops["softmax"].vector_precision == "fp16"
     lv = {op.name: op for op in decoder_ops(TINY, w4a4, PREFILL, LLM_VIEWER, False, BUFFER)}
     assert {op.precision for op in lv.values()} == {"int8"}
+
+
+# LlamaConfig's attention_bias (q, k, v, o) and mlp_bias (gate, up, down): one bias add per
+# output element (a tensor FLOP in the matmul's epilogue) and out_features more weights, as
+# vision.py counts a ViT's biases. 6 token rows, FP16.
+BIASED = {
+    "q_proj": (2 * 6 * 8 * 8 + 6 * 8, (8 * 8 + 8) * 2),
+    "k_proj": (2 * 6 * 8 * 4 + 6 * 4, (8 * 4 + 4) * 2),
+    "v_proj": (2 * 6 * 8 * 4 + 6 * 4, (8 * 4 + 4) * 2),
+    "o_proj": (2 * 6 * 8 * 8 + 6 * 8, (8 * 8 + 8) * 2),
+    "gate_proj": (2 * 6 * 8 * 12 + 6 * 12, (8 * 12 + 12) * 2),
+    "up_proj": (2 * 6 * 8 * 12 + 6 * 12, (8 * 12 + 12) * 2),
+    "down_proj": (2 * 6 * 12 * 8 + 6 * 8, (12 * 8 + 8) * 2),
+}
+
+
+@pytest.mark.parametrize("attention_bias", [False, True])
+@pytest.mark.parametrize("mlp_bias", [False, True])
+def test_attention_and_mlp_biases_are_counted(attention_bias, mlp_bias):
+    from dataclasses import replace
+
+    llm = replace(TINY, attention_bias=attention_bias, mlp_bias=mlp_bias)
+    ops = {op.name: op for op in decoder_ops(llm, FP16, PREFILL, FPCOST, False, BUFFER)}
+    for name, (flops, weight_bytes) in BIASED.items():
+        biased = attention_bias if name in ("q_proj", "k_proj", "v_proj", "o_proj") else mlp_bias
+        plain = FPCOST_PREFILL[name]
+        expected = (flops, weight_bytes) if biased else (plain[0], plain[2])
+        assert (ops[name].tensor_flops, ops[name].weight_bytes) == expected, name
+        # activations and the KV cache are what they are without a bias
+        assert values(ops[name])[3:] == plain[3:], name
+    # nothing else changes
+    for name in set(FPCOST_PREFILL) - set(BIASED):
+        assert values(ops[name]) == FPCOST_PREFILL[name], name
+
+
+@pytest.mark.parametrize("attention_bias", [False, True])
+@pytest.mark.parametrize("mlp_bias", [False, True])
+def test_projection_weights_equal_the_parameter_count(attention_bias, mlp_bias):
+    """The weights the projections load are the layer's parameters less its two RMSNorms
+    (params.py, itself checked against transformers)."""
+    from dataclasses import replace
+
+    from fpcost.costmodel.params import RMS_NORM_PARAMS_PER_CHANNEL, llm_layer_params
+
+    llm = replace(TINY, attention_bias=attention_bias, mlp_bias=mlp_bias)
+    ops = decoder_ops(llm, FP16, PREFILL, FPCOST, False, BUFFER)
+    loaded = sum(op.weight_bytes for op in ops if op.name in BIASED) / FP16.weight_bytes_per_element
+    assert loaded == llm_layer_params(llm) - 2 * RMS_NORM_PARAMS_PER_CHANNEL * llm.hidden_size

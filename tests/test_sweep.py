@@ -2,6 +2,7 @@
 and errors."""
 
 import math
+import re
 
 import pytest
 from hypothesis import assume, given, settings
@@ -10,7 +11,9 @@ from hypothesis import strategies as st
 from fpcost.costmodel import sweep as sweep_module
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.estimate import estimate
+from fpcost.costmodel.pipeline import visual_layout
 from fpcost.costmodel.presets import get_preset
+from fpcost.costmodel.pruning import SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.spec import ModelSpec
 from fpcost.costmodel.sweep import MAX_CONFIGURATIONS, TOTALS, sweep
@@ -218,3 +221,97 @@ def test_a_non_finite_time_is_refused_not_returned(a6000):
     object.__setattr__(slow, "hbm_bandwidth_bytes_per_s", 1e-320)
     with pytest.raises(WorkloadError, match="not a finite non-negative number"):
         sweep(["llava-1.5-7b"], [slow], [16])
+
+
+# --- issue 11: the sweep builds its operators through estimate()'s stage assembly ----------
+
+ESTIMATE_OPTIONS = [
+    # (sweep keyword arguments, the same as estimate() keyword arguments / Workload fields)
+    ({"num_output_tokens": 1}, {}, {"num_output_tokens": 1}),
+    ({"num_output_tokens": 5}, {}, {"num_output_tokens": 5}),
+    ({"num_output_tokens": 64}, {}, {"num_output_tokens": 64}),
+    ({"vision_quant": QuantPlan.parse("w8a8kv16")}, {"vision_quant": QuantPlan.parse("w8a8kv16")}, {}),
+    ({"vision_layers": "feature"}, {"vision_layers": "feature"}, {}),
+    ({"selection": None}, {"selection": None}, {}),
+    ({"selection": SelectionSpec((-6, -5, -4, -2))}, {"selection": SelectionSpec((-6, -5, -4, -2))}, {}),
+]
+
+
+def assert_every_stage_equals_estimate(frame, spec, device, estimate_kwargs, workload_kwargs,
+                                       flash=False, rel=1e-12):
+    """Every row's every stage column and TTFT equal ``estimate()`` of the same request, and
+    the speedups equal the ratios to ``estimate()`` of the unpruned request."""
+    unpruned = visual_layout(spec, workload_kwargs.get("image_size")).num_visual_tokens
+    for row in frame.itertuples(index=False):
+        def run(visual, row=row):
+            workload = Workload(visual, row.num_text_tokens, row.batch_size, **workload_kwargs)
+            return estimate(spec, workload, device, QuantPlan.parse(row.quant), "fpcost", flash,
+                            **estimate_kwargs)
+        result, base = run(row.num_visual_tokens), run(unpruned)
+        totals = {stage: result.stage_totals(stage) for stage in result.stages}
+        for stage in ("vision", "selection", "projector", "prefill", "decode"):
+            for total in TOTALS:
+                expected = getattr(totals[stage], total) if stage in totals else 0.0
+                assert getattr(row, f"{stage}_{total}") == pytest.approx(expected, rel=rel, abs=0), \
+                    (stage, total, row)
+        assert row.ttft_s == pytest.approx(result.ttft_s, rel=rel)
+        assert row.ttft_speedup == pytest.approx(base.ttft_s / result.ttft_s, rel=rel)
+        prefill = base.stage_totals("prefill").time_s / totals["prefill"].time_s
+        assert row.prefill_speedup == pytest.approx(prefill, rel=rel)
+
+
+@pytest.mark.parametrize("model", ["llava-1.5-7b", "videollava", "llava-next-7b"])
+@pytest.mark.parametrize("options", ESTIMATE_OPTIONS, ids=lambda o: str(o[0]))
+@pytest.mark.parametrize("flash", [False, True])
+def test_every_estimate_option_works_in_the_sweep(model, options, flash, a6000, a100):
+    sweep_kwargs, estimate_kwargs, workload_kwargs = options
+    spec = get_preset(model)
+    frame = sweep([spec], [a6000, a100], [16, 4], keep_ratios=[0.2, 0.5, 1.0], batch_sizes=[1, 3],
+                  flash_attention=flash, **sweep_kwargs)
+    for device in (a6000, a100):
+        assert_every_stage_equals_estimate(frame[frame.hardware == device.name], spec, device,
+                                           estimate_kwargs, workload_kwargs, flash)
+
+
+@pytest.mark.parametrize("size", [(1344, 336), (500, 400), (336, 1008), (672, 672), (33, 2000)])
+def test_the_image_size_sets_llava_next_rows_as_in_estimate(size, a6000):
+    """AnyRes: the crops, the unpruned count (keep ratios are of it) and the baseline follow
+    the image size, as estimate(image_size=...) does."""
+    spec = get_preset("llava-next-7b")
+    frame = sweep([spec], [a6000], [16], keep_ratios=[0.3, 1.0], batch_sizes=[1, 2],
+                  image_size=size, num_output_tokens=3)
+    exact = visual_layout(spec, size).num_visual_tokens
+    assert set(frame.num_visual_tokens) == {round(0.3 * exact), exact}
+    assert_every_stage_equals_estimate(frame, spec, a6000, {},
+                                       {"image_size": size, "num_output_tokens": 3})
+
+
+def test_the_image_size_changes_nothing_for_models_that_resize(a6000):
+    plain = sweep(["llava-1.5-7b", "videollava"], [a6000], [16], keep_ratios=[0.5, 1.0])
+    sized = sweep(["llava-1.5-7b", "videollava"], [a6000], [16], keep_ratios=[0.5, 1.0],
+                  image_size=(1280, 720))
+    assert plain.equals(sized)
+
+
+def test_text_only_models_take_output_tokens(a6000):
+    llm = ModelSpec(name="llm", kind="llm", llm=get_preset("llava-1.5-7b").llm)
+    frame = sweep([llm], [a6000], [16], num_visual_tokens=[0], num_text_tokens=100,
+                  batch_sizes=[1, 4], num_output_tokens=9)
+    for row in frame.itertuples(index=False):
+        result = estimate(llm, Workload(0, 100, row.batch_size, num_output_tokens=9), a6000)
+        assert row.decode_time_s == pytest.approx(result.stage_totals("decode").time_s, rel=1e-12)
+        assert row.decode_flops == pytest.approx(result.stage_totals("decode").flops, rel=1e-12)
+        assert row.vision_time_s == 0
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"num_output_tokens": -1}, "num_output_tokens = -1 must be an integer"),
+    ({"num_output_tokens": 10**8}, "num_output_tokens = 100000000 must be an integer"),
+    ({"image_size": (0, 10)}, "image width = 0 must be a positive integer"),
+    ({"vision_layers": "some"}, "vision layers 'some' is unknown; valid: all, feature"),
+    ({"num_output_tokens": 4_000_000}, "time 35,999,991 decode steps at once, more than 20,000,000"),
+])
+def test_shared_settings_are_checked(kwargs, message, a6000):
+    with pytest.raises(WorkloadError, match=re.escape(message)):
+        sweep(["llava-1.5-7b"], [a6000], [16], keep_ratios=[0.5, 1.0], batch_sizes=[1, 2, 3],
+              **{**kwargs})

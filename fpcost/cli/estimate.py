@@ -13,6 +13,7 @@ from fpcost.costmodel.estimate import estimate as run_estimate
 from fpcost.costmodel.memory import MemoryFootprint, memory_footprint
 from fpcost.costmodel.pipeline import (
     ALL_STAGES,
+    family_of,
     is_pruned,
     make_workload,
     parse_frame_tokens,
@@ -22,7 +23,7 @@ from fpcost.costmodel.pipeline import (
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.units import GIGA, MEGA, MILLI, TERA
-from fpcost.costmodel.vision import VISION_LAYER_MODES, num_vision_layers_run
+from fpcost.costmodel.vision import VISION_LAYER_MODES
 from fpcost.costmodel.workload import Workload
 
 from .options import (
@@ -115,8 +116,8 @@ def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint 
             "num_unpruned_visual_tokens": layout.num_visual_tokens,
             "num_vision_images_per_sample": layout.num_images,
             "num_vision_tokens_per_image": layout.tokens_per_image,
-            "num_projected_tokens_per_sample": projected_tokens(result.model, w) if result.model.vision
-            else 0,
+            "num_projected_tokens_per_sample": projected_tokens(result.model, w)
+            if family_of(result.model).has_vision else 0,
             "pruned": is_pruned(result.model, w),
         },
         "stages_shown": list(result.shown),
@@ -140,8 +141,9 @@ def _quant_dict(quant) -> dict:
 
 def _settings(result: Estimate) -> dict:
     model = result.model
+    family = family_of(model)
     notes = []
-    if model.vision is not None:
+    if family.has_vision:
         notes.append("vision, selection and projector stages are fpcost additions, counted with "
                      "fpcost's conventions in every accounting mode; they run at vision_quant "
                      "(the quantization plan targets the LLM)")
@@ -151,13 +153,13 @@ def _settings(result: Estimate) -> dict:
                  "N - 1 decode steps the rest, step i over a cache of prompt + i tokens, each "
                  "step timed on its own roofline; TPOT = decode time / (N - 1)")
     settings = {"notes": notes}
-    if model.vision is not None:
+    if family.has_vision:
         settings.update({
             "vision_layers": result.vision_layers,
-            "num_vision_layers_run": num_vision_layers_run(model.vision, result.vision_layers),
+            "num_vision_layers_run": family.num_layers_run(model, result.settings),
             "vision_quant": _quant_dict(result.vision_quant),
             "selection": None if result.selection is None else {
-                "selection_layers": list(result.selection.resolved_layers(model.vision.num_hidden_layers)),
+                "selection_layers": list(result.selection.resolved_layers(family.tower_depth(model))),
                 "complementary_layer": result.selection.complementary_layer,
                 "k": result.selection.resolved_k(model.vision.num_patches)},
         })
@@ -224,12 +226,12 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
     quant = resolve_quant(bits, quant_text)
     hardware = resolve_hardware(hardware_name)
     vision_quant = QuantPlan.parse(vision_quant_text)
-    if image_size is not None and model.kind != "llava-next":
-        side = f"{model.vision.image_size}x{model.vision.image_size} px" if model.vision else None
+    family = family_of(model)
+    if image_size is not None and not family.uses_image_size:
+        why = f"; {family.image_size_note(model)}" if family.has_vision else ""
         raise click.BadParameter(
             f"{image_size!r} changes nothing for {model.name}: only LLaVA-NeXT (AnyRes) models "
-            "use the image size" + (f"; {model.name} resizes every image to {side}" if side else ""),
-            param_hint="--image-size")
+            "use the image size" + why, param_hint="--image-size")
     selection = (SelectionSpec(parse_layers(selection_layers)) if selection_layers is not None
                  else DEFAULT_SELECTION)
     stages = None if stage == "all" else (stage,)
@@ -285,7 +287,7 @@ def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
         f"FlashAttention {'on' if result.flash_attention else 'off'}, "
         f"accounting {result.accounting.name}. GB = 1e9 B; TFLOPs = 1e12 FLOPs."
     )
-    if result.model.vision is not None:
+    if family_of(result.model).has_vision:
         caption += (f"\nvision tower: {payload['workload']['num_vision_images_per_sample']} image(s) x "
                     f"{payload['workload']['num_vision_tokens_per_image']} tokens per sample, "
                     f"{payload['settings']['num_vision_layers_run']} layers, "

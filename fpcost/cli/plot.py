@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from fpcost.costmodel.families import family_of
 from fpcost.costmodel.units import MILLI
 from fpcost.costmodel.workload import visual_tokens_for_ratio
 
@@ -79,7 +80,7 @@ def roofline(model_name, config_path, hardware_name, bits, quant_text, keep_rati
 
     plotting = _plotting()
     model = resolve_model(model_name, config_path)
-    if model.kind == "llm":
+    if not family_of(model).has_vision:
         raise click.UsageError(f"model {model.name!r} has no visual tokens to prune; give a LLaVA model")
     full = model.default_num_visual_tokens
     kept = (visual_tokens if visual_tokens is not None

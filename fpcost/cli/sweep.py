@@ -10,13 +10,18 @@ from pathlib import Path
 import click
 
 from fpcost.costmodel.accounting import ACCOUNTING_MODES
+from fpcost.costmodel.anyres import parse_image_size
+from fpcost.costmodel.families import family_of
 from fpcost.costmodel.pipeline import ALL_STAGES
+from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
+from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.sweep import MAX_CONFIGURATIONS
 from fpcost.costmodel.units import MILLI, VALID_BITS
+from fpcost.costmodel.vision import VISION_LAYER_MODES
 from fpcost.costmodel.workload import MAX_BATCH, MAX_TOKENS
 
 from .files import output_path_callback, write_atomic
-from .options import non_empty_models
+from .options import OUTPUT_TOKENS, non_empty_models
 from .render import FORMATS, Column, render_table, scaled, stderr_console
 
 # The table view prints at most this many rows (CSV and JSON print all).
@@ -79,7 +84,7 @@ def _finite(value) -> bool:
     return value.is_finite() if isinstance(value, Decimal) else True
 
 
-def _columns(stages: tuple[str, ...]) -> list[Column]:
+def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]:
     cols = [
         Column("model", "Model", justify="left"),
         Column("hardware", "Hardware", justify="left"),
@@ -94,7 +99,9 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
             Column("prefill_speedup", "Speedup", lambda v: "—" if v != v else f"{v:.2f}×"),
         ]
     if "decode" in stages:
-        cols.append(Column("decode_time_s", "Decode step (ms)", scaled(MILLI, 3)))
+        label = ("Decode step (ms)" if num_decode_steps == 1
+                 else f"Decode, {num_decode_steps} steps (ms)")
+        cols.append(Column("decode_time_s", label, scaled(MILLI, 3)))
     for stage in stages if len(stages) < len(ALL_STAGES) else ():  # a stage asked for alone
         if stage not in ("prefill", "decode"):
             cols.append(Column(f"{stage}_time_s", f"{stage.capitalize()} (ms)", scaled(MILLI, 3)))
@@ -133,20 +140,41 @@ def _columns(stages: tuple[str, ...]) -> list[Column]:
                    "operators.")
 @click.option("--stage", type=click.Choice([*ALL_STAGES, "all"]), default="all", show_default=True,
               help="Stage columns to list; all = vision, selection (zero where nothing is "
-                   "pruned), projector, prefill, decode (one decode step over the prompt). "
+                   "pruned), projector, prefill, decode (N-1 steps for --output-tokens N; "
+                   "by default one step over the prompt). "
                    "ttft_s is always the whole request's time to first token.")
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="table",
               show_default=True, help="Table (a subset of columns), or JSON / CSV (all columns).")
 @click.option("--output", "-o", type=click.Path(dir_okay=False, path_type=Path), default=None,
               callback=output_path_callback,
               help="Write CSV or JSON to this file (atomically); format from --format or the suffix.")
+@click.option("--output-tokens", type=OUTPUT_TOKENS, default=2, show_default=True,
+              help="Generated tokens N, as estimate: the decode columns sum N-1 decode steps, "
+                   "step i over a cache of prompt + i (the default 2: one step over the prompt).")
+@click.option("--image-size", default=None, metavar="WxH",
+              help="LLaVA-NeXT (AnyRes): image width x height in pixels, for every row (sets the "
+                   "crops and the unpruned count keep ratios are of); models that resize every "
+                   "image ignore it, and a sweep with none that uses it refuses it.")
+@click.option("--vision-layers", type=click.Choice(VISION_LAYER_MODES), default="all",
+              show_default=True,
+              help="all: every encoder layer (what transformers runs); feature: stop at the layer "
+                   "LLaVA reads (-2).")
+@click.option("--vision-quant", "vision_quant_text", default="w16a16kv16", show_default=True,
+              metavar="wNaNkvN", help="Bit widths of the vision tower and projector.")
+@click.option("--selection-layers", default=None, metavar="L,L,...",
+              help="Encoder layers whose attention freePruner's selection recomputes "
+                   "[default: -3,-2: pivotal layer -3, complementary -2].")
 @click.option("--force", is_flag=True,
               help=f"Allow sweeps of more than {MAX_CONFIGURATIONS:,} configurations (a sweep "
                    "needing more than half the memory available is refused even so).")
 def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, text_tokens, batch,
-          accounting, flash_attention, stage, output_format, output, force):
+          accounting, flash_attention, stage, output_format, output, output_tokens, image_size,
+          vision_layers, vision_quant_text, selection_layers, force):
     """Estimate every combination of models × hardware × quantization × visual tokens × batch."""
+    from fpcost.api import resolve_model
     from fpcost.api import sweep as run_sweep
+
+    from .estimate import parse_layers
 
     if keep_ratios is not None and visual_tokens is not None:
         raise click.UsageError("give either --keep-ratios or --visual-tokens, not both")
@@ -155,8 +183,18 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         if output_format is None:
             raise click.UsageError(f"--output {output} needs --format csv or json "
                                    "(or a .csv / .json file name)")
+    specs = [resolve_model(m) for m in [*models, *configs] or ["llava-1.5-7b"]]
+    size = None
+    if image_size is not None:
+        size = parse_image_size(image_size)
+        if not any(family_of(spec).uses_image_size for spec in specs):
+            raise click.BadParameter(
+                f"{image_size!r} changes nothing for {', '.join(s.name for s in specs)}: only "
+                "LLaVA-NeXT (AnyRes) models use the image size", param_hint="--image-size")
+    selection = (SelectionSpec(parse_layers(selection_layers)) if selection_layers is not None
+                 else DEFAULT_SELECTION)
     frame = run_sweep(
-        model=[*models, *configs] or ["llava-1.5-7b"],
+        model=specs,
         hardware=list(hardware) or ["a6000"],
         bits=[int(b) for b in bits] or None,
         quant=list(quants) or None,
@@ -168,9 +206,14 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         flash_attention=flash_attention,
         stages=ALL_STAGES if stage == "all" else (stage,),
         force=force,
+        output_tokens=output_tokens,
+        image_size=size,
+        vision_quant=QuantPlan.parse(vision_quant_text),
+        vision_layers=vision_layers,
+        selection=selection,
     )
     if output_format == "table":
-        _render(frame, ALL_STAGES if stage == "all" else (stage,))
+        _render(frame, ALL_STAGES if stage == "all" else (stage,), max(output_tokens - 1, 0))
         return
     text = frame_text(frame, output_format)
     if output is None:
@@ -187,7 +230,7 @@ def frame_text(frame, output_format: str) -> str:
     return frame.to_json(orient="records", double_precision=15) + "\n"
 
 
-def _render(frame, stages) -> None:
+def _render(frame, stages, num_decode_steps: int = 1) -> None:
     total = len(frame)
     shown = frame.head(TABLE_ROW_LIMIT).to_dict("records")
     first = shown[0]
@@ -200,4 +243,4 @@ def _render(frame, stages) -> None:
     )
     if total > TABLE_ROW_LIMIT:
         caption += f" First {TABLE_ROW_LIMIT} rows shown; --format csv for all columns and rows."
-    render_table(shown, _columns(stages), title="fpcost sweep", caption=caption)
+    render_table(shown, _columns(stages, num_decode_steps), title="fpcost sweep", caption=caption)

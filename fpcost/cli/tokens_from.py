@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 
 from fpcost.costmodel.errors import WorkloadError
-from fpcost.costmodel.pipeline import PRE_DECODE_STAGES, visual_layout
+from fpcost.costmodel.pipeline import PRE_DECODE_STAGES, family_of, visual_layout
 from fpcost.costmodel.pruning import selection_from_file
 from fpcost.costmodel.units import GIGA, MILLI, TERA
 from fpcost.costmodel.workload import Workload
@@ -35,18 +35,13 @@ def check_geometry(model, document, image_size) -> int:
     """The patch tokens per image the model's LLM receives (per frame for video, per whole
     AnyRes image for LLaVA-NeXT); a ``WorkloadError`` naming both counts when an image of the
     file has another count."""
-    if model.vision is None:
+    family = family_of(model)
+    if not family.has_vision:
         raise WorkloadError(f"--tokens-from: {model.name!r} is a text-only LLM; a results file's "
                             "visual tokens need a LLaVA-family model (--model)")
     layout = visual_layout(model, image_size)
     expected = layout.num_visual_tokens // model.num_frames
-    if model.num_frames > 1:
-        unit = f"per frame ({model.num_frames} frames of {model.vision.image_size} px)"
-    elif model.kind == "llava-next":
-        unit = (f"per image (AnyRes: {layout.num_images} crops of {model.vision.image_size} px, "
-                "packed; --image-size sets the image)")
-    else:
-        unit = f"per image ({model.vision.image_size} px / {model.vision.patch_size} px patches)"
+    unit = family.tokens_unit(model, layout)
     grid = (f" ({document.image_size} px / {document.patch_size} px patches)"
             if document.image_size and document.patch_size else "")
     for i, row in enumerate(document.images):
@@ -69,7 +64,7 @@ def _selection(model, document, rows, num_tokens, cache):
     key = json.dumps(settings, sort_keys=True, default=str)
     if key not in cache:
         cache[key] = selection_from_file(document.method, document.params, settings,
-                                         model.vision.num_hidden_layers, num_tokens,
+                                         family_of(model).tower_depth(model), num_tokens,
                                          where=f"--tokens-from {document.path}")
     return cache[key]
 

@@ -1,6 +1,7 @@
 """Operator graph of a Llama-family decoder for one forward pass (prefill or one decode step).
 
-Per decoder layer: attn_norm, q/k/v/o projections, q·kᵀ, softmax, scores·v (or one fused
+Per decoder layer: attn_norm, q/k/v/o projections (with their bias adds when the config's
+``attention_bias`` / ``mlp_bias`` say so), q·kᵀ, softmax, scores·v (or one fused
 FlashAttention operator), attn_add, mlp_norm, gate/up/down projections, the SwiGLU
 activation, mlp_add; then the LM head once. Counts are per layer and carry
 ``count = num_hidden_layers``.
@@ -100,18 +101,33 @@ def _projection_shapes(llm: LLMSpec, accounting: Accounting) -> dict[str, tuple[
     }
 
 
+ATTENTION_PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj")  # biased by attention_bias
+MLP_PROJECTIONS = ("gate_proj", "up_proj", "down_proj")  # biased by mlp_bias
+
+
+def _has_bias(llm: LLMSpec, name: str) -> bool:
+    """Whether projection ``name`` has a bias (LlamaConfig's ``attention_bias`` covers q, k,
+    v and o; ``mlp_bias`` gate, up and down)."""
+    return llm.attention_bias if name in ATTENTION_PROJECTIONS else llm.mlp_bias
+
+
 def _linear_ops(llm, quant, step, accounting, block) -> list[Op]:
+    """The seven projections of a layer. A bias adds, as vision.py counts a ViT's, one FLOP
+    per output element in the matmul's epilogue and ``out_features`` weights to load."""
     linear_precision, _, _ = _precisions(quant, accounting)
     tokens = step.batch_size * step.num_query_tokens  # rows of every projection's input
     ops = []
     for name, (in_features, out_features) in _projection_shapes(llm, accounting).items():
         writes_kv = name in ("k_proj", "v_proj")  # k and v land in the KV cache
         out_elements = tokens * out_features
+        bias = _has_bias(llm, name)
         ops.append(Op(
             step.stage, block, name, MATMUL, linear_precision, quant.vector_precision,
             llm.num_hidden_layers,
-            tensor_flops=matmul_flops(tokens, in_features, out_features),
-            weight_bytes=in_features * out_features * quant.weight_bytes_per_element,
+            tensor_flops=matmul_flops(tokens, in_features, out_features)
+            + (out_elements if bias else 0),
+            weight_bytes=(in_features * out_features + (out_features if bias else 0))
+            * quant.weight_bytes_per_element,
             act_read_bytes=tokens * in_features * quant.act_bytes_per_element,
             act_write_bytes=0 if writes_kv else out_elements * quant.act_bytes_per_element,
             kv_write_bytes=out_elements * quant.kv_bytes_per_element if writes_kv else 0,

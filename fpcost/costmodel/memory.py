@@ -5,8 +5,9 @@ Definitions (all bytes, per device, no framework overhead: CUDA context, allocat
 fragmentation and workspace buffers are not counted):
 
 - weights: every part's parameters (params.py) at its bit width: the LLM at the plan's
-  ``weight_bits``, the vision tower(s), projector and LLaVA-NeXT's newline embedding at the
-  vision plan's (16-bit by default). Video-LLaVA keeps both its image and video towers.
+  ``weight_bits``, every other part the family counts (vision tower(s), projector,
+  LLaVA-NeXT's newline embedding) at the vision plan's (16-bit by default). Video-LLaVA
+  keeps both its image and video towers.
 - KV cache: K and V of every LLM layer for the final context, prompt + decode steps (N − 1
   for N generated tokens: the last token is never fed back), of every sample: batch ×
   context × layers × 2 × kv_heads·head_dim × kv bytes.
@@ -24,6 +25,7 @@ from dataclasses import dataclass, replace
 
 from .errors import WorkloadError
 from .estimate import Estimate
+from .families import family_of
 from .params import parameter_counts
 from .pipeline import PipelineSettings, applicable_stages, stage_ops, visual_layout
 from .quant import QuantPlan
@@ -90,9 +92,9 @@ def peak_activation(model: ModelSpec, workload: Workload, settings: PipelineSett
                 * settings.quant.act_bytes_per_element,
                 "decode": b * model.llm.hidden_size * settings.quant.act_bytes_per_element,
                 "projector": 0.0}
-    if model.vision is not None:
+    if family_of(model).has_vision:
         residual["vision"] = residual["selection"] = (
-            b * layout.num_images * layout.tokens_per_image * model.vision.hidden_size
+            b * family_of(model).vision_residual_elements(model, layout)
             * settings.vision_quant.act_bytes_per_element)
     stages = applicable_stages(model, workload, settings.selection)
     if workload.num_decode_steps == 0:

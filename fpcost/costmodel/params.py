@@ -47,25 +47,26 @@ def vision_layer_params(vision: VisionSpec) -> int:
         + _linear(h, ffn, True)
         + _linear(ffn, h, True)
     )
-    if vision.family == "dinov2":
+    if vision.traits.layer_scale:
         params += 2 * h  # layer_scale1, layer_scale2
     return params
 
 
 def vision_params(vision: VisionSpec) -> int:
     """A whole vision tower as transformers builds it (CLIPVisionModel, SiglipVisionModel
-    with its attention-pooling head, Dinov2Model)."""
-    h = vision.hidden_size
-    patch_weights = h * vision.num_channels * vision.patch_size**2
+    with its attention-pooling head, Dinov2Model), from its ``traits``: the patch
+    convolution (with a bias or not), CLS and mask tokens, position embeddings (CLS
+    included), CLIP's pre-LayerNorm, the layers, the final LayerNorm, SigLIP's head."""
+    h, traits = vision.hidden_size, vision.traits
+    patch_embed = _linear(vision.num_channels * vision.patch_size**2, h, traits.patch_bias)
+    tokens = h * (int(traits.cls_token) + int(traits.mask_token))
+    positions = vision.num_positions * h
+    pre_norm = LAYER_NORM_PARAMS_PER_CHANNEL * h if traits.pre_layernorm else 0
     layers = vision.num_hidden_layers * vision_layer_params(vision)
     final_norm = LAYER_NORM_PARAMS_PER_CHANNEL * h
-    if vision.family == "clip":
-        # class embedding, bias-free patch conv, positions incl. CLS, pre- and post-LayerNorm
-        embeddings = h + patch_weights + vision.num_positions * h
-        return embeddings + LAYER_NORM_PARAMS_PER_CHANNEL * h + layers + final_norm
-    if vision.family == "siglip":
-        embeddings = patch_weights + h + vision.num_patches * h
-        head = 0 if not vision.use_head else (
+    head = 0
+    if traits.attention_pool_head and vision.use_head:
+        head = (
             h  # probe
             + _linear(h, 3 * h, True)  # fused in-projection of nn.MultiheadAttention
             + _linear(h, h, True)  # out projection
@@ -73,10 +74,7 @@ def vision_params(vision: VisionSpec) -> int:
             + _linear(h, vision.intermediate_size, True)
             + _linear(vision.intermediate_size, h, True)
         )
-        return embeddings + layers + final_norm + head
-    # dinov2: CLS and mask tokens, positions incl. CLS, patch conv with bias
-    embeddings = 2 * h + vision.num_positions * h + patch_weights + h
-    return embeddings + layers + final_norm
+    return patch_embed + tokens + positions + pre_norm + layers + final_norm + head
 
 
 def projector_params(projector: ProjectorSpec) -> int:
@@ -85,13 +83,9 @@ def projector_params(projector: ProjectorSpec) -> int:
 
 
 def parameter_counts(model: ModelSpec) -> dict[str, int]:
-    """Parameters of each part of ``model`` and their ``total``."""
-    counts = {"llm": llm_params(model.llm)}
-    if model.vision is not None:
-        counts["vision"] = model.num_vision_towers * vision_params(model.vision)
-    if model.projector is not None:
-        counts["projector"] = projector_params(model.projector)
-    if model.kind == "llava-next":
-        counts["image_newline"] = model.llm.hidden_size
+    """Parameters of each part of ``model`` (as its family counts them) and their ``total``."""
+    from .families import family_of  # the families import this module
+
+    counts = dict(family_of(model).parameter_counts(model))
     counts["total"] = sum(counts.values())
     return counts

@@ -1,20 +1,18 @@
 """The whole request as stages of operator records: ``vision`` → ``selection`` (only when
 pruning is active) → ``projector`` → ``prefill`` → ``decode``.
 
-What the vision side runs per sample (``visual_layout``):
-- LLaVA-1.5: one image, T = 577 tokens in the tower, 576 visual tokens to the LLM;
-- Video-LLaVA: ``num_frames`` (8) frames through the video tower at 224 px, 257 tokens each;
-  the LLM receives 8 × 256 (the original Video-LLaVA drops each frame's CLS, as the paper's
-  2,048 does; transformers' port keeps it, 8 × 257 = 2,056: ``--visual-tokens 2056`` is
-  costed as given, the projector included);
-- LLaVA-NeXT: 1 + crops images (AnyRes, anyres.py), and the packed token count.
+This is the one stage assembly, shared by the scalar ``estimate`` and the vectorised
+``sweep`` (token counts and batch sizes as ints, or as broadcastable numpy int64 arrays:
+arrays in, arrays out). What each stage holds comes from the model's family
+(``families``): its visual-token layout per sample, its tower, selection, projector and
+LLM operators; nothing here knows a family by name.
 
-The projector runs on the tokens it would see in transformers without pruning (LLaVA-NeXT
-projects every crop's 576 features before unpadding); with pruning, on the kept tokens only
-(fpcost.pruner's seam: select, then project), never more than without.
-Pruning is active when the LLM receives fewer visual tokens than the unpruned layout gives;
-the ``selection`` stage then costs freePruner's selection as its ``SelectionSpec`` says
-(``selection=None``: a selection whose cost is left out).
+The projector runs on the tokens it would see in transformers without pruning (the
+family's ``num_projected_tokens``); with pruning, on the kept tokens only (fpcost.pruner's
+seam: select, then project), never more than without. Pruning is active when the LLM
+receives fewer visual tokens than the unpruned layout gives; the ``selection`` stage then
+costs freePruner's selection as its ``SelectionSpec`` says (``selection=None``: a selection
+whose cost is left out).
 """
 
 from __future__ import annotations
@@ -22,14 +20,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from .accounting import Accounting
-from .anyres import AnyResLayout, anyres_layout, default_image_size
 from .errors import WorkloadError
-from .llm import DecoderPass, decoder_ops
+from .families import family_of
+from .layout import VisualLayout
+from .llm import DecoderPass
 from .ops import Op
-from .pruning import DEFAULT_SELECTION, SelectionSpec, selection_ops
+from .pruning import DEFAULT_SELECTION, SelectionSpec
 from .quant import QuantPlan
 from .spec import ModelSpec
-from .vision import num_vision_layers_run, projector_ops, vision_tower_ops
 from .workload import Workload, visual_tokens_for_ratio
 
 VISION_STAGES = ("vision", "selection", "projector")
@@ -39,46 +37,18 @@ ALL_STAGES = VISION_STAGES + LLM_STAGES
 PRE_DECODE_STAGES = ALL_STAGES[:-1]  # time to first token
 
 
-@dataclass(frozen=True)
-class VisualLayout:
-    """Per sample, without pruning: images the tower runs, tokens per image in the tower,
-    visual tokens the LLM receives, tokens the projector runs on."""
-
-    num_images: int
-    tokens_per_image: int
-    num_visual_tokens: int
-    num_projected_tokens: int
-    anyres: AnyResLayout | None = None
+__all__ = ["VisualLayout", "family_of"]  # re-exported: callers read them from here
 
 
 def visual_layout(model: ModelSpec, image_size: tuple[int, int] | None = None) -> VisualLayout:
-    """The unpruned vision side of ``model`` for an image of ``image_size`` (width, height);
-    only LLaVA-NeXT's count depends on the size (the others resize to the tower's input)."""
-    vision = model.vision
-    if vision is None:
-        return VisualLayout(0, 0, 0, 0)
-    keep_cls = int(model.vision_feature_select_strategy == "full" and vision.has_cls_token)
-    if model.kind == "llava-next":
-        width, height = image_size or default_image_size(model.image_grid_pinpoints)
-        layout = anyres_layout(width, height, model.image_grid_pinpoints, vision.image_size,
-                               vision.patch_size, keep_cls)
-        projected = layout.num_crops * (vision.num_patches + keep_cls)
-        # Without an image size: the nominal count the model is quoted with (2880 = 5 x 576
-        # for llava-v1.6, before unpadding and newline tokens); with one, transformers' exact.
-        visual = layout.num_visual_tokens if image_size else model.default_num_visual_tokens
-        return VisualLayout(layout.num_crops, vision.num_positions, visual, projected, layout)
-    visual = model.default_num_visual_tokens
-    projected = visual
-    if model.kind == "video-llava":
-        # transformers' port keeps each frame's CLS (8 x 257 = 2056): the projector can see
-        # that many, so --visual-tokens up to 2056 is costed as given
-        projected = max(visual, model.num_frames * vision.num_positions)
-    return VisualLayout(model.num_frames, vision.num_positions, visual, projected)
+    """The unpruned vision side of one sample of ``model`` for an image of ``image_size``
+    (width, height), as its family lays it out."""
+    return family_of(model).visual_layout(model, image_size)
 
 
 def is_pruned(model: ModelSpec, workload: Workload) -> bool:
     """Whether the LLM receives fewer visual tokens than the unpruned layout gives."""
-    if model.vision is None:
+    if not family_of(model).has_vision:
         return False
     return workload.num_visual_tokens < visual_layout(model, workload.image_size).num_visual_tokens
 
@@ -86,7 +56,7 @@ def is_pruned(model: ModelSpec, workload: Workload) -> bool:
 def applicable_stages(model: ModelSpec, workload: Workload,
                       selection: SelectionSpec | None) -> tuple[str, ...]:
     """Every stage this request runs, in order."""
-    if model.vision is None:
+    if not family_of(model).has_vision:
         return LLM_STAGES
     pruned = is_pruned(model, workload) and selection is not None
     return tuple(s for s in ALL_STAGES if s != "selection" or pruned)
@@ -101,7 +71,7 @@ def check_stages(model, workload, selection, stages) -> tuple[str, ...]:
         if stage not in ALL_STAGES:
             raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
         if stage not in runs:
-            why = ("the model has no vision tower" if model.vision is None else
+            why = ("the model has no vision tower" if not family_of(model).has_vision else
                    "nothing is pruned (give --keep-ratio, --visual-tokens or --frame-tokens)")
             raise WorkloadError(f"stage {stage!r} does not run here: {why}; stages: {', '.join(runs)}")
     return tuple(s for s in ALL_STAGES if s in stages)
@@ -121,9 +91,13 @@ class PipelineSettings:
 
 
 def stage_ops(stage: str, model: ModelSpec, workload: Workload, settings: PipelineSettings,
-              decode_kv_tokens=None) -> list[Op]:
-    """Operators of one stage. ``decode_kv_tokens`` (int or integer array) is the cache
-    length of the decode step(s) to build; by default the first step's (the prompt)."""
+              decode_kv_tokens=None, layout: VisualLayout | None = None) -> list[Op]:
+    """Operators of one stage. ``workload`` is a ``Workload``, or anything with its
+    ``num_visual_tokens``, ``num_prompt_tokens``, ``batch_size`` (ints or broadcastable
+    integer arrays: a sweep's grid) and ``image_size``. ``decode_kv_tokens`` (int or integer
+    array) is the cache length of the decode step(s) to build; by default the first step's
+    (the prompt). ``layout``: the unpruned visual layout, if the caller has it already."""
+    family = family_of(model)
     batch = workload.batch_size
     if stage in LLM_STAGES:
         prompt = workload.num_prompt_tokens
@@ -132,12 +106,14 @@ def stage_ops(stage: str, model: ModelSpec, workload: Workload, settings: Pipeli
         else:
             kv = prompt if decode_kv_tokens is None else decode_kv_tokens
             step = DecoderPass("decode", 1, kv, batch)
-        return decoder_ops(model.llm, settings.quant, step, settings.accounting,
-                           settings.flash_attention, settings.onchip_buffer_bytes)
-    layout = visual_layout(model, workload.image_size)
-    if stage in VISION_STAGES:
-        return vision_side_ops(stage, model, settings, layout, workload.num_visual_tokens, batch)
-    raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
+        return family.decoder_ops(model, settings, step)
+    if stage not in VISION_STAGES:
+        raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
+    if not family.has_vision:
+        return []
+    if layout is None:
+        layout = family.visual_layout(model, workload.image_size)
+    return vision_side_ops(stage, model, settings, layout, workload.num_visual_tokens, batch)
 
 
 def vision_side_ops(stage: str, model: ModelSpec, settings: PipelineSettings, layout: VisualLayout,
@@ -145,20 +121,20 @@ def vision_side_ops(stage: str, model: ModelSpec, settings: PipelineSettings, la
     """Operators of the ``vision``, ``selection`` or ``projector`` stage for samples whose LLM
     receives ``num_visual_tokens`` visual tokens. Token counts and the batch may be integer
     arrays (a sweep): the selection stage then costs nothing where nothing is pruned."""
-    num_layers = num_vision_layers_run(model.vision, settings.vision_layers)
-    num_images = batch_size * layout.num_images
+    family = family_of(model)
     if stage == "vision":
-        return vision_tower_ops(model.vision, settings.vision_quant, num_images, num_layers,
-                                settings.flash_attention, settings.onchip_buffer_bytes)
+        return family.vision_ops(model, layout, settings, batch_size)
     if stage == "selection":
+        if settings.selection is None:  # a selection whose cost is left out
+            return []
         pruned = num_visual_tokens < layout.num_visual_tokens  # bool, or a bool array
-        return selection_ops(model.vision, settings.selection, num_images * pruned, num_layers,
-                             settings.vision_quant.act_bits)
+        return family.selection_ops(model, layout, settings,
+                                    batch_size * layout.num_images * pruned)
     # projector: all tokens it sees unpruned (LLaVA-NeXT: every crop before unpadding), or
     # the kept ones, whichever is fewer; a - (a - b)·(a > b) = min(a, b) for ints and arrays
     projected = layout.num_projected_tokens
     tokens = num_visual_tokens - (num_visual_tokens - projected) * (num_visual_tokens > projected)
-    return projector_ops(model.projector, settings.vision_quant, batch_size * tokens)
+    return family.projector_ops(model, layout, settings, batch_size * tokens)
 
 
 def projected_tokens(model: ModelSpec, workload: Workload) -> int:
@@ -196,7 +172,7 @@ def make_workload(model: ModelSpec, *, tokens: int | None = None, visual_tokens:
     if tokens is not None:
         whole = Workload.from_total(tokens, unpruned, batch)
         return Workload(whole.num_visual_tokens, whole.num_text_tokens, batch, **extra)
-    if model.kind == "llm" and visual_tokens is None:
+    if not family_of(model).has_vision and visual_tokens is None:
         raise WorkloadError(f"model {model.name!r} is a text-only LLM config; give the prompt "
                             "length (--tokens N)")
     if frame_tokens is not None:

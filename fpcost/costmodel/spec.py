@@ -134,7 +134,34 @@ class LLMSpec:
         return self.num_key_value_heads * self.resolved_head_dim
 
 
-VISION_FAMILIES = ("clip", "siglip", "dinov2")
+@dataclass(frozen=True)
+class ViTTraits:
+    """What tells the ViT towers fpcost costs apart, as transformers builds them
+    (CLIPVisionModel, SiglipVisionModel, Dinov2Model): the one table the tower's operators
+    (vision.py) and parameter counts (params.py) read instead of testing a tower's name."""
+
+    cls_token: bool  # a CLS token prepended to the patches (a parameter, and one position)
+    mask_token: bool  # DINOv2's mask token parameter
+    patch_bias: bool  # the patch convolution has a bias
+    pre_layernorm: bool  # CLIP's pre_layrnorm after the embeddings
+    layer_scale: bool  # DINOv2's two LayerScale vectors per layer
+    final_norm: str  # the last norm's module name
+    final_norm_on_all_tokens: bool  # False: CLIP norms the pooled CLS output only
+    attention_pool_head: bool  # SigLIP's attention-pooling head (when ``use_head``)
+
+
+VIT_TRAITS = {
+    "clip": ViTTraits(cls_token=True, mask_token=False, patch_bias=False, pre_layernorm=True,
+                      layer_scale=False, final_norm="post_layernorm",
+                      final_norm_on_all_tokens=False, attention_pool_head=False),
+    "siglip": ViTTraits(cls_token=False, mask_token=False, patch_bias=True, pre_layernorm=False,
+                        layer_scale=False, final_norm="post_layernorm",
+                        final_norm_on_all_tokens=True, attention_pool_head=True),
+    "dinov2": ViTTraits(cls_token=True, mask_token=True, patch_bias=True, pre_layernorm=False,
+                        layer_scale=True, final_norm="layernorm", final_norm_on_all_tokens=True,
+                        attention_pool_head=False),
+}
+VISION_FAMILIES = tuple(VIT_TRAITS)
 
 
 @dataclass(frozen=True)
@@ -169,7 +196,7 @@ class VisionSpec:
             "num_channels",
         ):
             _require_positive_int(self.name, attr, getattr(self, attr))
-        if self.family not in VISION_FAMILIES:
+        if not isinstance(self.family, str) or self.family not in VIT_TRAITS:
             raise ConfigError(
                 f"{self.name}: family {self.family!r} is not a supported ViT; "
                 f"valid: {', '.join(VISION_FAMILIES)}"
@@ -191,9 +218,14 @@ class VisionSpec:
                   *feature_layer_range(self.num_hidden_layers))
 
     @property
+    def traits(self) -> ViTTraits:
+        """What this tower's kind builds (``VIT_TRAITS``)."""
+        return VIT_TRAITS[self.family]
+
+    @property
     def has_cls_token(self) -> bool:
         """CLIP and DINOv2 prepend a CLS token; SigLIP does not."""
-        return self.family != "siglip"
+        return self.traits.cls_token
 
     @property
     def num_patches(self) -> int:
@@ -229,14 +261,14 @@ class ProjectorSpec:
         _require_positive_int("projector", "text_hidden_size", self.text_hidden_size)
 
 
-MODEL_KINDS = ("llava", "video-llava", "llava-next", "llm")
 FEATURE_SELECT_STRATEGIES = ("default", "full")  # drop the CLS token / keep it
 
 
 @dataclass(frozen=True)
 class ModelSpec:
     """A whole model: the LLM, optionally a vision tower and projector, and the number of
-    visual tokens the LLM receives by default (before any pruning).
+    visual tokens the LLM receives by default (before any pruning). ``kind`` names the
+    model family (``families``) that reads, lays out, costs and counts it.
 
     ``num_frames`` > 1 marks a video model whose ``default_num_visual_tokens`` covers all
     frames. ``num_vision_towers`` is 2 for Video-LLaVA (an image and a video tower).
@@ -257,12 +289,12 @@ class ModelSpec:
     vision_feature_select_strategy: str = "default"
 
     def __post_init__(self) -> None:
-        if self.kind not in MODEL_KINDS:
-            raise ConfigError(
-                f"model {self.name!r}: kind {self.kind!r} is unknown; valid: {', '.join(MODEL_KINDS)}"
-            )
-        if self.kind != "llm" and (self.vision is None or self.projector is None):
-            raise ConfigError(f"model {self.name!r}: a {self.kind} model needs a vision tower and projector")
+        from .families import family_named, family_names  # the families import this module
+
+        if not isinstance(self.kind, str) or self.kind not in family_names():
+            raise ConfigError(f"model {self.name!r}: kind {self.kind!r} is unknown; valid: "
+                              f"{', '.join(family_names())}")
+        family = family_named(self.kind)
         if isinstance(self.default_num_visual_tokens, bool) or not isinstance(
             self.default_num_visual_tokens, int
         ) or self.default_num_visual_tokens < 0:
@@ -278,8 +310,7 @@ class ModelSpec:
                 f"{self.vision_feature_select_strategy!r} is unknown; valid: "
                 f"{', '.join(FEATURE_SELECT_STRATEGIES)}"
             )
-        if self.kind == "llava-next":
-            check_pinpoints(f"model {self.name!r}", self.image_grid_pinpoints, self.vision.image_size)
+        family.check_spec(self)
 
 
 def check_pinpoints(owner: str, pinpoints: object, crop_size: int) -> tuple[tuple[int, int], ...]:

@@ -1,11 +1,14 @@
 """Sweeps: models × hardware × quantization × visual tokens × batch in one vectorized pass.
 
-The operator builders accept numpy integer arrays for token counts and batch sizes, and
-``time_op`` is plain arithmetic, so one call covers a whole grid. For each model and
-quantization plan the operators are built ONCE over a (visual tokens + 1) × batch grid (the
-extra row is the unpruned baseline that ``prefill_speedup`` divides by), then timed on each
-device; stage totals are sums of ``count`` × per-instance values in operator order, exactly
-as ``StageTotals.of`` adds them, so every number equals the scalar ``estimate()`` bit for bit.
+The operators come from the one stage assembly ``estimate()`` uses (``pipeline.stage_ops``,
+through the model's family), called with numpy integer arrays for the token counts and batch
+sizes (sweep_ops.py); ``time_op`` is plain arithmetic, so one call covers a whole grid. For
+each model and quantization plan the operators are built ONCE over a (visual tokens + 1) ×
+batch grid (the extra row is the unpruned baseline that ``prefill_speedup`` divides by), then
+timed on each device; stage totals are sums of ``count`` × per-instance values in operator
+order, exactly as ``StageTotals.of`` adds them, so every number equals the scalar
+``estimate()`` bit for bit (a decode of several steps sums its steps along an array axis,
+equal to ``estimate()``'s step-by-step sums up to rounding: relative 1e-12).
 
 Integer arithmetic stays exact: token products are int64, and the largest configuration of
 a grid is checked first with Python ints (``ops.check_exact``: every per-instance FLOP and
@@ -17,106 +20,45 @@ Time to first token (``ttft_s``) always sums every pre-decode stage of the reque
 stages' columns are asked for. A sweep's memory is estimated before anything is allocated
 (``check_memory``) and refused, with the figure, when it would not fit.
 
-Adopting a new stage means teaching ``build_ops`` to call its builder with the grid arrays;
-``stage_totals`` and the frame assembly are stage-agnostic.
+A new stage or model family needs nothing here: ``stage_ops`` builds it for both paths.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 
 from .accounting import Accounting, get_accounting
 from .errors import ConfigError, WorkloadError
+from .families import family_of
 from .hardware import HardwareProfile
-from .llm import DecoderPass, decoder_ops
-from .ops import NUMERIC_FIELDS, Op, check_exact
-from .pipeline import (
-    ALL_STAGES,
-    PRE_DECODE_STAGES,
-    VISION_STAGES,
-    PipelineSettings,
-    vision_side_ops,
-    visual_layout,
-)
+from .pipeline import ALL_STAGES, PRE_DECODE_STAGES, PipelineSettings
 from .presets import get_preset
+from .pruning import DEFAULT_SELECTION, SelectionSpec
 from .quant import QuantPlan
-from .roofline import time_op
 from .spec import ModelSpec
 from .sweep_checks import check_frame, check_memory
-from .workload import MAX_BATCH, check_count, visual_tokens_for_ratio
+from .sweep_ops import (  # noqa: F401  (build_ops, stage_totals: part of this module's API)
+    TOTALS,
+    DeviceStack,
+    RequestGrid,
+    build_ops,
+    check_largest,
+    device_graphs,
+    stage_totals,
+)
+from .vision import VISION_LAYER_MODES
+from .workload import MAX_BATCH, Workload, check_count, visual_tokens_for_ratio
 
 # A sweep beyond this many configurations (rows) raises unless ``force=True``: at ~25
 # float64 columns it is about 1 GB of DataFrame.
 MAX_CONFIGURATIONS = 5_000_000
-
-# Per-stage columns, ``<stage>_<total>``; names as in ``StageTotals``.
-TOTALS = ("flops", "time_s", "memory_access_bytes", "activation_store_bytes")
-# What each total sums over the operators (activation stores are the activation writes).
-_OP_FIELDS = {"flops": "flops", "memory_access_bytes": "memory_access_bytes",
-              "activation_store_bytes": "act_write_bytes"}
-_NUMERIC_FIELDS = NUMERIC_FIELDS
-
-
-def build_ops(
-    model: ModelSpec,
-    quant: QuantPlan,
-    stages: Sequence[str],
-    num_visual_tokens,
-    num_text_tokens: int,
-    batch_size,
-    accounting: Accounting,
-    flash_attention: bool,
-    onchip_buffer_bytes: float,
-) -> list[Op]:
-    """The operators of every stage for samples of ``num_visual_tokens`` visual and
-    ``num_text_tokens`` text tokens and a batch of ``batch_size`` (ints or broadcastable int64
-    arrays), in ``estimate()``'s order. The vision, selection and projector stages use
-    ``estimate()``'s defaults (16-bit tower, every layer, the default selection); the
-    selection stage costs nothing where nothing is pruned; decode is one step.
-
-    The one place that knows which builders make up a stage (mirrors ``pipeline.stage_ops``)."""
-    settings = PipelineSettings(quant, accounting, flash_attention, onchip_buffer_bytes)
-    prompt = num_visual_tokens + num_text_tokens
-    ops: list[Op] = []
-    for stage in stages:
-        if stage in VISION_STAGES:
-            if model.vision is not None:
-                ops += vision_side_ops(stage, model, settings, visual_layout(model),
-                                       num_visual_tokens, batch_size)
-            continue
-        step = DecoderPass(
-            stage=stage,
-            num_query_tokens=prompt if stage == "prefill" else 1,
-            num_kv_tokens=prompt,
-            batch_size=batch_size,
-        )
-        ops += decoder_ops(model.llm, quant, step, accounting, flash_attention, onchip_buffer_bytes)
-    return ops
-
-
-def stage_totals(ops: Iterable[Op], hardware: HardwareProfile, shape: tuple[int, ...]) -> dict:
-    """``{stage: {total: array of shape}}``: each of ``TOTALS`` summed over the stage's
-    operators (``count`` × per-instance value), in operator order, on ``hardware``."""
-    out: dict[str, dict[str, np.ndarray]] = {}
-    for op in ops:
-        sums = out.setdefault(op.stage, dict.fromkeys(TOTALS, 0.0))
-        timing = time_op(op, hardware)
-        n = op.count
-        for total, field in _OP_FIELDS.items():
-            sums[total] = sums[total] + n * getattr(op, field)
-        sums["time_s"] = sums["time_s"] + n * np.maximum(timing.compute_time_s, timing.memory_time_s)
-    return {stage: {k: np.broadcast_to(np.asarray(v, dtype=np.float64), shape) for k, v in sums.items()}
-            for stage, sums in out.items()}
-
-
-def check_int64_range(ops: Iterable[Op], where: str) -> None:
-    """Refuse operators whose counts leave exact arithmetic (``ops`` built with Python ints
-    for the largest configuration of a grid; every count grows with tokens and batch)."""
-    check_exact(ops, where)
-
+# Decode steps timed at once (devices x visual-token values x batches x steps) beyond which
+# a sweep with many output tokens is refused: each operator's arrays hold that many floats.
+MAX_DECODE_CELLS = 20_000_000
 
 def count_configurations(num_models_visual: Sequence[int], num_hardware: int, num_quants: int,
                          num_batches: int) -> int:
@@ -136,6 +78,12 @@ def sweep(
     flash_attention: bool = False,
     stages: Sequence[str] = ALL_STAGES,
     force: bool = False,
+    *,
+    num_output_tokens: int = 2,
+    image_size: tuple[int, int] | None = None,
+    vision_quant: QuantPlan | None = None,
+    vision_layers: str = "all",
+    selection: SelectionSpec | None = DEFAULT_SELECTION,
 ):
     """Roofline estimates of every configuration of a grid, as a pandas DataFrame.
 
@@ -143,8 +91,15 @@ def sweep(
     ``models``: ``ModelSpec`` objects or preset names; ``hardware``: ``HardwareProfile``
     objects; ``quants``: ``QuantPlan`` objects, bit widths (``4`` = w4a4kv4) or strings
     (``"w4a16kv16"``). Visual tokens come from ``keep_ratios`` (fractions in (0, 1] of each
-    model's visual tokens, rounded as ``estimate`` does) or ``num_visual_tokens`` (counts);
-    with neither, all visual tokens are kept.
+    model's unpruned visual tokens for ``image_size``, rounded as ``estimate`` does) or
+    ``num_visual_tokens`` (counts); with neither, all visual tokens are kept.
+
+    The other settings are ``estimate()``'s and shared by every row: ``num_output_tokens``
+    N (the decode columns sum its N − 1 steps, each over a cache one token longer; the
+    default 2 is one step over the prompt), ``image_size`` (width, height: LLaVA-NeXT's
+    AnyRes; the other families resize every image), ``vision_quant`` (the tower's and
+    projector's plan, default 16-bit), ``vision_layers`` ("all" or "feature") and
+    ``selection`` (what freePruner's selection reads; None leaves its cost out).
 
     Columns (SI units): model, hardware, quant, weight_bits, act_bits, kv_bits, accounting,
     flash_attention, keep_ratio, num_visual_tokens, num_text_tokens, num_prompt_tokens,
@@ -155,7 +110,7 @@ def sweep(
     ``prefill_speedup`` = prefill time with all the model's visual tokens / this prefill
     time (same model, device, plan and batch; NaN for a text-only model); and always
     ``ttft_s`` (the request's time to first token: every pre-decode stage, whichever stages
-    are listed) with its ``ttft_speedup``.
+    are listed) with its ``ttft_speedup``. Every row equals ``estimate()`` of its workload.
 
     Raises ``WorkloadError`` for invalid values and for more than ``MAX_CONFIGURATIONS``
     rows unless ``force``.
@@ -180,8 +135,20 @@ def sweep(
             raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
     if keep_ratios is not None and num_visual_tokens is not None:
         raise WorkloadError("give either keep_ratios or num_visual_tokens, not both")
+    # one Workload checks the shared settings as estimate() does (counts, image size)
+    Workload(0, 1, num_output_tokens=num_output_tokens, image_size=image_size)
+    vision_quant = vision_quant if vision_quant is not None else QuantPlan()
+    if not isinstance(vision_quant, QuantPlan):
+        vision_quant = _as_quant(vision_quant)
+    if vision_layers not in VISION_LAYER_MODES:
+        raise WorkloadError(f"vision layers {vision_layers!r} is unknown; valid: "
+                            f"{', '.join(VISION_LAYER_MODES)}")
+    shared = SharedSettings(num_text_tokens, num_output_tokens, image_size, vision_quant,
+                            vision_layers, selection, accounting, flash_attention)
 
-    grids = [_visual_grid(m, keep_ratios, num_visual_tokens, num_text_tokens) for m in models]
+    layouts = [family_of(m).visual_layout(m, image_size) for m in models]
+    grids = [_visual_grid(m, layout, keep_ratios, num_visual_tokens, num_text_tokens)
+             for m, layout in zip(models, layouts, strict=True)]
     total = count_configurations([len(v) for _, v in grids], len(devices), len(plans), len(batches))
     if total > MAX_CONFIGURATIONS and not force:
         raise WorkloadError(
@@ -189,13 +156,13 @@ def sweep(
             f"{MAX_CONFIGURATIONS:,}; narrow it or pass force=True (--force)"
         )
     check_memory(total, len(_column_order(stages)))
+    check_decode_cells(shared, [len(v) + 1 for _, v in grids], len(devices), len(batches))
 
     with np.errstate(all="ignore"):  # a non-finite result is refused by check_frame below
         blocks = [
             _index_columns(model, devices, plans, ratios, visual, batches, num_text_tokens)
-            | _model_totals(model, visual, devices, plans, batches, num_text_tokens, stages,
-                            accounting, flash_attention)
-            for model, (ratios, visual) in zip(models, grids, strict=True)
+            | _model_totals(model, layout, visual, devices, plans, batches, stages, shared)
+            for model, layout, (ratios, visual) in zip(models, layouts, grids, strict=True)
         ]
     frame = pd.DataFrame(_concatenate(blocks))
     frame["accounting"] = accounting.name
@@ -205,16 +172,59 @@ def sweep(
     return frame
 
 
-def _model_totals(model, visual, devices, plans, batches, text, stages, accounting, flash) -> dict:
+@dataclass(frozen=True)
+class SharedSettings:
+    """The settings every row of a sweep shares (``estimate()``'s, beside the grid axes)."""
+
+    num_text_tokens: int
+    num_output_tokens: int
+    image_size: tuple[int, int] | None
+    vision_quant: QuantPlan
+    vision_layers: str
+    selection: SelectionSpec | None
+    accounting: Accounting
+    flash_attention: bool
+
+    def pipeline(self, plan: QuantPlan, onchip_buffer_bytes: float) -> PipelineSettings:
+        return PipelineSettings(plan, self.accounting, self.flash_attention, onchip_buffer_bytes,
+                                self.vision_quant, self.vision_layers, self.selection)
+
+    @property
+    def num_decode_steps(self) -> int:
+        return max(self.num_output_tokens - 1, 0)
+
+
+def check_decode_cells(shared: SharedSettings, visual_rows: Sequence[int], num_devices: int,
+                       num_batches: int) -> None:
+    """Refuse a sweep whose decode steps would fill arrays of more than
+    ``MAX_DECODE_CELLS`` elements (every step of every configuration is timed on its own)."""
+    steps = shared.num_decode_steps
+    if steps <= 1:
+        return
+    cells = max(visual_rows) * num_devices * num_batches * steps
+    if cells > MAX_DECODE_CELLS:
+        raise WorkloadError(
+            f"{shared.num_output_tokens:,} output tokens over {max(visual_rows) - 1} visual-token "
+            f"values x {num_batches} batch sizes x {num_devices} devices time {cells:,} decode "
+            f"steps at once, more than {MAX_DECODE_CELLS:,}; narrow the sweep or give fewer "
+            "output tokens")
+
+
+def _model_totals(model, layout, visual, devices, plans, batches, stages, shared) -> dict:
     """The per-stage totals (and prefill speedup) of one model's rows, flattened in row
     order: device-major, then plan, visual tokens, batch.
 
     The operators are built once per plan (and on-chip buffer size, with FlashAttention)
-    over a (visual tokens + baseline) × batch grid, and timed on all devices at once."""
-    baseline = model.kind != "llm"
-    rows_visual = visual + [model.default_num_visual_tokens] if baseline else visual
-    visual_grid = np.asarray(rows_visual, dtype=np.int64)[:, np.newaxis]  # (V[+1], 1)
-    batch = np.asarray(batches, dtype=np.int64)[np.newaxis, :]  # (1, B)
+    over a (visual tokens + baseline) × batch grid, by ``pipeline.stage_ops`` as
+    ``estimate()`` builds them, and timed on all devices at once."""
+    baseline = family_of(model).has_vision
+    rows_visual = visual + [layout.num_visual_tokens] if baseline else visual
+    visual_grid = np.asarray(rows_visual, dtype=np.int64)[:, np.newaxis, np.newaxis]  # (V[+1], 1, 1)
+    batch = np.asarray(batches, dtype=np.int64)[np.newaxis, :, np.newaxis]  # (1, B, 1)
+    requests = RequestGrid(visual_grid, shared.num_text_tokens, batch, shared.num_output_tokens,
+                           shared.image_size)
+    largest = RequestGrid(max(rows_visual), shared.num_text_tokens, max(batches),
+                          shared.num_output_tokens, shared.image_size)
     num_visual = len(visual)
     shape = (len(devices), len(plans), num_visual, len(batches))  # (H, Q, V, B)
     columns = {f"{stage}_{total}": np.zeros(shape) for stage in stages for total in TOTALS}
@@ -225,15 +235,17 @@ def _model_totals(model, visual, devices, plans, batches, text, stages, accounti
     columns["ttft_s"] = np.zeros(shape)
     columns["ttft_speedup"] = np.full(shape, np.nan)
     for q, plan in enumerate(plans):
-        graphs = _device_graphs(model, plan, built, visual_grid, text, batch, accounting, flash,
-                                devices)
-        for indices, ops in graphs:
-            largest = build_ops(model, plan, built, max(rows_visual), text, max(batches),
-                                accounting, flash, devices[indices[0]].onchip_buffer_bytes)
-            check_int64_range(largest, f"the sweep of {model.name}")
+        def settings_for(buffer: float, plan=plan) -> PipelineSettings:
+            return shared.pipeline(plan, buffer)
+
+        graphs = device_graphs(model, settings_for, built, requests, layout, devices,
+                               shared.flash_attention)
+        for indices, ops, stepped in graphs:
+            check_largest(model, settings_for(devices[indices[0]].onchip_buffer_bytes), built,
+                          largest, layout, f"the sweep of {model.name}")
             stack = DeviceStack([devices[i] for i in indices])
             grid_shape = (len(indices), len(rows_visual), len(batches))
-            totals = stage_totals(ops, stack, grid_shape)
+            totals = stage_totals(ops, stepped, shared.num_decode_steps, stack, grid_shape)
             for stage in totals:  # stages that build no operator here stay zero
                 if stage not in stages:
                     continue
@@ -250,73 +262,6 @@ def _model_totals(model, visual, devices, plans, batches, text, stages, accounti
             if baseline:
                 columns["ttft_speedup"][indices, q] = ttft[:, num_visual:] / ttft[:, :num_visual]
     return {key: value.ravel() for key, value in columns.items()}
-
-
-class DeviceStack:
-    """Several hardware profiles seen as one whose ceilings are arrays over devices (axis 0,
-    broadcasting against ``ndim`` grid axes), so ``time_op`` times an operator on all of
-    them in one pass. Same arithmetic per element as timing on each profile alone."""
-
-    def __init__(self, devices: Sequence[HardwareProfile], ndim: int = 2) -> None:
-        self.devices = tuple(devices)
-        self._shape = (len(self.devices),) + (1,) * ndim
-        self._cache: dict = {}
-        self.hbm_bandwidth_bytes_per_s = self._stack(lambda d: d.hbm_bandwidth_bytes_per_s)
-
-    def _stack(self, value_of) -> np.ndarray:
-        return np.asarray([value_of(d) for d in self.devices], dtype=np.float64).reshape(self._shape)
-
-    def peak_flops_per_s(self, unit: str, precision: str) -> np.ndarray:
-        key = ("peak", unit, precision)
-        if key not in self._cache:
-            self._cache[key] = self._stack(lambda d: d.peak_flops_per_s(unit, precision))
-        return self._cache[key]
-
-    def efficiency_for(self, op_class: str) -> np.ndarray:
-        key = ("efficiency", op_class)
-        if key not in self._cache:
-            self._cache[key] = self._stack(lambda d: d.efficiency_for(op_class))
-        return self._cache[key]
-
-
-def _device_graphs(model, plan, stages, visual, text, batch, accounting, flash, devices):
-    """[(device indices, operators)]: the devices that share one operator graph. The graph
-    depends on a device only through its on-chip buffer (the FlashAttention tile size);
-    graphs that come out identical for different buffer sizes are merged, so most sweeps
-    time one graph on all devices at once."""
-    graphs: list[tuple[list[int], list[Op]]] = []
-    by_buffer: dict[float, list[int]] = {}
-    for i, device in enumerate(devices):
-        by_buffer.setdefault(device.onchip_buffer_bytes if flash else None, []).append(i)
-    for indices in by_buffer.values():
-        ops = build_ops(model, plan, stages, visual, text, batch, accounting, flash,
-                        devices[indices[0]].onchip_buffer_bytes)
-        for known_indices, known_ops in graphs:
-            if _same_ops(known_ops, ops):
-                known_indices.extend(indices)
-                break
-        else:
-            graphs.append((list(indices), ops))
-    return [(sorted(indices), ops) for indices, ops in graphs]
-
-
-def _same_ops(a: list[Op], b: list[Op]) -> bool:
-    """Whether two operator lists are identical, numeric fields compared element-wise."""
-    if len(a) != len(b):
-        return False
-    for x, y in zip(a, b, strict=True):
-        if (x.stage, x.block, x.name, x.op_class, x.precision, x.vector_precision, x.count) != (
-                y.stage, y.block, y.name, y.op_class, y.precision, y.vector_precision, y.count):
-            return False
-        if not all(_equal(getattr(x, f), getattr(y, f)) for f in _NUMERIC_FIELDS):
-            return False
-    return True
-
-
-def _equal(a, b) -> bool:
-    if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
-        return np.shape(a) == np.shape(b) and bool(np.all(a == b))
-    return a == b
 
 
 def _column_order(stages) -> list[str]:
@@ -361,9 +306,10 @@ def _concatenate(blocks: list[dict]) -> dict:
     return {key: np.concatenate([block[key] for block in blocks]) for key in blocks[0]}
 
 
-def _visual_grid(model: ModelSpec, keep_ratios, num_visual_tokens, text: int):
-    """(keep ratios, visual-token counts) of one model, one entry per grid row."""
-    default = model.default_num_visual_tokens
+def _visual_grid(model: ModelSpec, layout, keep_ratios, num_visual_tokens, text: int):
+    """(keep ratios, visual-token counts) of one model, one entry per grid row; ratios are
+    of the unpruned count of ``layout``, as ``estimate``'s keep ratio is."""
+    default = layout.num_visual_tokens
     if num_visual_tokens is not None:
         visual = [check_count("num_visual_tokens", v, minimum=0)
                   for v in _as_list(num_visual_tokens, "num_visual_tokens")]

@@ -128,14 +128,14 @@ def vision_tower_ops(
     patch_rows = num_images * vision.num_patches
     patch_in = vision.num_channels * vision.patch_size**2
     b = _Builder(stage, quant)
+    traits = vision.traits
     ops = [
         # the convolution reads every pixel once (stride = kernel = patch)
-        b.linear("embeddings", "patch_embed", patch_rows, patch_in, h, 1,
-                 bias=vision.family != "clip"),
+        b.linear("embeddings", "patch_embed", patch_rows, patch_in, h, 1, bias=traits.patch_bias),
         b.vector("embeddings", "pos_embed_add", rows * h, ADD_FLOPS_PER_ELEMENT, 1,
                  weight_elements=seq * h + h * vision.has_cls_token),
     ]
-    if vision.family == "clip":
+    if traits.pre_layernorm:
         ops.append(b.norm("embeddings", "pre_layernorm", rows, h, 1))
     block, n = "encoder", num_layers
     ops.append(b.norm(block, "layer_norm1", rows, h, n))
@@ -143,14 +143,14 @@ def vision_tower_ops(
     ops += b.attention(block, num_images, heads, seq, seq, vision.head_dim, n, flash_attention,
                        onchip_buffer_bytes)
     ops.append(b.linear(block, "o_proj", rows, h, h, n))
-    if vision.family == "dinov2":
+    if traits.layer_scale:
         ops.append(b.vector(block, "layer_scale1", rows * h, MUL_FLOPS_PER_ELEMENT, n, weight_elements=h))
     ops.append(b.vector(block, "attn_add", rows * h, ADD_FLOPS_PER_ELEMENT, n, num_inputs=2))
     ops.append(b.norm(block, "layer_norm2", rows, h, n))
     ops.append(b.linear(block, "fc1", rows, h, ffn, n))
     ops.append(b.vector(block, "mlp_act", rows * ffn, GELU_FLOPS_PER_ELEMENT, n))
     ops.append(b.linear(block, "fc2", rows, ffn, h, n))
-    if vision.family == "dinov2":
+    if traits.layer_scale:
         ops.append(b.vector(block, "layer_scale2", rows * h, MUL_FLOPS_PER_ELEMENT, n, weight_elements=h))
     ops.append(b.vector(block, "mlp_add", rows * h, ADD_FLOPS_PER_ELEMENT, n, num_inputs=2))
     if num_layers == vision.num_hidden_layers:
@@ -159,13 +159,11 @@ def vision_tower_ops(
 
 
 def _tower_output_ops(vision, b: _Builder, num_images, rows, flash_attention, onchip_buffer_bytes):
-    h, ffn = vision.hidden_size, vision.intermediate_size
-    if vision.family == "clip":  # post_layernorm of the pooled (CLS) output only
-        return [b.norm("post", "post_layernorm", num_images, h, 1)]
-    if vision.family == "dinov2":
-        return [b.norm("post", "layernorm", rows, h, 1)]
-    ops = [b.norm("post", "post_layernorm", rows, h, 1)]
-    if vision.use_head:  # SigLIP's attention pooling: one probe query per image
+    """The final norm (CLIP's on the pooled CLS output only) and SigLIP's head."""
+    h, ffn, traits = vision.hidden_size, vision.intermediate_size, vision.traits
+    ops = [b.norm("post", traits.final_norm, rows if traits.final_norm_on_all_tokens else num_images,
+                  h, 1)]
+    if traits.attention_pool_head and vision.use_head:  # one probe query per image
         q_proj = b.linear("head", "head_q_proj", num_images, h, h, 1)
         ops += [
             replace(q_proj, weight_bytes=q_proj.weight_bytes + h * b.w),  # + the probe vector

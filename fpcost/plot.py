@@ -14,6 +14,7 @@ import io
 import math
 from collections.abc import Mapping
 
+from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.estimate import Estimate
 from fpcost.costmodel.units import MILLI, TERA
 from fpcost.extras import MissingExtraError, missing_extra_message
@@ -201,6 +202,9 @@ def sweep_figure(frame, title: str | None = None) -> Figure:
         line, = ax_time.plot(x, rows["prefill_time_s"].to_numpy() / MILLI, **style)
         ax_speedup.plot(x, rows["prefill_speedup"].to_numpy(), color=line.get_color(), **style)
     full = frame["num_visual_tokens"].max()
+    if not full > 0:  # nothing to draw against (and a keep-ratio axis would divide by zero)
+        raise WorkloadError("plot sweep: every configuration has 0 visual tokens; give visual "
+                            "tokens above 0 (--visual-tokens, --keep-ratios) or a multimodal model")
     ratio = frame["keep_ratio"].to_numpy() if frame["model"].nunique() == 1 else None
     ax_time.set_ylabel("Prefill time (ms)")
     ax_time.set_ylim(bottom=0)

@@ -97,3 +97,13 @@ def threads_type() -> BoundedInt:
     torch's allocator fails on tens of thousands)."""
     cpus = available_cpus()
     return BoundedInt(1, cpus, f"the {cpus} CPU(s) available here")
+
+
+class InputPath(click.Path):
+    """``click.Path`` that refuses an empty value: click turns ``''`` into ``.``, which then
+    reads as "the current directory" (``--config ''`` looked for ./config.json)."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, str) and not value.strip():
+            self.fail("an empty path is not a file or directory", param, ctx)
+        return super().convert(value, param, ctx)

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import click
 
+from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.anyres import parse_image_size
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.estimate import Estimate
@@ -189,7 +190,7 @@ def _settings(result: Estimate) -> dict:
                    "first, N-1 decode steps the rest (step i over a cache of prompt + i). "
                    "The default 2 is one decode step over the prompt: LLM-Viewer's decode. "
                    "1 = the prefill alone (no decode step, TPOT undefined).")
-@click.option("--tokens-from", type=click.Path(path_type=Path), default=None,
+@click.option("--tokens-from", type=InputPath(path_type=Path), default=None,
               help="A results file of `fpcost prune --output FILE`: one estimate per image (per "
                    "video for a video model), its token geometry checked against the model's, "
                    "its selection costed with the file's own settings.")

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import click
 
+from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.accounting import ACCOUNTING_MODES
 from fpcost.costmodel.hfconfig import load_config_json
 from fpcost.costmodel.presets import get_preset
@@ -35,7 +36,7 @@ def model_options(func):
     @click.option("--model", "-m", "model_name", default=None,
                   help="Built-in model: llava-1.5-7b, llava-1.5-13b, videollava, llava-next-7b "
                        "[default: llava-1.5-7b].")
-    @click.option("--config", "config_path", type=click.Path(dir_okay=True, path_type=Path),
+    @click.option("--config", "config_path", type=InputPath(dir_okay=True, path_type=Path),
                   default=None, help="A Hugging Face config.json (LLaVA-family or Llama-family).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):

@@ -203,6 +203,8 @@ def prune(
         raise click.UsageError("no images given; pass one or more image files")
     if (encoder_name is None) == (model_path is None):
         raise click.UsageError("give exactly one of --encoder NAME or --model PATH_OR_ID")
+    if model_path is not None and not model_path.strip():
+        raise click.UsageError("--model '' is empty; give a save_pretrained directory")
 
     from fpcost.extras import require_extra
 

@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.accounting import ACCOUNTING_MODES
 from fpcost.costmodel.anyres import parse_image_size
 from fpcost.costmodel.families import family_of
@@ -115,7 +116,7 @@ def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]
 @click.command()
 @click.option("--model", "-m", "models", multiple=True, callback=non_empty_models,
               help="Built-in model or config.json path; repeat for several [default: llava-1.5-7b].")
-@click.option("--config", "configs", multiple=True, type=click.Path(path_type=Path),
+@click.option("--config", "configs", multiple=True, type=InputPath(path_type=Path),
               help="A Hugging Face config.json (or its directory) as a model; repeatable.")
 @click.option("--hardware", "-g", "hardware", multiple=True,
               help="Hardware profile name or .toml file; repeat for several [default: a6000].")

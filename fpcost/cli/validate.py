@@ -9,6 +9,7 @@ from pathlib import Path
 
 import click
 
+from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.errors import ConfigError, WorkloadError
 from fpcost.costmodel.units import MILLI
 
@@ -131,16 +132,16 @@ def resolve_llm(model_name: str | None, config_path: Path | None, device: str):
 @click.option("--model", "-m", "model_name", default=None,
               help="scaled (Llama 1024 wide, 4 layers; the CPU default) or a built-in model "
                    "whose LLM is timed (the CUDA default: llava-1.5-7b).")
-@click.option("--config", "config_path", type=click.Path(path_type=Path), default=None,
+@click.option("--config", "config_path", type=InputPath(path_type=Path), default=None,
               help="A Hugging Face config.json whose LLM is timed.")
 @click.option("--dtype", type=click.Choice(["float32", "bfloat16", "float16"]), default=None,
               help="Precision of weights and activations [default: cpu float32, cuda float16].")
 @click.option("--tokens", "tokens_text", default=None, metavar="LIST",
               help="Token counts, e.g. 64,256,1024 [default: 64 to 2048, 11 counts].")
-@click.option("--tokens-from", type=click.Path(path_type=Path), default=None,
+@click.option("--tokens-from", type=InputPath(path_type=Path), default=None,
               help="Kept counts per image from `fpcost prune --output FILE`: each image's LLM "
                    "input (kept + --text-tokens) is timed and predicted, against the unpruned one.")
-@click.option("--images", "images_dir", type=click.Path(path_type=Path, file_okay=False),
+@click.option("--images", "images_dir", type=InputPath(path_type=Path, file_okay=False),
               default=None,
               help="Prune every image in DIR with freePruner (its defaults) on --encoder first; "
                    "their kept counts become the workloads, as with --tokens-from.")

@@ -39,7 +39,9 @@ def load_config_json(path: str | Path) -> ModelSpec:
     if len(raw) > MAX_CONFIG_BYTES:
         raise ConfigError(f"config file {shown} is larger than {MAX_CONFIG_BYTES / MEBI:g} MiB; "
                           "a config.json is a few KiB")
-    return spec_from_config(_parse_json(raw, path.name), name=path.parent.name or path.stem,
+    # a model is named by its directory (DIR/config.json) or its file's stem (llama.json)
+    name = path.parent.name if path.name == "config.json" and path.parent.name else path.stem
+    return spec_from_config(_parse_json(raw, path.name), name=name,
                             origin=path.name)
 
 

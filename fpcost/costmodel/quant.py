@@ -45,7 +45,10 @@ class QuantPlan:
                 "(e.g. w4a16kv16), with N in 32, 16, 8, 4"
             )
         w, a, kv = match.groups()
-        return cls(int(w), int(a), int(kv) if kv is not None else int(a))
+        try:
+            return cls(int(w), int(a), int(kv) if kv is not None else int(a))
+        except WorkloadError as exc:  # name the plan as given, not only the field
+            raise WorkloadError(f"quantization {text!r}: {exc}") from None
 
     @property
     def label(self) -> str:

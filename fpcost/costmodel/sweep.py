@@ -315,9 +315,11 @@ def _visual_grid(model: ModelSpec, layout, keep_ratios, num_visual_tokens, text:
                   for v in _as_list(num_visual_tokens, "num_visual_tokens")]
         ratios = [v / default if default else math.nan for v in visual]
     else:
-        if default == 0:
-            raise WorkloadError(f"model {model.name!r} has no visual tokens to keep a ratio of; "
-                                "give num_visual_tokens")
+        if default == 0:  # a text-only model: its prompt is all text
+            if keep_ratios is not None:
+                raise WorkloadError(f"model {model.name!r} has no visual tokens: keep ratios "
+                                    "(--keep-ratios) do not apply to it; give visual tokens")
+            return [math.nan], [0]
         ratios = [1.0] if keep_ratios is None else _as_list(keep_ratios, "keep_ratios")
         visual = [visual_tokens_for_ratio(default, r) for r in ratios]
     if min(visual) + text < 1:

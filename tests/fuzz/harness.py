@@ -288,7 +288,11 @@ def names_a_value(line: str, argv: list[str], root: Path | None = None) -> bool:
     subcommands = {"estimate", "sweep", "table3", "hardware", "plot", "prune", "calibrate",
                    "validate", "roofline"}
     for arg in argv:
-        if not arg or arg in subcommands:
+        if not arg:  # an empty value can only be named as '' (or called empty)
+            if "''" in line or "empty" in line:
+                return True
+            continue
+        if arg in subcommands:
             continue
         if arg.startswith("-") and not re.fullmatch(r"-[\d.]", arg[:2]):
             if arg.split("=")[0] in line:

@@ -442,3 +442,30 @@ def test_finite_numbers_sanity():
     assert number_problems(["--format", "table"], "prefill  inf ms")
     assert not number_problems(["--format", "json"], '{"rel_error": -0.01, "layers": [-3, -2]}')
     assert math.isfinite(0.0)
+
+
+@pytest.mark.parametrize("argv, fragment", [
+    (["estimate", "--quant", "w2a16kv16"], "quantization 'w2a16kv16'"),
+    (["estimate", "--config", ""], "empty path"),
+    (["sweep", "--config", ""], "empty path"),
+    (["plot", "sweep", "--config", "", "--output", "p.png"], "empty path"),
+    (["prune", "x.png", "--model", ""], "--model '' is empty"),
+    (["hardware", ""], "unknown hardware profile ''"),
+])
+def test_refusals_found_by_the_longer_fuzz_run(fuzz_root, argv, fragment):
+    """Cases a 3,200-case survey found after the first fixes (python -m tests.fuzz.survey)."""
+    outcome = check(fuzz_root, argv, REFUSE)
+    assert fragment in outcome.err, outcome.err
+
+
+def test_a_text_only_model_sweeps_without_keep_ratios(fuzz_root):
+    outcome = check(fuzz_root, ["sweep", "--config", "configs/llama.json", "--batch", "1,4",
+                                "--format", "json"], CONTRACT)
+    rows = json.loads(outcome.out)
+    assert [r["num_visual_tokens"] for r in rows] == [0, 0]
+
+
+def test_plot_sweep_with_no_visual_tokens_is_refused(fuzz_root):
+    outcome = check(fuzz_root, ["plot", "sweep", "--visual-tokens", "0", "--output", "p.png"],
+                    REFUSE)
+    assert "0 visual tokens" in outcome.err

@@ -97,9 +97,10 @@ def estimate(
     ``keep_ratio`` of them; or a video's per-frame ``frame_tokens``) plus ``text_tokens``;
     ``tokens`` instead sets the whole prompt. ``image_size`` ((width, height) or "WxH")
     drives LLaVA-NeXT's AnyRes and Qwen2-VL / Qwen2.5-VL's dynamic resolution (resized
-    within ``min_pixels`` .. ``max_pixels``, by default the checkpoints'). ``output_tokens`` N counts generated tokens as
-    ``generate(max_new_tokens=N)``: the prefill yields the first, N − 1 decode steps the rest
-    (the default 2: one decode step over the prompt, LLM-Viewer's decode). Every stage the
+    within ``min_pixels`` .. ``max_pixels``, by default the checkpoints').
+    ``output_tokens`` N counts generated tokens as ``generate(max_new_tokens=N)``: the
+    prefill yields the first, N − 1 decode steps the rest (the default 2: one decode step
+    over the prompt, LLM-Viewer's decode). Every stage the
     request runs is estimated; ``stages`` (default all: vision, selection when pruned,
     projector, prefill, decode) chooses the ones ``.totals()`` lists, while ``.ttft_s``,
     ``.tpot_s`` and ``.end_to_end()`` always describe the whole request. Returns an

@@ -44,8 +44,13 @@ def visual_layout(model: ModelSpec, image_size: tuple[int, int] | None = None,
                   pixel_limits: tuple[int | None, int | None] | None = None) -> VisualLayout:
     """The unpruned vision side of one sample of ``model`` for an image of ``image_size``
     (width, height) and, for a dynamic-resolution family, ``pixel_limits`` (min_pixels,
-    max_pixels; None: its defaults), as its family lays it out."""
-    return family_of(model).visual_layout(model, image_size, pixel_limits=pixel_limits)
+    max_pixels; None: its defaults), as its family lays it out. Without limits the family
+    is called as (spec, image_size), so a family that takes no pixel limits need not
+    accept the argument."""
+    family = family_of(model)
+    if pixel_limits is None or tuple(pixel_limits) == (None, None):
+        return family.visual_layout(model, image_size)
+    return family.visual_layout(model, image_size, pixel_limits=pixel_limits)
 
 
 def workload_layout(model: ModelSpec, workload) -> VisualLayout:

@@ -35,7 +35,7 @@ from .accounting import Accounting, get_accounting
 from .errors import ConfigError, WorkloadError
 from .families import family_of
 from .hardware import HardwareProfile
-from .pipeline import ALL_STAGES, PRE_DECODE_STAGES, PipelineSettings
+from .pipeline import ALL_STAGES, PRE_DECODE_STAGES, PipelineSettings, visual_layout
 from .presets import get_preset
 from .pruning import DEFAULT_SELECTION, SelectionSpec
 from .quant import QuantPlan
@@ -157,8 +157,7 @@ def sweep(
     shared = SharedSettings(num_text_tokens, num_output_tokens, image_size, vision_quant,
                             vision_layers, selection, accounting, flash_attention, pixel_limits)
 
-    layouts = [family_of(m).visual_layout(m, image_size, pixel_limits=pixel_limits)
-               for m in models]
+    layouts = [visual_layout(m, image_size, pixel_limits) for m in models]
     grids = [_visual_grid(m, layout, keep_ratios, num_visual_tokens, num_text_tokens)
              for m, layout in zip(models, layouts, strict=True)]
     total = count_configurations([len(v) for _, v in grids], len(devices), len(plans), len(batches))

@@ -85,8 +85,13 @@ def check_stages(model, workload, selection, stages) -> tuple[str, ...]:
         if stage not in ALL_STAGES:
             raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
         if stage not in runs:
-            why = ("the model has no vision tower" if not family_of(model).has_vision else
-                   "nothing is pruned (give --keep-ratio, --visual-tokens or --frame-tokens)")
+            family = family_of(model)
+            if not family.has_vision:
+                why = "the model has no vision tower"
+            elif not family.costs_selection:
+                why = family.selection_note(model)
+            else:
+                why = "nothing is pruned (give --keep-ratio, --visual-tokens or --frame-tokens)"
             raise WorkloadError(f"stage {stage!r} does not run here: {why}; stages: {', '.join(runs)}")
     return tuple(s for s in ALL_STAGES if s in stages)
 

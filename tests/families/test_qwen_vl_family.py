@@ -246,3 +246,32 @@ def test_the_library_refuses_pixel_limits_for_other_models(a6000):
         make_workload(get_preset("llava-1.5-7b"), min_pixels=3136)
     with pytest.raises(WorkloadError, match="--max-pixels changes nothing"):
         sweep(["llava-1.5-7b"], [a6000], [16], max_pixels=10**6)
+
+
+@pytest.mark.parametrize("change, fragment", [
+    ({"vision_config": {"depth": "32"}}, "config.json vision_config: depth = '32' must be an integer"),
+    ({"vision_config": {"window_size": 14}}, "window_size = 14 must be at least"),
+    ({"hidden_size": 1024}, "must equal the LLM's hidden_size (1024)"),
+    ({"use_sliding_window": True}, "use_sliding_window = true is not supported"),
+])
+def test_bad_qwen_config_files_are_one_line(change, fragment, tmp_path, capsys):
+    data = json.loads(json.dumps(PRESET_CONFIGS["qwen2.5-vl-3b"]))
+    for key, value in change.items():
+        if isinstance(value, dict):
+            data[key].update(value)
+        else:
+            data[key] = value
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    code, out, err = run_cli(capsys, "estimate", "--config", str(tmp_path))
+    assert code == 2 and out == "", (out, err)
+    assert len(err.strip().splitlines()) == 1 and fragment in err, err
+
+
+def test_a_mixed_sweep_applies_pixel_limits_to_the_qwen_rows_only(a6000):
+    plain = sweep(["llava-1.5-7b", "qwen2-vl-2b"], [a6000], [16], keep_ratios=[0.5, 1.0])
+    limited = sweep(["llava-1.5-7b", "qwen2-vl-2b"], [a6000], [16], keep_ratios=[0.5, 1.0],
+                    max_pixels=100 * 28 * 28)
+    llava = plain.model == "llava-1.5-7b"
+    assert plain[llava].equals(limited[llava])
+    assert max(limited[~llava].num_visual_tokens) == image_grid(720, 1280, 3136, 100 * 28 * 28
+                                                                ).num_merged_tokens() < 1196

@@ -88,15 +88,19 @@ def estimate(
     frame_tokens: tuple[int, ...] | None = None,
     vision_quant: QuantPlan | str | None = None,
     vision_layers: str = "all",
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ) -> Estimate:
     """Roofline estimate of one request; the same numbers as ``fpcost estimate``.
 
     The LLM's prompt is ``visual_tokens`` (default: all of the model's; or a fraction
     ``keep_ratio`` of them; or a video's per-frame ``frame_tokens``) plus ``text_tokens``;
     ``tokens`` instead sets the whole prompt. ``image_size`` ((width, height) or "WxH")
-    drives LLaVA-NeXT's AnyRes. ``output_tokens`` N counts generated tokens as
-    ``generate(max_new_tokens=N)``: the prefill yields the first, N − 1 decode steps the rest
-    (the default 2: one decode step over the prompt, LLM-Viewer's decode). Every stage the
+    drives LLaVA-NeXT's AnyRes and Qwen2-VL / Qwen2.5-VL's dynamic resolution (resized
+    within ``min_pixels`` .. ``max_pixels``, by default the checkpoints').
+    ``output_tokens`` N counts generated tokens as ``generate(max_new_tokens=N)``: the
+    prefill yields the first, N − 1 decode steps the rest (the default 2: one decode step
+    over the prompt, LLM-Viewer's decode). Every stage the
     request runs is estimated; ``stages`` (default all: vision, selection when pruned,
     projector, prefill, decode) chooses the ones ``.totals()`` lists, while ``.ttft_s``,
     ``.tpot_s`` and ``.end_to_end()`` always describe the whole request. Returns an
@@ -109,7 +113,8 @@ def estimate(
     workload = make_workload(model, tokens=tokens, visual_tokens=visual_tokens,
                              keep_ratio=keep_ratio, frame_tokens=frame_tokens,
                              text_tokens=text_tokens, batch=batch, image_size=image_size,
-                             output_tokens=output_tokens)
+                             output_tokens=output_tokens, min_pixels=min_pixels,
+                             max_pixels=max_pixels)
     vision_plan = resolve_quant(quant=vision_quant) if vision_quant is not None else None
     return _estimate(model, workload, resolve_hardware(hardware), resolve_quant(bits, quant),
                      accounting, flash_attention, None if stages is None else tuple(stages),
@@ -135,13 +140,16 @@ def sweep(
     vision_quant: QuantPlan | str | None = None,
     vision_layers: str = "all",
     selection: SelectionSpec | None = DEFAULT_SELECTION,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ):
     """Every combination of the given models, devices, plans, visual tokens and batch sizes,
     as a pandas DataFrame (one row each; columns in ``fpcost.costmodel.sweep.sweep``).
 
     ``model``, ``hardware``, ``bits``, ``quant``, ``keep_ratio``, ``visual_tokens`` and
     ``batch`` each take one value or a list; ``bits`` and ``quant`` together give the plans
-    of both. ``output_tokens``, ``image_size``, ``vision_quant`` and ``vision_layers`` are
+    of both. ``output_tokens``, ``image_size``, ``min_pixels``, ``max_pixels``,
+    ``vision_quant`` and ``vision_layers`` are
     ``estimate``'s, shared by every row (each row equals ``estimate`` of its request);
     ``selection`` is what freePruner's selection reads (None: its cost left out). More
     than ``MAX_CONFIGURATIONS`` rows raise ``WorkloadError`` unless ``force``.
@@ -167,6 +175,8 @@ def sweep(
         vision_quant=resolve_quant(quant=vision_quant) if vision_quant is not None else None,
         vision_layers=vision_layers,
         selection=selection,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
     )
 
 

@@ -241,7 +241,8 @@ def assert_every_stage_equals_estimate(frame, spec, device, estimate_kwargs, wor
                                        flash=False, rel=1e-12):
     """Every row's every stage column and TTFT equal ``estimate()`` of the same request, and
     the speedups equal the ratios to ``estimate()`` of the unpruned request."""
-    unpruned = visual_layout(spec, workload_kwargs.get("image_size")).num_visual_tokens
+    limits = (workload_kwargs.get("min_pixels"), workload_kwargs.get("max_pixels"))
+    unpruned = visual_layout(spec, workload_kwargs.get("image_size"), limits).num_visual_tokens
     for row in frame.itertuples(index=False):
         def run(visual, row=row):
             workload = Workload(visual, row.num_text_tokens, row.batch_size, **workload_kwargs)

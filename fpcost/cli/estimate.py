@@ -19,13 +19,13 @@ from fpcost.costmodel.pipeline import (
     make_workload,
     parse_frame_tokens,
     projected_tokens,
-    visual_layout,
+    workload_layout,
 )
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.units import GIGA, MEGA, MILLI, TERA
 from fpcost.costmodel.vision import VISION_LAYER_MODES
-from fpcost.costmodel.workload import Workload
+from fpcost.costmodel.workload import MAX_PIXEL_LIMIT, Workload
 
 from .options import (
     BATCH_SIZE,
@@ -76,7 +76,8 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 
 def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
-                          image_size=None, frame_tokens=None, output_tokens=2) -> Workload:
+                          image_size=None, frame_tokens=None, output_tokens=2, min_pixels=None,
+                          max_pixels=None) -> Workload:
     """The one workload the token options describe (``--tokens-from`` is handled apart)."""
     given = [flag for flag, value in (("--tokens", tokens), ("--visual-tokens", visual_tokens),
                                       ("--keep-ratio", keep_ratio), ("--frame-tokens", frame_tokens))
@@ -89,14 +90,15 @@ def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio,
     counts = parse_frame_tokens(frame_tokens) if frame_tokens is not None else None
     return make_workload(model, tokens=tokens, visual_tokens=visual_tokens, keep_ratio=keep_ratio,
                          frame_tokens=counts, text_tokens=text_tokens, batch=batch,
-                         image_size=size, output_tokens=output_tokens)
+                         image_size=size, output_tokens=output_tokens, min_pixels=min_pixels,
+                         max_pixels=max_pixels)
 
 
 def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint | None = None) -> dict:
     """A JSON-ready dict: settings, per-stage and end-to-end totals (SI units), latency
     summary, memory footprint, optionally operators."""
     w = result.workload
-    layout = visual_layout(result.model, w.image_size)
+    layout = workload_layout(result.model, w)
     payload = {
         "model": result.model.name,
         "hardware": result.hardware.name,
@@ -114,6 +116,8 @@ def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint 
             "num_final_context_tokens": w.num_final_context_tokens,
             "image_size": list(w.image_size) if w.image_size else None,
             "frame_tokens": list(w.frame_tokens) if w.frame_tokens else None,
+            "min_pixels": w.min_pixels,
+            "max_pixels": w.max_pixels,
             "num_unpruned_visual_tokens": layout.num_visual_tokens,
             "num_vision_images_per_sample": layout.num_images,
             "num_vision_tokens_per_image": layout.tokens_per_image,
@@ -148,6 +152,8 @@ def _settings(result: Estimate) -> dict:
         notes.append("vision, selection and projector stages are fpcost additions, counted with "
                      "fpcost's conventions in every accounting mode; they run at vision_quant "
                      "(the quantization plan targets the LLM)")
+        if not family.costs_selection:
+            notes.append(family.selection_note(model))
         if result.accounting.name == "llm-viewer":
             notes.append("prefill and decode follow LLM-Viewer (2024) exactly")
     notes.append("N output tokens as generate(max_new_tokens=N): the prefill yields the first, "
@@ -159,7 +165,7 @@ def _settings(result: Estimate) -> dict:
             "vision_layers": result.vision_layers,
             "num_vision_layers_run": family.num_layers_run(model, result.settings),
             "vision_quant": _quant_dict(result.vision_quant),
-            "selection": None if result.selection is None else {
+            "selection": None if result.selection is None or not family.costs_selection else {
                 "selection_layers": list(result.selection.resolved_layers(family.tower_depth(model))),
                 "complementary_layer": result.selection.complementary_layer,
                 "k": result.selection.resolved_k(model.vision.num_patches)},
@@ -182,9 +188,17 @@ def _settings(result: Estimate) -> dict:
 @click.option("--frame-tokens", default=None, metavar="N,N,...",
               help="Video: kept visual tokens of each frame, comma-separated (one per frame).")
 @click.option("--image-size", default=None, metavar="WxH",
-              help="LLaVA-NeXT (AnyRes) only: image width x height in pixels, which sets the "
-                   "crops and the token count [default: the largest pinpoint, 672x672]. Other "
-                   "models resize every image to their tower's input and refuse it.")
+              help="LLaVA-NeXT (AnyRes) and Qwen2-VL / Qwen2.5-VL (dynamic resolution) only: "
+                   "image width x height in pixels, which sets the crops or the patch grid and "
+                   "the token count [default: LLaVA-NeXT the largest pinpoint, 672x672; Qwen "
+                   "1280x720]. Other models resize every image to their tower's input and "
+                   "refuse it.")
+@click.option("--min-pixels", type=click.IntRange(1, MAX_PIXEL_LIMIT), default=None,
+              help="Qwen2-VL / Qwen2.5-VL only: the image processor's min_pixels, the smallest "
+                   "area an image is resized to [default: 3136].")
+@click.option("--max-pixels", type=click.IntRange(1, MAX_PIXEL_LIMIT), default=None,
+              help="Qwen2-VL / Qwen2.5-VL only: the image processor's max_pixels, the largest "
+                   "area an image is resized to [default: 12845056].")
 @click.option("--output-tokens", type=OUTPUT_TOKENS, default=2, show_default=True,
               help="Generated tokens N, as generate(max_new_tokens=N): the prefill yields the "
                    "first, N-1 decode steps the rest (step i over a cache of prompt + i). "
@@ -218,7 +232,8 @@ def _settings(result: Estimate) -> dict:
               help="Also list every operator (summed over layers) of the listed stages.")
 @format_option
 def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, visual_tokens,
-             text_tokens, keep_ratio, frame_tokens, image_size, output_tokens, tokens_from, batch,
+             text_tokens, keep_ratio, frame_tokens, image_size, min_pixels, max_pixels,
+             output_tokens, tokens_from, batch,
              flash_attention, accounting, vision_layers, vision_quant_text, selection_layers, stage,
              breakdown, output_format):
     """Roofline estimate of every stage of a request: FLOPs, time, memory traffic, stored
@@ -231,8 +246,16 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
     if image_size is not None and not family.uses_image_size:
         why = f"; {family.image_size_note(model)}" if family.has_vision else ""
         raise click.BadParameter(
-            f"{image_size!r} changes nothing for {model.name}: only LLaVA-NeXT (AnyRes) models "
-            "use the image size" + why, param_hint="--image-size")
+            f"{image_size!r} changes nothing for {model.name}: only LLaVA-NeXT (AnyRes) and "
+            "Qwen2-VL / Qwen2.5-VL models use the image size" + why, param_hint="--image-size")
+    for flag, value in (("--min-pixels", min_pixels), ("--max-pixels", max_pixels)):
+        if value is not None and not family.uses_pixel_limits:
+            raise click.BadParameter(
+                f"{value} changes nothing for {model.name}: only Qwen2-VL / Qwen2.5-VL models "
+                "resize images within pixel limits", param_hint=flag)
+    if selection_layers is not None and family.has_vision and not family.costs_selection:
+        raise click.BadParameter(f"{selection_layers!r} changes nothing: "
+                                 f"{family.selection_note(model)}", param_hint="--selection-layers")
     selection = (SelectionSpec(parse_layers(selection_layers)) if selection_layers is not None
                  else DEFAULT_SELECTION)
     stages = None if stage == "all" else (stage,)
@@ -246,7 +269,9 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
         given = [flag for flag, value in (("--tokens", tokens), ("--visual-tokens", visual_tokens),
                                           ("--keep-ratio", keep_ratio),
                                           ("--frame-tokens", frame_tokens),
-                                          ("--selection-layers", selection_layers))
+                                          ("--selection-layers", selection_layers),
+                                          ("--min-pixels", min_pixels),
+                                          ("--max-pixels", max_pixels))
                  if value is not None]
         if given:
             raise click.UsageError(f"--tokens-from sets the visual tokens and the selection; do "
@@ -262,7 +287,8 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
                            output_tokens, size, run, stage, output_format)
         return
     workload = workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
-                                     image_size, frame_tokens, output_tokens)
+                                     image_size, frame_tokens, output_tokens, min_pixels,
+                                     max_pixels)
     result = run(workload)
     payload = estimate_payload(result, breakdown, memory_footprint(result))
     if output_format == "json":

@@ -10,7 +10,7 @@ import click
 from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.accounting import ACCOUNTING_MODES
 from fpcost.costmodel.hfconfig import load_config_json
-from fpcost.costmodel.presets import get_preset
+from fpcost.costmodel.presets import get_preset, model_names
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.spec import ModelSpec
 from fpcost.costmodel.units import VALID_BITS
@@ -34,10 +34,10 @@ def check_keep_ratio(keep_ratio: float | None) -> float | None:
 
 def model_options(func):
     @click.option("--model", "-m", "model_name", default=None,
-                  help="Built-in model: llava-1.5-7b, llava-1.5-13b, videollava, llava-next-7b "
-                       "[default: llava-1.5-7b].")
+                  help=f"Built-in model: {', '.join(model_names())} [default: llava-1.5-7b].")
     @click.option("--config", "config_path", type=InputPath(dir_okay=True, path_type=Path),
-                  default=None, help="A Hugging Face config.json (LLaVA-family or Llama-family).")
+                  default=None, help="A Hugging Face config.json (LLaVA, Video-LLaVA, LLaVA-NeXT, "
+                                     "Qwen2-VL, Qwen2.5-VL or a Llama-family LLM).")
     @functools.wraps(func)
     def wrapper(*args, **kwargs):
         return func(*args, **kwargs)

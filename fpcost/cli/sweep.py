@@ -19,7 +19,7 @@ from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.sweep import MAX_CONFIGURATIONS
 from fpcost.costmodel.units import MILLI, VALID_BITS
 from fpcost.costmodel.vision import VISION_LAYER_MODES
-from fpcost.costmodel.workload import MAX_BATCH, MAX_TOKENS
+from fpcost.costmodel.workload import MAX_BATCH, MAX_PIXEL_LIMIT, MAX_TOKENS
 
 from .files import output_path_callback, write_atomic
 from .options import OUTPUT_TOKENS, non_empty_models
@@ -153,9 +153,16 @@ def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]
               help="Generated tokens N, as estimate: the decode columns sum N-1 decode steps, "
                    "step i over a cache of prompt + i (the default 2: one step over the prompt).")
 @click.option("--image-size", default=None, metavar="WxH",
-              help="LLaVA-NeXT (AnyRes): image width x height in pixels, for every row (sets the "
-                   "crops and the unpruned count keep ratios are of); models that resize every "
-                   "image ignore it, and a sweep with none that uses it refuses it.")
+              help="LLaVA-NeXT (AnyRes), Qwen2-VL / Qwen2.5-VL (dynamic resolution): image width "
+                   "x height in pixels, for every row (sets the crops or patch grid and the "
+                   "unpruned count keep ratios are of); models that resize every image ignore "
+                   "it, and a sweep with none that uses it refuses it.")
+@click.option("--min-pixels", type=click.IntRange(1, MAX_PIXEL_LIMIT), default=None,
+              help="Qwen2-VL / Qwen2.5-VL: the image processor's min_pixels for every row "
+                   "[default: 3136]; refused by a sweep with no such model.")
+@click.option("--max-pixels", type=click.IntRange(1, MAX_PIXEL_LIMIT), default=None,
+              help="Qwen2-VL / Qwen2.5-VL: the image processor's max_pixels for every row "
+                   "[default: 12845056]; refused by a sweep with no such model.")
 @click.option("--vision-layers", type=click.Choice(VISION_LAYER_MODES), default="all",
               show_default=True,
               help="all: every encoder layer (what transformers runs); feature: stop at the layer "
@@ -170,7 +177,7 @@ def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]
                    "needing more than half the memory available is refused even so).")
 def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, text_tokens, batch,
           accounting, flash_attention, stage, output_format, output, output_tokens, image_size,
-          vision_layers, vision_quant_text, selection_layers, force):
+          min_pixels, max_pixels, vision_layers, vision_quant_text, selection_layers, force):
     """Estimate every combination of models × hardware × quantization × visual tokens × batch."""
     from fpcost.api import resolve_model
     from fpcost.api import sweep as run_sweep
@@ -191,7 +198,13 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         if not any(family_of(spec).uses_image_size for spec in specs):
             raise click.BadParameter(
                 f"{image_size!r} changes nothing for {', '.join(s.name for s in specs)}: only "
-                "LLaVA-NeXT (AnyRes) models use the image size", param_hint="--image-size")
+                "LLaVA-NeXT (AnyRes) and Qwen2-VL / Qwen2.5-VL models use the image size",
+                param_hint="--image-size")
+    for flag, value in (("--min-pixels", min_pixels), ("--max-pixels", max_pixels)):
+        if value is not None and not any(family_of(spec).uses_pixel_limits for spec in specs):
+            raise click.BadParameter(
+                f"{value} changes nothing for {', '.join(s.name for s in specs)}: only "
+                "Qwen2-VL / Qwen2.5-VL models resize images within pixel limits", param_hint=flag)
     selection = (SelectionSpec(parse_layers(selection_layers)) if selection_layers is not None
                  else DEFAULT_SELECTION)
     frame = run_sweep(
@@ -212,6 +225,8 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         vision_quant=QuantPlan.parse(vision_quant_text),
         vision_layers=vision_layers,
         selection=selection,
+        min_pixels=min_pixels,
+        max_pixels=max_pixels,
     )
     if output_format == "table":
         _render(frame, ALL_STAGES if stage == "all" else (stage,), max(output_tokens - 1, 0))

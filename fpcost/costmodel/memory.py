@@ -27,7 +27,7 @@ from .errors import WorkloadError
 from .estimate import Estimate
 from .families import family_of
 from .params import parameter_counts
-from .pipeline import PipelineSettings, applicable_stages, stage_ops, visual_layout
+from .pipeline import PipelineSettings, applicable_stages, stage_ops, workload_layout
 from .quant import QuantPlan
 from .spec import ModelSpec
 from .workload import MAX_BATCH, Workload
@@ -86,7 +86,7 @@ def kv_cache_bytes(model: ModelSpec, workload: Workload, quant: QuantPlan) -> fl
 def peak_activation(model: ModelSpec, workload: Workload, settings: PipelineSettings) -> tuple[float, str]:
     """(bytes, "stage/block/name" of the operator where the peak occurs)."""
     b = workload.batch_size
-    layout = visual_layout(model, workload.image_size)
+    layout = workload_layout(model, workload)
     last_step_kv = workload.num_prompt_tokens + max(workload.num_decode_steps - 1, 0)
     residual = {"prefill": b * workload.num_prompt_tokens * model.llm.hidden_size
                 * settings.quant.act_bytes_per_element,

@@ -37,28 +37,42 @@ ALL_STAGES = VISION_STAGES + LLM_STAGES
 PRE_DECODE_STAGES = ALL_STAGES[:-1]  # time to first token
 
 
-__all__ = ["VisualLayout", "family_of"]  # re-exported: callers read them from here
+__all__ = ["VisualLayout", "family_of", "workload_layout"]  # re-exported: callers read them from here
 
 
-def visual_layout(model: ModelSpec, image_size: tuple[int, int] | None = None) -> VisualLayout:
+def visual_layout(model: ModelSpec, image_size: tuple[int, int] | None = None,
+                  pixel_limits: tuple[int | None, int | None] | None = None) -> VisualLayout:
     """The unpruned vision side of one sample of ``model`` for an image of ``image_size``
-    (width, height), as its family lays it out."""
-    return family_of(model).visual_layout(model, image_size)
+    (width, height) and, for a dynamic-resolution family, ``pixel_limits`` (min_pixels,
+    max_pixels; None: its defaults), as its family lays it out. Without limits the family
+    is called as (spec, image_size), so a family that takes no pixel limits need not
+    accept the argument."""
+    family = family_of(model)
+    if pixel_limits is None or tuple(pixel_limits) == (None, None):
+        return family.visual_layout(model, image_size)
+    return family.visual_layout(model, image_size, pixel_limits=pixel_limits)
+
+
+def workload_layout(model: ModelSpec, workload) -> VisualLayout:
+    """``visual_layout`` for the image and pixel limits of ``workload`` (a ``Workload`` or a
+    sweep's request grid)."""
+    return visual_layout(model, workload.image_size, workload.pixel_limits)
 
 
 def is_pruned(model: ModelSpec, workload: Workload) -> bool:
     """Whether the LLM receives fewer visual tokens than the unpruned layout gives."""
     if not family_of(model).has_vision:
         return False
-    return workload.num_visual_tokens < visual_layout(model, workload.image_size).num_visual_tokens
+    return workload.num_visual_tokens < workload_layout(model, workload).num_visual_tokens
 
 
 def applicable_stages(model: ModelSpec, workload: Workload,
                       selection: SelectionSpec | None) -> tuple[str, ...]:
     """Every stage this request runs, in order."""
-    if not family_of(model).has_vision:
+    family = family_of(model)
+    if not family.has_vision:
         return LLM_STAGES
-    pruned = is_pruned(model, workload) and selection is not None
+    pruned = is_pruned(model, workload) and selection is not None and family.costs_selection
     return tuple(s for s in ALL_STAGES if s != "selection" or pruned)
 
 
@@ -71,8 +85,13 @@ def check_stages(model, workload, selection, stages) -> tuple[str, ...]:
         if stage not in ALL_STAGES:
             raise WorkloadError(f"stage {stage!r} is unknown; valid: {', '.join(ALL_STAGES)}")
         if stage not in runs:
-            why = ("the model has no vision tower" if not family_of(model).has_vision else
-                   "nothing is pruned (give --keep-ratio, --visual-tokens or --frame-tokens)")
+            family = family_of(model)
+            if not family.has_vision:
+                why = "the model has no vision tower"
+            elif not family.costs_selection:
+                why = family.selection_note(model)
+            else:
+                why = "nothing is pruned (give --keep-ratio, --visual-tokens or --frame-tokens)"
             raise WorkloadError(f"stage {stage!r} does not run here: {why}; stages: {', '.join(runs)}")
     return tuple(s for s in ALL_STAGES if s in stages)
 
@@ -112,7 +131,7 @@ def stage_ops(stage: str, model: ModelSpec, workload: Workload, settings: Pipeli
     if not family.has_vision:
         return []
     if layout is None:
-        layout = family.visual_layout(model, workload.image_size)
+        layout = workload_layout(model, workload)
     return vision_side_ops(stage, model, settings, layout, workload.num_visual_tokens, batch)
 
 
@@ -139,7 +158,7 @@ def vision_side_ops(stage: str, model: ModelSpec, settings: PipelineSettings, la
 
 def projected_tokens(model: ModelSpec, workload: Workload) -> int:
     """Tokens per sample the projector runs on (see ``vision_side_ops``)."""
-    layout = visual_layout(model, workload.image_size)
+    layout = workload_layout(model, workload)
     return min(workload.num_visual_tokens, layout.num_projected_tokens)
 
 
@@ -156,19 +175,29 @@ def parse_frame_tokens(text: str) -> tuple[int, ...]:
 def make_workload(model: ModelSpec, *, tokens: int | None = None, visual_tokens: int | None = None,
                   keep_ratio: float | None = None, frame_tokens: tuple[int, ...] | None = None,
                   text_tokens: int = 40, batch: int = 1, image_size: tuple[int, int] | None = None,
-                  output_tokens: int = 2) -> Workload:
+                  output_tokens: int = 2, min_pixels: int | None = None,
+                  max_pixels: int | None = None) -> Workload:
     """The workload that one way of giving the visual tokens describes, shared by the CLI and
     the Python API: ``tokens`` (the whole prompt), ``visual_tokens``, ``keep_ratio`` (of the
     unpruned count) or ``frame_tokens`` (a video's kept tokens per frame); by default every
-    visual token the model produces for ``image_size``."""
+    visual token the model produces for ``image_size`` (and ``min_pixels`` / ``max_pixels``,
+    which only a dynamic-resolution family takes)."""
     given = [name for name, value in (("tokens", tokens), ("visual_tokens", visual_tokens),
                                        ("keep_ratio", keep_ratio), ("frame_tokens", frame_tokens))
              if value is not None]
     if len(given) > 1:  # the CLI checks this first, with its flag names
         raise WorkloadError(f"give only one of tokens, visual_tokens, keep_ratio, frame_tokens "
                             f"(got {' and '.join(given)})")
-    unpruned = visual_layout(model, image_size).num_visual_tokens
-    extra = {"num_output_tokens": output_tokens, "image_size": image_size}
+    family = family_of(model)
+    limits = {"min_pixels": min_pixels, "max_pixels": max_pixels}
+    for name, value in limits.items():
+        if value is not None and not family.uses_pixel_limits:
+            flag = "--" + name.replace("_", "-")
+            raise WorkloadError(f"{flag} {value!r} changes nothing for {model.name}: only "
+                                "dynamic-resolution models (Qwen2-VL, Qwen2.5-VL) resize within "
+                                "pixel limits")
+    extra = {"num_output_tokens": output_tokens, "image_size": image_size, **limits}
+    unpruned = workload_layout(model, Workload(0, 1, **extra)).num_visual_tokens
     if tokens is not None:
         whole = Workload.from_total(tokens, unpruned, batch)
         return Workload(whole.num_visual_tokens, whole.num_text_tokens, batch, **extra)

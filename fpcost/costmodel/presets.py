@@ -8,6 +8,9 @@ LanguageBind/Video-LLaVA-7B-hf and llava-hf/llava-v1.6-vicuna-7b-hf ``config.jso
 from __future__ import annotations
 
 from .errors import ConfigError
+from .families import family_for_model_type
+from .families.qwen_vl_presets import PRESET_CONFIGS as QWEN_VL_PRESET_CONFIGS
+from .families.qwen_vl_presets import qwen_vl_preset
 from .spec import LLMSpec, ModelSpec, ProjectorSpec, VisionSpec
 
 VICUNA_7B = LLMSpec(
@@ -58,6 +61,14 @@ PRESETS: dict[str, ModelSpec] = {
                     "(672x672: 2928 with unpadding and newline tokens)",
     ),
 }
+# Qwen2-VL / Qwen2.5-VL: their published config.json sizes (families/qwen_vl_presets.py),
+# read by their families; the default tokens are those of a 1280x720 image (1196).
+for _name in QWEN_VL_PRESET_CONFIGS:
+    _qwen = qwen_vl_preset(_name)
+    PRESETS[_name] = family_for_model_type(_qwen.vision.model_type).model_spec(
+        _qwen, f"{_name}: dynamic resolution (14-px patches, 2x2 merger); --image-size WxH sets "
+               "the image [default 1280x720: 1196 visual tokens], --min-pixels / --max-pixels "
+               "the resize limits")
 ALIASES = {"video-llava-7b": "videollava", "video-llava": "videollava"}
 
 

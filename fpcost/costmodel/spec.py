@@ -268,7 +268,9 @@ FEATURE_SELECT_STRATEGIES = ("default", "full")  # drop the CLS token / keep it
 class ModelSpec:
     """A whole model: the LLM, optionally a vision tower and projector, and the number of
     visual tokens the LLM receives by default (before any pruning). ``kind`` names the
-    model family (``families``) that reads, lays out, costs and counts it.
+    model family (``families``) that reads, lays out, costs and counts it. ``vision`` is a
+    ``VisionSpec``, or a family's own tower spec that only that family reads (Qwen-VL's
+    ``QwenVisionSpec``, whose patch merger stands in for the projector).
 
     ``num_frames`` > 1 marks a video model whose ``default_num_visual_tokens`` covers all
     frames. ``num_vision_towers`` is 2 for Video-LLaVA (an image and a video tower).

@@ -35,7 +35,7 @@ from .accounting import Accounting, get_accounting
 from .errors import ConfigError, WorkloadError
 from .families import family_of
 from .hardware import HardwareProfile
-from .pipeline import ALL_STAGES, PRE_DECODE_STAGES, PipelineSettings
+from .pipeline import ALL_STAGES, PRE_DECODE_STAGES, PipelineSettings, visual_layout
 from .presets import get_preset
 from .pruning import DEFAULT_SELECTION, SelectionSpec
 from .quant import QuantPlan
@@ -84,6 +84,8 @@ def sweep(
     vision_quant: QuantPlan | None = None,
     vision_layers: str = "all",
     selection: SelectionSpec | None = DEFAULT_SELECTION,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
 ):
     """Roofline estimates of every configuration of a grid, as a pandas DataFrame.
 
@@ -99,7 +101,9 @@ def sweep(
     default 2 is one step over the prompt), ``image_size`` (width, height: LLaVA-NeXT's
     AnyRes; the other families resize every image), ``vision_quant`` (the tower's and
     projector's plan, default 16-bit), ``vision_layers`` ("all" or "feature") and
-    ``selection`` (what freePruner's selection reads; None leaves its cost out).
+    ``selection`` (what freePruner's selection reads; None leaves its cost out),
+    ``min_pixels`` / ``max_pixels`` (the resize limits of a dynamic-resolution family,
+    Qwen2-VL and Qwen2.5-VL; refused when no model of the sweep uses them).
 
     Columns (SI units): model, hardware, quant, weight_bits, act_bits, kv_bits, accounting,
     flash_attention, keep_ratio, num_visual_tokens, num_text_tokens, num_prompt_tokens,
@@ -136,7 +140,14 @@ def sweep(
     if keep_ratios is not None and num_visual_tokens is not None:
         raise WorkloadError("give either keep_ratios or num_visual_tokens, not both")
     # one Workload checks the shared settings as estimate() does (counts, image size)
-    Workload(0, 1, num_output_tokens=num_output_tokens, image_size=image_size)
+    Workload(0, 1, num_output_tokens=num_output_tokens, image_size=image_size,
+             min_pixels=min_pixels, max_pixels=max_pixels)
+    pixel_limits = (min_pixels, max_pixels)
+    if pixel_limits != (None, None) and not any(family_of(m).uses_pixel_limits for m in models):
+        flag = "--min-pixels" if min_pixels is not None else "--max-pixels"
+        raise WorkloadError(f"{flag} changes nothing for {', '.join(m.name for m in models)}: "
+                            "only dynamic-resolution models (Qwen2-VL, Qwen2.5-VL) resize within "
+                            "pixel limits")
     vision_quant = vision_quant if vision_quant is not None else QuantPlan()
     if not isinstance(vision_quant, QuantPlan):
         vision_quant = _as_quant(vision_quant)
@@ -144,9 +155,9 @@ def sweep(
         raise WorkloadError(f"vision layers {vision_layers!r} is unknown; valid: "
                             f"{', '.join(VISION_LAYER_MODES)}")
     shared = SharedSettings(num_text_tokens, num_output_tokens, image_size, vision_quant,
-                            vision_layers, selection, accounting, flash_attention)
+                            vision_layers, selection, accounting, flash_attention, pixel_limits)
 
-    layouts = [family_of(m).visual_layout(m, image_size) for m in models]
+    layouts = [visual_layout(m, image_size, pixel_limits) for m in models]
     grids = [_visual_grid(m, layout, keep_ratios, num_visual_tokens, num_text_tokens)
              for m, layout in zip(models, layouts, strict=True)]
     total = count_configurations([len(v) for _, v in grids], len(devices), len(plans), len(batches))
@@ -184,6 +195,7 @@ class SharedSettings:
     selection: SelectionSpec | None
     accounting: Accounting
     flash_attention: bool
+    pixel_limits: tuple[int | None, int | None] = (None, None)
 
     def pipeline(self, plan: QuantPlan, onchip_buffer_bytes: float) -> PipelineSettings:
         return PipelineSettings(plan, self.accounting, self.flash_attention, onchip_buffer_bytes,
@@ -222,9 +234,9 @@ def _model_totals(model, layout, visual, devices, plans, batches, stages, shared
     visual_grid = np.asarray(rows_visual, dtype=np.int64)[:, np.newaxis, np.newaxis]  # (V[+1], 1, 1)
     batch = np.asarray(batches, dtype=np.int64)[np.newaxis, :, np.newaxis]  # (1, B, 1)
     requests = RequestGrid(visual_grid, shared.num_text_tokens, batch, shared.num_output_tokens,
-                           shared.image_size)
+                           shared.image_size, shared.pixel_limits)
     largest = RequestGrid(max(rows_visual), shared.num_text_tokens, max(batches),
-                          shared.num_output_tokens, shared.image_size)
+                          shared.num_output_tokens, shared.image_size, shared.pixel_limits)
     num_visual = len(visual)
     shape = (len(devices), len(plans), num_visual, len(batches))  # (H, Q, V, B)
     columns = {f"{stage}_{total}": np.zeros(shape) for stage in stages for total in TOTALS}

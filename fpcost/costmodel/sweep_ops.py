@@ -35,13 +35,15 @@ GRID_NDIM = 3  # visual tokens, batch, decode steps
 class RequestGrid:
     """Requests of a sweep as ``pipeline.stage_ops`` reads a ``Workload``: visual tokens and
     batch sizes as broadcastable int64 arrays (or Python ints, for the largest
-    configuration's exactness check); text tokens, output tokens and image size shared."""
+    configuration's exactness check); text tokens, output tokens, image size and pixel
+    limits (min_pixels, max_pixels) shared."""
 
     num_visual_tokens: object
     num_text_tokens: int
     batch_size: object
     num_output_tokens: int = 2
     image_size: tuple[int, int] | None = None
+    pixel_limits: tuple[int | None, int | None] = (None, None)
 
     @property
     def num_prompt_tokens(self):

@@ -16,6 +16,8 @@ MAX_BATCH = 2**31 - 1
 # Generated tokens: every decode step is costed on its own (one array element per step):
 # 10 million, far beyond any context window, take a few seconds and ~1 GB; more is refused.
 MAX_OUTPUT_TOKENS = 10_000_000
+# --min-pixels / --max-pixels: far above any image (2**40 pixels = a 1-megapixel-sided square)
+MAX_PIXEL_LIMIT = 2**40
 
 
 def check_count(name: str, value: object, minimum: int = 1, maximum: int = MAX_TOKENS) -> int:
@@ -45,7 +47,9 @@ class Workload:
     ``num_decode_steps`` = N − 1 decode steps yield the rest; step i (0-based) runs one token
     over a KV cache of prompt + i tokens. The default N = 2 is one decode step over the
     prompt's cache: LLM-Viewer's decode. N = 0 is accepted as the prefill alone (as N = 1).
-    ``image_size`` (width, height in pixels) matters to LLaVA-NeXT's AnyRes only;
+    ``image_size`` (width, height in pixels) matters to LLaVA-NeXT's AnyRes and the
+    dynamic-resolution families (Qwen2-VL, Qwen2.5-VL), whose image processor resizes
+    within ``min_pixels`` .. ``max_pixels`` (None: the checkpoints' defaults);
     ``frame_tokens`` are a video's per-frame kept counts (they sum to ``num_visual_tokens``).
     """
 
@@ -55,6 +59,8 @@ class Workload:
     num_output_tokens: int = 2
     image_size: tuple[int, int] | None = None
     frame_tokens: tuple[int, ...] | None = None
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
     def __post_init__(self) -> None:
         check_count("num_visual_tokens", self.num_visual_tokens, minimum=0)
@@ -68,6 +74,12 @@ class Workload:
             if not isinstance(self.image_size, tuple) or len(self.image_size) != 2:
                 raise WorkloadError(f"image_size = {self.image_size!r} must be a (width, height) pair")
             check_image_size(*self.image_size)
+        for flag, value in (("--min-pixels", self.min_pixels), ("--max-pixels", self.max_pixels)):
+            if value is not None:
+                check_count(flag, value, maximum=MAX_PIXEL_LIMIT)
+        if None not in self.pixel_limits and self.min_pixels > self.max_pixels:
+            raise WorkloadError(f"--min-pixels {self.min_pixels} is larger than --max-pixels "
+                                f"{self.max_pixels}")
         if self.frame_tokens is not None:
             for i, count in enumerate(self.frame_tokens):
                 check_count(f"frame_tokens[{i}]", count, minimum=0)
@@ -76,6 +88,11 @@ class Workload:
                     f"frame_tokens sum to {sum(self.frame_tokens)}, not num_visual_tokens = "
                     f"{self.num_visual_tokens}"
                 )
+
+    @property
+    def pixel_limits(self) -> tuple[int | None, int | None]:
+        """(min_pixels, max_pixels), either None for the family's default."""
+        return self.min_pixels, self.max_pixels
 
     @property
     def num_decode_steps(self) -> int:

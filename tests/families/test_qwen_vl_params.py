@@ -9,6 +9,8 @@ from fpcost.costmodel.errors import ConfigError
 from fpcost.costmodel.families.qwen_vl_params import merger_params, parameter_counts
 from fpcost.costmodel.families.qwen_vl_presets import PRESET_CONFIGS, qwen_vl_preset
 from fpcost.costmodel.families.qwen_vl_spec import qwen_vl_spec_from_config
+from fpcost.costmodel.params import parameter_counts as model_parameter_counts
+from fpcost.costmodel.presets import get_preset
 
 
 def test_presets_read_as_published():
@@ -58,6 +60,8 @@ def test_preset_counts_equal_transformers_on_meta(name):
     assert counts["projector"] == sum(p.numel() for p in visual.merger.parameters())
     assert counts["vision"] == sum(p.numel() for p in visual.parameters()) - counts["projector"]
     assert counts["total"] == sum(p.numel() for p in model.parameters())
+    # the preset fpcost estimate costs, counted through its family (params.parameter_counts)
+    assert model_parameter_counts(get_preset(name)) == counts
 
 
 @pytest.mark.parametrize("name", ["qwen2-vl-2b", "qwen2.5-vl-3b"])

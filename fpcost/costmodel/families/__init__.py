@@ -7,16 +7,19 @@ A family is chosen from the Hugging Face ``model_type`` of a ``config.json``
 
 - ``read_config(data, name, origin)``: the ``ModelSpec`` of a parsed config.json;
 - ``check_spec(spec)``: its own consistency checks, run by ``ModelSpec.__post_init__``;
-- ``visual_layout(spec, image_size, num_frames)``: per sample, the images (frames, crops)
-  the tower runs, tokens per image, visual tokens the LLM receives, tokens projected;
+- ``visual_layout(spec, image_size, num_frames, pixel_limits)``: per sample, the images
+  (frames, crops) the tower runs, tokens per image, visual tokens the LLM receives, tokens
+  projected (``pixel_limits``: a dynamic-resolution family's (min_pixels, max_pixels));
 - ``vision_ops`` / ``selection_ops`` / ``projector_ops``: the operators of the ``vision``,
   ``selection`` and ``projector`` stages; ``decoder_ops``: the LLM's, for one pass;
 - ``parameter_counts(spec)``: parameters of each part and their ``total``;
 - for the memory estimate and the CLI: ``vision_residual_elements`` (the tower's residual
   stream per sample), ``tower_depth`` and ``num_layers_run`` (the encoder layers selection
   indices count, and those executed), ``uses_image_size`` / ``image_size_note`` (whether
-  ``--image-size`` changes anything, and why not), ``tokens_unit`` (what one unit of a
-  results file's tokens is).
+  ``--image-size`` changes anything, and why not), ``uses_pixel_limits`` (whether
+  ``--min-pixels`` / ``--max-pixels`` do), ``costs_selection`` / ``selection_note``
+  (whether freePruner's selection is costed, and what the report says when it is not),
+  ``tokens_unit`` (what one unit of a results file's tokens is).
 
 Token counts and batch sizes given to the operator builders may be Python ints or numpy
 int64 arrays (a sweep builds a whole grid at once): arrays in, arrays out, so a count is
@@ -51,6 +54,8 @@ class ModelFamily:
     model_types: tuple[str, ...] = ()
     has_vision: bool = False
     uses_image_size: bool = False  # whether the image size changes the visual tokens
+    uses_pixel_limits: bool = False  # whether min/max pixels (dynamic resolution) do
+    costs_selection: bool = True  # False: pruning runs no selection stage (left out)
 
     # --- reading --------------------------------------------------------------------------
     def read_config(self, data: dict, name: str, origin: str) -> ModelSpec:
@@ -61,9 +66,11 @@ class ModelFamily:
 
     # --- the vision side ------------------------------------------------------------------
     def visual_layout(self, spec: ModelSpec, image_size: tuple[int, int] | None = None,
-                      num_frames: int | None = None) -> VisualLayout:
+                      num_frames: int | None = None,
+                      pixel_limits: tuple[int | None, int | None] | None = None) -> VisualLayout:
         """The unpruned vision side of one sample for an image of ``image_size`` (width,
-        height; None: the family's default) and, for video, ``num_frames`` frames."""
+        height; None: the family's default) and, for video, ``num_frames`` frames;
+        ``pixel_limits`` (min_pixels, max_pixels) matter where ``uses_pixel_limits``."""
         return NO_VISION
 
     def vision_ops(self, spec: ModelSpec, layout: VisualLayout, settings: PipelineSettings,
@@ -87,6 +94,10 @@ class ModelFamily:
     def num_layers_run(self, spec: ModelSpec, settings: PipelineSettings) -> int:
         """Encoder layers executed under ``settings.vision_layers`` ("all" or "feature")."""
         return 0
+
+    def selection_note(self, spec: ModelSpec) -> str:
+        """Why no selection stage runs (for a family that does not cost it)."""
+        return ""
 
     def image_size_note(self, spec: ModelSpec) -> str:
         """Why an image size changes nothing (for a family that does not use it)."""
@@ -159,4 +170,4 @@ def text_only_family() -> ModelFamily:
 
 # The families fpcost knows; each module registers itself on import.
 # Import order is the order of the valid model types in messages.
-from . import llama, llava, video_llava, llava_next  # noqa: E402,F401,I001
+from . import llama, llava, video_llava, llava_next, qwen_vl  # noqa: E402,F401,I001

@@ -56,7 +56,7 @@ class LlavaFamily(ModelFamily):
             raise WorkloadError(f"{spec.name} runs {spec.num_frames} frame(s) per sample, not "
                                 f"{num_frames}")
 
-    def visual_layout(self, spec, image_size=None, num_frames=None) -> VisualLayout:
+    def visual_layout(self, spec, image_size=None, num_frames=None, pixel_limits=None) -> VisualLayout:
         """Every image is resized to the tower's input: the size changes nothing."""
         self.check_frames(spec, num_frames)
         visual = spec.default_num_visual_tokens

@@ -48,7 +48,7 @@ class LlavaNextFamily(LlavaFamily):
         return anyres_layout(width, height, spec.image_grid_pinpoints, spec.vision.image_size,
                              spec.vision.patch_size, self.keep_cls(spec))
 
-    def visual_layout(self, spec, image_size=None, num_frames=None) -> VisualLayout:
+    def visual_layout(self, spec, image_size=None, num_frames=None, pixel_limits=None) -> VisualLayout:
         self.check_frames(spec, num_frames)
         layout = self.anyres(spec, image_size)
         projected = layout.num_crops * (spec.vision.num_patches + self.keep_cls(spec))

@@ -25,6 +25,7 @@ import math
 from dataclasses import dataclass
 
 from ..errors import WorkloadError
+from ..workload import MAX_PIXEL_LIMIT
 
 # Released checkpoints' preprocessor_config.json (Qwen/Qwen2-VL-7B-Instruct,
 # Qwen/Qwen2.5-VL-7B-Instruct): min_pixels 3136 = 56², max_pixels 12845056 = 28² × 16384.
@@ -36,7 +37,6 @@ TEMPORAL_PATCH_SIZE = 2
 RESIZE_FACTOR = PATCH_SIZE * SPATIAL_MERGE_SIZE  # 28
 MAX_ASPECT_RATIO = 200  # smart_resize raises above it
 MAX_IMAGE_SIDE_PX = 2**20  # far above any photograph; keeps every count exact
-MAX_PIXEL_LIMIT = 2**40
 
 
 @dataclass(frozen=True)

@@ -31,7 +31,7 @@ class VideoLlavaFamily(LlavaFamily):
     def extra_fields(self, data, origin, vision, strategy) -> dict:
         return {"num_frames": VIDEO_LLAVA_FRAMES, "num_vision_towers": VIDEO_LLAVA_TOWERS}
 
-    def visual_layout(self, spec, image_size=None, num_frames=None) -> VisualLayout:
+    def visual_layout(self, spec, image_size=None, num_frames=None, pixel_limits=None) -> VisualLayout:
         self.check_frames(spec, num_frames)
         visual = spec.default_num_visual_tokens
         # transformers' port keeps each frame's CLS (8 x 257 = 2056): the projector can see

@@ -5,7 +5,6 @@ memory, a config.json read through --config, one-line errors."""
 
 import itertools
 import json
-import math
 from types import SimpleNamespace
 
 import pytest
@@ -21,8 +20,11 @@ from fpcost.costmodel.hfconfig import load_config_json
 from fpcost.costmodel.params import parameter_counts
 from fpcost.costmodel.pipeline import make_workload, visual_layout
 from fpcost.costmodel.presets import get_preset, model_names
+from fpcost.costmodel.pruning import DEFAULT_SELECTION, selection_ops
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.sweep import sweep
+from fpcost.costmodel.vision import projector_ops, vision_tower_ops
+from fpcost.costmodel.workload import visual_tokens_for_ratio
 from tests.strategies import image_sizes
 from tests.test_sweep import assert_every_stage_equals_estimate
 
@@ -133,6 +135,32 @@ def test_parameter_counts_equal_transformers_on_meta(name):
     assert counts["image_newline"] == PRESET_CONFIGS[name]["text_config"]["hidden_size"]
 
 
+def test_tower_and_projector_flops_equal_flop_counter():
+    """FlopCounterMode on transformers' SigLIP tower (eager attention) and projector, full
+    width and depth on the meta device: fpcost's tensor FLOPs less its bias adds (one per
+    output element of q/k/v/o, fc1, fc2, the patch embedding and both projector linears)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    config = _hf_config("llava-onevision-7b", 1)
+    config.vision_config._attn_implementation = "eager"
+    with torch.device("meta"):
+        model = transformers.LlavaOnevisionForConditionalGeneration(config).eval()
+    crops, spec = 3, get_preset("llava-onevision-7b")
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        out = model.model.vision_tower(torch.zeros(crops, 3, 384, 384, device="meta"),
+                                       output_hidden_states=True)
+    tower = counter.get_total_flops()
+    with torch.no_grad(), FlopCounterMode(display=False) as counter:
+        model.model.multi_modal_projector(out.hidden_states[config.vision_feature_layer])
+    projector = counter.get_total_flops()
+    rows, h, ffn, llm = crops * 729, 1152, 4304, 3584
+    ours = sum(op.count * op.tensor_flops for op in vision_tower_ops(spec.vision, QuantPlan(),
+                                                                      crops, 26, False, 0))
+    assert ours - 26 * rows * (4 * h + ffn + h) - rows * h == tower
+    ours = sum(op.count * op.tensor_flops for op in projector_ops(spec.projector, QuantPlan(), rows))
+    assert ours - 2 * rows * llm == projector
+
+
 def test_total_parameters():
     assert parameter_counts(get_preset("llava-onevision-7b"))["total"] == 8_030_807_584
     assert parameter_counts(get_preset("llava-onevision-72b"))["total"] == 73_181_570_592
@@ -187,8 +215,11 @@ def test_stages_are_siglip_and_qwen2(capsys, a6000):
 def test_pruning_runs_the_selection_on_every_crop(capsys):
     data = estimate_json(capsys, "--model", "llava-onevision-7b", "--keep-ratio", "0.25")
     assert list(data["stages"]) == ["vision", "selection", "projector", "prefill", "decode"]
-    assert data["workload"]["num_visual_tokens"] == math.ceil(0.25 * 5967) or \
-        data["workload"]["num_visual_tokens"] == round(0.25 * 5967)
+    assert data["workload"]["num_visual_tokens"] == visual_tokens_for_ratio(5967, 0.25)
+    # the selection runs on each of the 9 crops' 729-token maps
+    spec = get_preset("llava-onevision-7b")
+    ops = selection_ops(spec.vision, DEFAULT_SELECTION, 9, 26)
+    assert data["stages"]["selection"]["flops"] == sum(op.count * op.flops for op in ops)
     full = estimate_json(capsys, "--model", "llava-onevision-7b")
     assert data["stages"]["vision"] == full["stages"]["vision"]
     assert data["stages"]["prefill"]["flops"] < full["stages"]["prefill"]["flops"]

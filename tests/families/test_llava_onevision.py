@@ -135,6 +135,20 @@ def test_parameter_counts_equal_transformers_on_meta(name):
     assert counts["image_newline"] == PRESET_CONFIGS[name]["text_config"]["hidden_size"]
 
 
+@pytest.mark.parametrize("where", ["text_config", "top level"])
+def test_tied_embeddings_count_as_transformers_ties_them(where, tmp_path):
+    """The 0.5B's Qwen2-0.5B widths (2 layers) with tied embeddings, stated in text_config or
+    at the top level (LlavaOnevisionConfig forwards either)."""
+    data = json.loads(json.dumps(PRESET_CONFIGS["llava-onevision-7b"]))
+    data["text_config"].update(hidden_size=896, num_hidden_layers=2, num_attention_heads=14,
+                               num_key_value_heads=2, intermediate_size=4864, vocab_size=152000)
+    (data["text_config"] if where == "text_config" else data)["tie_word_embeddings"] = True
+    (tmp_path / "config.json").write_text(json.dumps(data))
+    data.pop("model_type")
+    expected = _meta_count(transformers.LlavaOnevisionConfig(**data))
+    assert parameter_counts(load_config_json(tmp_path))["total"] == expected
+
+
 def test_tower_and_projector_flops_equal_flop_counter():
     """FlopCounterMode on transformers' SigLIP tower (eager attention) and projector, full
     width and depth on the meta device: fpcost's tensor FLOPs less its bias adds (one per

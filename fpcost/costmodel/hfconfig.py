@@ -4,7 +4,7 @@
 The file is parsed here (size limit, UTF-8, strict JSON: no NaN or Infinity) and handed to
 the model family its ``model_type`` names (``families``): a config with ``text_config`` or
 ``vision_config`` must name a multimodal family (LLaVA-1.5 ``llava``, ``video_llava``,
-``llava_next``, ``qwen2_vl``, ``qwen2_5_vl``); any other config is read as a bare
+``llava_next``, ``qwen2_vl``, ``qwen2_5_vl``, ``llava_onevision``); any other config is read as a bare
 Llama-family LLM. The family reads the fields (configread.py holds the readers the families
 share).
 """

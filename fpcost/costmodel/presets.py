@@ -7,8 +7,11 @@ LanguageBind/Video-LLaVA-7B-hf and llava-hf/llava-v1.6-vicuna-7b-hf ``config.jso
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 from .errors import ConfigError
 from .families import family_for_model_type
+from .families.llava_onevision_presets import PRESET_CONFIGS as ONEVISION_PRESET_CONFIGS
 from .families.qwen_vl_presets import PRESET_CONFIGS as QWEN_VL_PRESET_CONFIGS
 from .families.qwen_vl_presets import qwen_vl_preset
 from .spec import LLMSpec, ModelSpec, ProjectorSpec, VisionSpec
@@ -69,6 +72,14 @@ for _name in QWEN_VL_PRESET_CONFIGS:
         _qwen, f"{_name}: dynamic resolution (14-px patches, 2x2 merger); --image-size WxH sets "
                "the image [default 1280x720: 1196 visual tokens], --min-pixels / --max-pixels "
                "the resize limits")
+# LLaVA-OneVision: the llava-hf config.json sizes (families/llava_onevision_presets.py), read
+# by its family; the default tokens are those of a 1280x720 image (5967).
+for _name, _config in ONEVISION_PRESET_CONFIGS.items():
+    _spec = family_for_model_type("llava_onevision").read_config(_config, _name, f"preset {_name}")
+    PRESETS[_name] = replace(
+        _spec, description=f"{_name}: SigLIP-so400m + Qwen2, AnyRes-max-9 (384-px crops, "
+                           "packed, shrunk above 9 crops' tokens); --image-size WxH sets the "
+                           f"image [default 1280x720: {_spec.default_num_visual_tokens} visual tokens]")
 ALIASES = {"video-llava-7b": "videollava", "video-llava": "videollava"}
 
 

@@ -275,7 +275,8 @@ class ModelSpec:
     ``num_frames`` > 1 marks a video model whose ``default_num_visual_tokens`` covers all
     frames. ``num_vision_towers`` is 2 for Video-LLaVA (an image and a video tower).
     ``vision_feature_select_strategy`` is the Hugging Face field: "default" drops the CLS
-    token from the features the LLM receives, "full" keeps it.
+    token from the features the LLM receives, "full" keeps it. ``anyres_max_num_patches`` is
+    LLaVA-OneVision's AnyRes cap (``vision_aspect_ratio`` "anyres_max_9": 9).
     """
 
     name: str
@@ -289,6 +290,9 @@ class ModelSpec:
     image_grid_pinpoints: tuple[tuple[int, int], ...] = field(default_factory=tuple)
     description: str = ""
     vision_feature_select_strategy: str = "default"
+    # LLaVA-OneVision's vision_aspect_ratio "anyres_max_N": N crops' worth of grid tokens
+    # before the grid is shrunk (0: no cap; read only by that family)
+    anyres_max_num_patches: int = 0
 
     def __post_init__(self) -> None:
         from .families import family_named, family_names  # the families import this module

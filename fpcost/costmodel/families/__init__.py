@@ -170,4 +170,4 @@ def text_only_family() -> ModelFamily:
 
 # The families fpcost knows; each module registers itself on import.
 # Import order is the order of the valid model types in messages.
-from . import llama, llava, video_llava, llava_next, qwen_vl  # noqa: E402,F401,I001
+from . import llama, llava, video_llava, llava_next, qwen_vl, llava_onevision  # noqa: E402,F401,I001

@@ -14,6 +14,7 @@ from ..accounting import Accounting
 from ..llm import DecoderPass, decoder_ops
 from ..ops import Op
 from ..quant import QuantPlan
+from ..spec import LLMSpec
 from .qwen_vl_spec import QwenVLSpec
 
 BIASED_PROJECTIONS = ("q_proj", "k_proj", "v_proj")
@@ -27,7 +28,13 @@ def qwen2_decoder_ops(model: QwenVLSpec, quant: QuantPlan, step: DecoderPass,
                       block)
     if not model.qkv_bias:
         return ops
-    llm = model.llm
+    return with_qkv_biases(ops, model.llm, quant, step, block)
+
+
+def with_qkv_biases(ops: list[Op], llm: LLMSpec, quant: QuantPlan, step: DecoderPass,
+                    block: str = "decoder") -> list[Op]:
+    """A Llama-family decoder's operators made Qwen2's: q_proj, k_proj and v_proj gain their
+    bias add (one FLOP per output element) and bias weights (LLaVA-OneVision's LLM too)."""
     tokens = step.batch_size * step.num_query_tokens
     widths = {"q_proj": llm.q_size, "k_proj": llm.kv_size, "v_proj": llm.kv_size}
     return [replace(op, tensor_flops=op.tensor_flops + tokens * widths[op.name],

@@ -390,10 +390,27 @@ def test_video_llava_projects_every_frames_cls(capsys):
                            "--format", "json")
     data = json.loads(out)
     assert code == 0 and data["workload"]["num_projected_tokens_per_sample"] == 2056
+    # unpruned, the paper's 2048 visual tokens reach the LLM but the projector still runs on
+    # all 2056, as transformers does; pruned to 1024 kept tokens, it runs on those
     code, out, _ = run_cli(capsys, "estimate", "--model", "videollava", "--format", "json")
     base = json.loads(out)
-    assert data["stages"]["projector"]["flops"] == pytest.approx(
-        base["stages"]["projector"]["flops"] * 2056 / 2048)
+    assert base["workload"]["num_projected_tokens_per_sample"] == 2056
+    assert data["stages"]["projector"]["flops"] == base["stages"]["projector"]["flops"]
+    code, out, _ = run_cli(capsys, "estimate", "--model", "videollava", "--visual-tokens", "1024",
+                           "--format", "json")
+    pruned = json.loads(out)
+    assert pruned["workload"]["num_projected_tokens_per_sample"] == 1024
+    assert pruned["stages"]["projector"]["flops"] == pytest.approx(
+        base["stages"]["projector"]["flops"] * 1024 / 2056)
+
+
+def test_llava_next_projects_every_crop_before_unpadding(capsys):
+    """1344x336: transformers projects 4 crops x 576 = 2304 tokens; 1890 reach the LLM."""
+    code, out, _ = run_cli(capsys, "estimate", "--model", "llava-next-7b", "--image-size",
+                           "1344x336", "--format", "json")
+    workload = json.loads(out)["workload"]
+    assert code == 0 and workload["num_visual_tokens"] == 1890
+    assert workload["num_projected_tokens_per_sample"] == 2304
 
 
 def test_a_denormal_bandwidth_is_refused_not_printed_as_inf(a6000):

@@ -149,17 +149,23 @@ def vision_side_ops(stage: str, model: ModelSpec, settings: PipelineSettings, la
         pruned = num_visual_tokens < layout.num_visual_tokens  # bool, or a bool array
         return family.selection_ops(model, layout, settings,
                                     batch_size * layout.num_images * pruned)
-    # projector: all tokens it sees unpruned (LLaVA-NeXT: every crop before unpadding), or
-    # the kept ones, whichever is fewer; a - (a - b)·(a > b) = min(a, b) for ints and arrays
+    # projector: unpruned, every token transformers projects (LLaVA-NeXT / OneVision: every
+    # crop's features, before unpadding and newlines; Video-LLaVA: each frame's CLS too);
+    # pruned, the kept ones (fpcost.pruner selects, then projects), never more than unpruned.
+    # a - (a - b)·(a > b) = min(a, b), and p·x + (1 - p)·y, for ints and arrays alike
     projected = layout.num_projected_tokens
-    tokens = num_visual_tokens - (num_visual_tokens - projected) * (num_visual_tokens > projected)
+    kept = num_visual_tokens - (num_visual_tokens - projected) * (num_visual_tokens > projected)
+    pruned = num_visual_tokens < layout.num_visual_tokens
+    tokens = pruned * kept + (1 - pruned) * projected
     return family.projector_ops(model, layout, settings, batch_size * tokens)
 
 
 def projected_tokens(model: ModelSpec, workload: Workload) -> int:
     """Tokens per sample the projector runs on (see ``vision_side_ops``)."""
     layout = workload_layout(model, workload)
-    return min(workload.num_visual_tokens, layout.num_projected_tokens)
+    if workload.num_visual_tokens < layout.num_visual_tokens:  # pruned: the kept ones
+        return min(workload.num_visual_tokens, layout.num_projected_tokens)
+    return layout.num_projected_tokens
 
 
 def parse_frame_tokens(text: str) -> tuple[int, ...]:

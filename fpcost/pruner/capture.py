@@ -101,7 +101,37 @@ def attention_from_qk(
     return aggregate_heads(torch.softmax(logits, dim=-1), head_reduce)  # (B, R, T)
 
 
-class AttentionCapture:
+class _ProjectionHooks:
+    """Forward hooks on the q and k projections of ``self.layers`` (resolved indices into
+    ``self.attention_layers``), attached on ``__enter__`` and always removed on exit. A
+    subclass gives ``_hook_for(index, role)``, the hook for one projection."""
+
+    _handles: list
+    _pending: dict
+
+    def __enter__(self):
+        try:
+            for i in self.layers:
+                layer = self.attention_layers[i]
+                self._handles.append(layer.q_proj.register_forward_hook(self._hook_for(i, "q")))
+                self._handles.append(layer.k_proj.register_forward_hook(self._hook_for(i, "k")))
+        except BaseException:
+            self.remove()
+            raise
+        return self
+
+    def __exit__(self, *exc_info) -> None:
+        self.remove()
+
+    def remove(self) -> None:
+        """Remove every hook this capture registered (idempotent)."""
+        for handle in self._handles:
+            handle.remove()
+        self._handles.clear()
+        self._pending.clear()
+
+
+class AttentionCapture(_ProjectionHooks):
     """Context manager: head-aggregated attention of chosen layers of one model instance.
 
     ``layers``: encoder layer indices (negative allowed; None = all). After a forward pass
@@ -143,6 +173,9 @@ class AttentionCapture:
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
         self._pending: dict[int, dict[str, torch.Tensor]] = {}
 
+    def _hook_for(self, index: int, role: str):
+        return self._hook(self.attention_layers[index], role)
+
     def _hook(self, layer: AttentionLayer, role: str):
         def hook(_module: nn.Module, _args, output: torch.Tensor) -> None:
             start = time.perf_counter()
@@ -171,29 +204,9 @@ class AttentionCapture:
 
         return hook
 
-    def __enter__(self) -> AttentionCapture:
-        try:
-            for i in self.layers:
-                layer = self.attention_layers[i]
-                self._handles.append(layer.q_proj.register_forward_hook(self._hook(layer, "q")))
-                self._handles.append(layer.k_proj.register_forward_hook(self._hook(layer, "k")))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this capture registered (idempotent)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._pending.clear()
 
 
-class QKCapture:
+class QKCapture(_ProjectionHooks):
     """Context manager: the q and k projections of chosen layers of one model instance,
     exactly as the forward pass computes them; the hooks only keep references (no compute),
     so the selection can score all its layers at once afterwards (``scoring.py``).
@@ -234,23 +247,5 @@ class QKCapture:
 
         return hook
 
-    def __enter__(self) -> QKCapture:
-        try:
-            for i in self.layers:
-                layer = self.attention_layers[i]
-                self._handles.append(layer.q_proj.register_forward_hook(self._hook(i, "q")))
-                self._handles.append(layer.k_proj.register_forward_hook(self._hook(i, "k")))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        """Remove every hook this capture registered (idempotent)."""
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._pending.clear()
+    def _hook_for(self, index: int, role: str):
+        return self._hook(index, role)

@@ -24,7 +24,6 @@ from fpcost.costmodel.pipeline import (
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.units import GIGA, MEGA, MILLI, TERA
-from fpcost.costmodel.vision import VISION_LAYER_MODES
 from fpcost.costmodel.workload import MAX_PIXEL_LIMIT, Workload
 
 from .options import (
@@ -41,6 +40,7 @@ from .options import (
     resolve_hardware,
     resolve_model,
     resolve_quant,
+    vision_options,
 )
 from .render import Column, emit_csv, emit_json, format_option, render_table, scaled
 
@@ -214,16 +214,7 @@ def _settings(result: Estimate) -> dict:
               help="Cost attention as one fused FlashAttention kernel (K/V re-read per tile of "
                    "query rows; no s x s scores in memory) instead of three unfused operators.")
 @accounting_option
-@click.option("--vision-layers", type=click.Choice(VISION_LAYER_MODES), default="all",
-              show_default=True,
-              help="all: every encoder layer (what transformers runs); feature: stop at the layer "
-                   "LLaVA reads (-2).")
-@click.option("--vision-quant", "vision_quant_text", default="w16a16kv16", show_default=True,
-              metavar="wNaNkvN", help="Bit widths of the vision tower and projector.")
-@click.option("--selection-layers", default=None, metavar="L,L,...",
-              help="Encoder layers whose attention freePruner's selection recomputes "
-                   "[default: -4,-3,-2: pivotal layers -4 and -3, complementary -2; k = 0.25 x "
-                   "the patch tokens].")
+@vision_options
 @click.option("--stage", type=click.Choice(ALL_STAGES + ("all",)), default="all", show_default=True,
               help="Stage rows to list; all = every stage the request runs (selection only when "
                    "pruning). Every stage is always estimated: time to first token, time per "

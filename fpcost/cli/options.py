@@ -14,6 +14,7 @@ from fpcost.costmodel.presets import get_preset, model_names
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.spec import ModelSpec
 from fpcost.costmodel.units import VALID_BITS
+from fpcost.costmodel.vision import VISION_LAYER_MODES
 from fpcost.costmodel.workload import MAX_BATCH, MAX_OUTPUT_TOKENS, MAX_TOKENS
 
 # Token counts and batch sizes are bounded (workload.py says why): a larger value is refused
@@ -63,6 +64,25 @@ def non_empty_models(ctx: click.Context, param: click.Parameter, values):
     if any(not value.strip() for value in values):
         raise click.BadParameter("an empty name is not a model; omit --model for llava-1.5-7b")
     return values
+
+
+def vision_options(func):
+    """--vision-layers, --vision-quant and --selection-layers, shared by estimate and sweep."""
+    @click.option("--vision-layers", type=click.Choice(VISION_LAYER_MODES), default="all",
+                  show_default=True,
+                  help="all: every encoder layer (what transformers runs); feature: stop at the "
+                       "layer LLaVA reads (-2).")
+    @click.option("--vision-quant", "vision_quant_text", default="w16a16kv16", show_default=True,
+                  metavar="wNaNkvN", help="Bit widths of the vision tower and projector.")
+    @click.option("--selection-layers", default=None, metavar="L,L,...",
+                  help="Encoder layers whose attention freePruner's selection recomputes "
+                       "[default: -4,-3,-2: pivotal layers -4 and -3, complementary -2; k = "
+                       "0.25 x the patch tokens].")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
 
 
 def quant_options(func):

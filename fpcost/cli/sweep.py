@@ -18,11 +18,10 @@ from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.sweep import MAX_CONFIGURATIONS
 from fpcost.costmodel.units import MILLI, VALID_BITS
-from fpcost.costmodel.vision import VISION_LAYER_MODES
 from fpcost.costmodel.workload import MAX_BATCH, MAX_PIXEL_LIMIT, MAX_TOKENS
 
 from .files import output_path_callback, write_atomic
-from .options import OUTPUT_TOKENS, non_empty_models
+from .options import OUTPUT_TOKENS, non_empty_models, vision_options
 from .render import FORMATS, Column, render_table, scaled, stderr_console
 
 # The table view prints at most this many rows (CSV and JSON print all).
@@ -163,15 +162,7 @@ def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]
 @click.option("--max-pixels", type=click.IntRange(1, MAX_PIXEL_LIMIT), default=None,
               help="Qwen2-VL / Qwen2.5-VL: the image processor's max_pixels for every row "
                    "[default: 12845056]; refused by a sweep with no such model.")
-@click.option("--vision-layers", type=click.Choice(VISION_LAYER_MODES), default="all",
-              show_default=True,
-              help="all: every encoder layer (what transformers runs); feature: stop at the layer "
-                   "LLaVA reads (-2).")
-@click.option("--vision-quant", "vision_quant_text", default="w16a16kv16", show_default=True,
-              metavar="wNaNkvN", help="Bit widths of the vision tower and projector.")
-@click.option("--selection-layers", default=None, metavar="L,L,...",
-              help="Encoder layers whose attention freePruner's selection recomputes "
-                   "[default: -3,-2: pivotal layer -3, complementary -2].")
+@vision_options
 @click.option("--force", is_flag=True,
               help=f"Allow sweeps of more than {MAX_CONFIGURATIONS:,} configurations (a sweep "
                    "needing more than half the memory available is refused even so).")

@@ -30,7 +30,14 @@ from .llm import DecoderPass, decoder_ops
 from .ops import Op, matmul_flops
 from .quant import QuantPlan
 from .roofline import time_op
-from .runtime import DEFAULT_RUNTIME, Kernel, kernel_time_s, num_launches, prefill_kernels
+from .runtime import (
+    DEFAULT_RUNTIME,
+    Kernel,
+    kernel_split_s,
+    kernel_time_s,
+    num_launches,
+    prefill_kernels,
+)
 from .spec import LLMSpec
 
 # dtype name -> the profile ceiling its matmul rate fills.
@@ -237,9 +244,10 @@ class KernelCase:
         return op
 
     def kernels(self, quant: QuantPlan, onchip_buffer_bytes: float,
-                runtime: str = DEFAULT_RUNTIME) -> list[Kernel]:
-        """The kernels ``runtime`` launches for this module."""
-        every = prefill_kernels(self.llm, quant, self.num_tokens, runtime, onchip_buffer_bytes)
+                runtime: str = DEFAULT_RUNTIME, device_type: str = "gpu") -> list[Kernel]:
+        """The kernels ``runtime`` launches for this module on a ``device_type`` device."""
+        every = prefill_kernels(self.llm, quant, self.num_tokens, runtime, onchip_buffer_bytes,
+                                device_type)
         return [k for k in every if k.source == self.op_name]
 
     @property
@@ -285,12 +293,13 @@ def case_time_s(case: KernelCase, hardware: HardwareProfile, quant: QuantPlan,
                 with_launch: bool = True, runtime: str = DEFAULT_RUNTIME) -> float:
     """Predicted seconds of ``case``'s module: its runtime kernels on ``hardware``."""
     return sum(kernel_time_s(k, hardware, with_launch)
-               for k in case.kernels(quant, hardware.onchip_buffer_bytes, runtime))
+               for k in case.kernels(quant, hardware.onchip_buffer_bytes, runtime,
+                                     hardware.device_type))
 
 
 def case_launches(case: KernelCase, quant: QuantPlan, onchip_buffer_bytes: float,
-                  runtime: str = DEFAULT_RUNTIME) -> int:
-    return num_launches(case.kernels(quant, onchip_buffer_bytes, runtime))
+                  runtime: str = DEFAULT_RUNTIME, device_type: str = "gpu") -> int:
+    return num_launches(case.kernels(quant, onchip_buffer_bytes, runtime, device_type))
 
 
 def fit_efficiency(predicted_s: Sequence[float], measured_s: Sequence[float]) -> float:
@@ -312,46 +321,119 @@ def fit_kernel_efficiencies(
     cases: Sequence[KernelCase], measured_s: Sequence[float], hardware: HardwareProfile,
     quant: QuantPlan, launch_s: float = 0.0,
 ) -> dict[str, float]:
-    """Per operator class, the efficiency fitted over that class's modules: the runtime
-    kernels' busy time on ``hardware`` with its efficiencies removed, against the measured
-    time minus ``launch_s`` per launch.
+    """Per operator class, the efficiency fitted over that class's modules
+    (``fit_kernel_profile`` without the weight bandwidth)."""
+    return fit_kernel_profile(cases, measured_s, hardware, quant, launch_s)[0]
+
+
+def fit_kernel_profile(
+    cases: Sequence[KernelCase], measured_s: Sequence[float], hardware: HardwareProfile,
+    quant: QuantPlan, launch_s: float = 0.0,
+) -> tuple[dict[str, float], float | None]:
+    """(per operator class, the efficiency fitted over that class's modules; on a CPU the
+    weight bandwidth of its GEMMs, else None).
+
+    Each module is predicted by its runtime kernels on ``hardware`` with its efficiencies
+    removed, against the measured time minus ``launch_s`` per launch. On a CPU
+    (``cache_bandwidth_bytes_per_s`` set) a GEMM's time is x·P + y·W (P: its roofline time
+    without the weights, W: the weight bytes it reads and packs apart, ``kernel_split_s``):
+    the matmul efficiency 1/x and the weight bandwidth 1/y are fitted together
+    (``fit_efficiency_and_rate``, over the GEMMs one by one); if the measurements cannot
+    separate the two (one token count, or a non-positive value) the matmul class falls back
+    to one efficiency with the weights at the memory bandwidth, and the rate is None. The
+    other classes then subtract their (small) weight stream at that bandwidth and fit
+    their efficiency alone.
 
     Modules are summed per layer shape (width and token count) before fitting, so a class
     is judged by what it costs a decoder layer: the cheap residual add does not outvote
     the SwiGLU activation that dominates the class's time. A module measured faster than
     its launches alone raises ``HardwareError`` (the measurement cannot be right).
     """
-    bare = replace(hardware, efficiency={}, kernel_launch_s=None)
+    bare = replace(hardware, efficiency={}, kernel_launch_s=None, weight_bandwidth_bytes_per_s=None)
+    cpu = hardware.cache_bandwidth_bytes_per_s is not None
     groups: dict[tuple[str, LLMSpec, int], list[float]] = {}
+    single: list[tuple[float, float, float]] = []  # (scaled, weight bytes, busy) per module
     for case, measured in zip(cases, measured_s, strict=True):
-        predicted = case_time_s(case, bare, quant, with_launch=False)
-        busy = measured - launch_s * case_launches(case, quant, bare.onchip_buffer_bytes)
+        kernels = case.kernels(quant, bare.onchip_buffer_bytes, DEFAULT_RUNTIME, bare.device_type)
+        parts = [kernel_split_s(k, bare) for k in kernels]
+        scaled = sum(p for p, _ in parts)
+        weight = sum(w for _, w in parts)
+        if not cpu:  # the weights are part of the roofline's memory time
+            scaled, weight = sum(kernel_time_s(k, bare, False) for k in kernels), 0.0
+        busy = measured - launch_s * num_launches(kernels)
         if busy <= 0:
             raise HardwareError(
                 f"{case.label}: measured {measured:.3g} s, less than its launches at "
                 f"{launch_s:.3g} s each; the measurement is not stable")
-        sums = groups.setdefault((case.op_class, case.llm, case.num_tokens), [0.0, 0.0])
-        sums[0] += predicted
-        sums[1] += busy
+        single.append((scaled, weight, busy))
+        sums = groups.setdefault((case.op_class, case.llm, case.num_tokens), [0.0, 0.0, 0.0])
+        sums[0] += scaled
+        sums[1] += weight
+        sums[2] += busy
+    weight_rate = None
     efficiencies = {}
+    if cpu:  # GEMMs one by one: their shapes differ in FLOPs per weight byte
+        matmul = [single[i] for i, case in enumerate(cases) if case.op_class == "matmul"]
+        try:
+            efficiencies["matmul"], weight_rate = fit_efficiency_and_rate(
+                [p for p, _, _ in matmul], [w for _, w, _ in matmul], [m for _, _, m in matmul])
+        except HardwareError:  # not separable (e.g. one token count): one factor, as on a GPU
+            weight_rate = None
     for op_class in OPERATOR_CLASSES:
         pairs = [sums for (c, _, _), sums in groups.items() if c == op_class]
-        if pairs:
-            efficiencies[op_class] = fit_efficiency([p for p, _ in pairs], [m for _, m in pairs])
-    return efficiencies
+        if pairs and op_class not in efficiencies:
+            stream = [w / weight_rate if weight_rate else 0.0 for _, w, _ in pairs]
+            if weight_rate is None:  # without a fitted rate the weights join the scaled part
+                pairs = [(p + w / hardware.hbm_bandwidth_bytes_per_s, 0.0, m) for p, w, m in pairs]
+            efficiencies[op_class] = fit_efficiency(
+                [p for p, _, _ in pairs], [m - s for (_, _, m), s in zip(pairs, stream, strict=True)])
+    return efficiencies, weight_rate
+
+
+def fit_efficiency_and_rate(scaled_s: Sequence[float], weight_bytes: Sequence[float],
+                            measured_s: Sequence[float]) -> tuple[float, float]:
+    """(efficiency 1/x, bandwidth 1/y) minimising Σ ((x·p + y·w − m) / m)² with efficiency
+    ≤ 1: predictions p at efficiency 1, weight bytes w, measurements m. Two linear unknowns:
+    the 2 × 2 normal equations; an efficiency above 1 (the GEMM ceiling was timed with its
+    own weight reads inside) puts the optimum on the bound x = 1. ``HardwareError`` if the system is singular or either value is not positive
+    (the measurements cannot separate compute from the weight stream)."""
+    rows = [(p / m, w / m) for p, w, m in zip(scaled_s, weight_bytes, measured_s, strict=True)]
+    a = sum(p * p for p, _ in rows)
+    b = sum(p * w for p, w in rows)
+    c = sum(w * w for _, w in rows)
+    d = sum(p for p, _ in rows)
+    e = sum(w for _, w in rows)
+    det = a * c - b * b
+    if len(rows) < 2 or det <= 0:
+        raise HardwareError("cannot fit an efficiency and a weight bandwidth: the GEMM "
+                            "measurements do not separate compute from weight reads")
+    x, y = (d * c - b * e) / det, (a * e - b * d) / det
+    if 0 < x < 1:  # beyond the ceiling, which itself includes its GEMM's weight reads: the
+        x = 1.0    # constrained optimum lies on efficiency 1, y from Σ (w/m)(1 − p/m) / Σ (w/m)²
+        y = (e - b) / c
+    if x <= 0 or y <= 0:
+        raise HardwareError(f"fitting the GEMMs gave 1/efficiency {x:.3g} and seconds per "
+                            f"weight byte {y:.3g}; both must be positive")
+    return 1.0 / x, 1.0 / y
 
 
 def calibrated(profile: HardwareProfile, efficiencies: dict[str, float], how: str,
-               launch_s: float | None = None, launch_how: str = "") -> HardwareProfile:
-    """``profile`` with ``efficiencies`` (and the per-kernel ``launch_s``) applied; each
-    efficiency's source says ``how``, the launch time's ``launch_how``."""
+               launch_s: float | None = None, launch_how: str = "",
+               weight_rate: float | None = None, weight_how: str = "") -> HardwareProfile:
+    """``profile`` with ``efficiencies`` (and the per-kernel ``launch_s``, the GEMM weight
+    bandwidth ``weight_rate``) applied; each efficiency's source says ``how``, the launch
+    time's ``launch_how``, the weight bandwidth's ``weight_how``."""
     sources = dict(profile.sources)
     for op_class in efficiencies:
         sources[f"efficiency.{op_class}"] = how
     if launch_s is not None:
         sources["kernel_launch_s"] = launch_how or "measured"
+    if weight_rate is not None:
+        sources["weight_bandwidth_bytes_per_s"] = weight_how or "measured"
     return replace(profile, efficiency=dict(efficiencies), sources=sources,
-                   kernel_launch_s=launch_s if launch_s is not None else profile.kernel_launch_s)
+                   kernel_launch_s=launch_s if launch_s is not None else profile.kernel_launch_s,
+                   weight_bandwidth_bytes_per_s=(weight_rate if weight_rate is not None
+                                                 else profile.weight_bandwidth_bytes_per_s))
 
 
 def nominal_profile(measured: CeilingMeasurements, name: str, peak_flops_per_s: float,

@@ -395,8 +395,9 @@ def fit_efficiency_and_rate(scaled_s: Sequence[float], weight_bytes: Sequence[fl
     """(efficiency 1/x, bandwidth 1/y) minimising Σ ((x·p + y·w − m) / m)² with efficiency
     ≤ 1: predictions p at efficiency 1, weight bytes w, measurements m. Two linear unknowns:
     the 2 × 2 normal equations; an efficiency above 1 (the GEMM ceiling was timed with its
-    own weight reads inside) puts the optimum on the bound x = 1. ``HardwareError`` if the system is singular or either value is not positive
-    (the measurements cannot separate compute from the weight stream)."""
+    own weight reads inside) puts the optimum on the bound x = 1. ``HardwareError`` if the
+    system is singular or either value is not positive (the measurements cannot separate
+    compute from the weight stream)."""
     rows = [(p / m, w / m) for p, w, m in zip(scaled_s, weight_bytes, measured_s, strict=True)]
     a = sum(p * p for p, _ in rows)
     b = sum(p * w for p, w in rows)

@@ -35,8 +35,14 @@ differ (``kernel_time_s``): activations are read from cache (each kernel reads w
 previous one just wrote: measured here, a residual add of 512 × 768 fp32 moves ~100 GB/s
 against a 15 GB/s DRAM copy), and the weight read of a GEMM does not overlap the
 arithmetic: a CPU GEMM packs its weight panels before computing on them (measured here:
-``F.linear`` with 1024 × 2816 fp32 weights, one thread, takes 0.61 ms + 0.054 ms per token;
-the intercept is one weight read at the copy bandwidth). Pure arithmetic; SI units.
+``F.linear`` with cold 1024 × 2816 fp32 weights, one thread, from 16 to 256 tokens takes
+≈ 0.9 ms + the FLOPs at the GEMM peak; 0.9 ms is 11.5 MB at ~13 GB/s, well below the
+39 GB/s of a copy counted read + write). ``fpcost calibrate`` fits that rate, the profile's
+``weight_bandwidth_bytes_per_s``, together with the matmul efficiency; no efficiency scales
+it. And transformers' SDPA on a CPU runs PyTorch's CPU flash-attention kernel
+(``cpu_flash_work``): query blocks of 32, 64 or 256 rows and key blocks of 512 skip less of
+the causal triangle than square tiles (at 512 tokens nothing: every score is computed).
+Pure arithmetic; SI units.
 """
 
 from __future__ import annotations

@@ -20,6 +20,7 @@ from fpcost.costmodel.calibration import (
     fit_efficiency_and_rate,
     fit_kernel_efficiencies,
     fit_kernel_profile,
+    gemm_ceiling_without_weights,
     kernel_suite,
     shortfall_notes,
 )
@@ -146,6 +147,21 @@ def test_fit_kernel_efficiencies_recovers_class_factors(launch_s):
     assert fitted == pytest.approx(truth, rel=1e-9)
     assert weight_rate == pytest.approx(12e9, rel=1e-9)
     assert fit_kernel_efficiencies(cases, measured, noisy_profile, quant, launch_s) == fitted
+
+
+def test_gemm_ceiling_without_its_weight_read_by_hand():
+    """The FP32 peak (1000³ in 0.1 s) read 4e6 B of weights: at 4e8 B/s that is 10 ms, so
+    the compute rate is 2e9 FLOP / 90 ms; a weight read of half the call or more, or a GPU
+    profile, leaves the ceiling as measured."""
+    measured = measurements()
+    profile = build_profile(measured, "test-cpu")
+    assert profile.tensor_fp32_flops_per_s == pytest.approx(2e10)
+    corrected = gemm_ceiling_without_weights(profile, measured, 4e8)
+    assert corrected.tensor_fp32_flops_per_s == pytest.approx(2e9 / 0.09)
+    assert "less its 1000x1000 fp32 weight read" in corrected.sources["tensor_fp32_flops_per_s"]
+    assert gemm_ceiling_without_weights(profile, measured, 4e7) is profile
+    gpu = build_profile(measurements("gpu"), "test-gpu")
+    assert gemm_ceiling_without_weights(gpu, measurements("gpu"), 4e8) is gpu
 
 
 def test_fit_efficiency_and_rate_by_hand():

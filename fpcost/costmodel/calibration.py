@@ -46,6 +46,7 @@ HALF_DTYPES = ("bfloat16", "float16")
 VECTOR_DTYPES = ("float32", "bfloat16", "float16")
 COPY_TRAFFIC_FACTOR = 2  # a copy reads and writes every byte
 ELEMENTWISE_OPERANDS = 4  # addcmul: out = a + b·c reads three tensors, writes one
+FP32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -198,6 +199,27 @@ def build_profile(measured: CeilingMeasurements, name: str, description: str = "
         sources=sources,
         provenance=dict(measured.provenance),
     )
+
+
+def gemm_ceiling_without_weights(profile: HardwareProfile, measured: CeilingMeasurements,
+                                 weight_rate: float) -> HardwareProfile:
+    """``profile`` (a CPU's) with its FP32 GEMM ceiling recomputed without the time its peak
+    shape spent reading its k × n weights at ``weight_rate``: the compute rate that the
+    runtime profiles combine with that weight stream (``kernel_split_s``). Unchanged when
+    there is no FP32 sample, or the weight read would take half the call or more (then the
+    rate cannot be trusted)."""
+    peak = peak_sample(measured.matmul, ("float32",))
+    if profile.device_type != "cpu" or peak is None:
+        return profile
+    weight_s = peak.k * peak.n * FP32_BYTES / weight_rate
+    if weight_s >= peak.time_s / 2:
+        return profile
+    rate = peak.flops / (peak.time_s - weight_s)
+    key = "tensor_fp32_flops_per_s"
+    sources = {**profile.sources, key: profile.sources.get(key, "measured") + (
+        f"; less its {peak.k}x{peak.n} fp32 weight read at the fitted weight bandwidth "
+        f"({1e3 * weight_s:.3g} ms of {1e3 * peak.time_s:.3g} ms): the compute rate")}
+    return replace(profile, tensor_fp32_flops_per_s=rate, sources=sources)
 
 
 def shortfall_notes(measured: CeilingMeasurements) -> dict[str, str]:

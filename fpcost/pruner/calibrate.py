@@ -27,6 +27,7 @@ from fpcost.costmodel.calibration import (
     calibrated,
     case_launches,
     fit_kernel_profile,
+    gemm_ceiling_without_weights,
     kernel_suite,
     nominal_profile,
     shortfall_notes,
@@ -260,7 +261,8 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
             provenance=_provenance(device, dtypes, suite_dtype, warmup, repeats, statistic),
         )
         measurements = _with_shortfalls(measurements)
-        profile = build_profile(measurements, name)
+        measured_profile = build_profile(measurements, name)
+        profile = measured_profile
         quant = QuantPlan.uniform(DTYPE_BITS[suite_dtype])
         times = [0.0] * len(cases)
         _measure_cases(device, cases, range(len(cases)), suite_dtype, warmup, repeats,
@@ -270,8 +272,13 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
             efficiencies: dict[str, float] = {}
             weight_rate = None
             try:
+                profile = measured_profile
                 efficiencies, weight_rate = fit_kernel_profile(cases, times, profile, quant,
                                                                launch_s)
+                if weight_rate is not None:  # the GEMM ceiling less its own weight read, refit
+                    profile = gemm_ceiling_without_weights(profile, measurements, weight_rate)
+                    efficiencies, weight_rate = fit_kernel_profile(cases, times, profile, quant,
+                                                                   launch_s)
             except HardwareError as exc:
                 problems.append(str(exc))
                 flagged.update(range(len(cases)))

@@ -199,7 +199,8 @@ def report(steps, profile_path, device, load_before, load_after, total_s) -> dic
            f"{profile.vector_fp32_flops_per_s / GIGA:.2f} GFLOP/s, copy "
            f"{profile.hbm_bandwidth_bytes_per_s / GIGA:.1f} GB/s, cache {cache}",
            f"- kernel launch: {(profile.kernel_launch_s or 0) / MICRO:.2f} µs; GEMM weight "
-           f"bandwidth: {weight}; efficiencies "
+           f"bandwidth: {weight}; SDPA call: {(profile.sdpa_call_s or 0) / MICRO:.1f} µs; "
+           "efficiencies "
            + ", ".join(f"{c} {e:.2f}" for c, e in profile.efficiency.items()), ""]
     out.append(f"calibrate: launch {(profile.kernel_launch_s or 0) / MICRO:.2f} us, efficiencies "
                + ", ".join(f"{c} {e:.2f}" for c, e in profile.efficiency.items()))
@@ -288,7 +289,8 @@ def report(steps, profile_path, device, load_before, load_after, total_s) -> dic
            "`transformers-sdpa` runtime profile (every RMSNorm pass, SiLU and product, rotary, "
            "cache copy, SDPA with PyTorch's CPU tiles) on the calibrated ceilings, with per-class "
            "efficiencies fitted on the same modules at other widths, a fixed launch time per "
-           "kernel and each GEMM's weights read at the calibrated weight bandwidth. "
+           "kernel, each GEMM's weights read at the calibrated weight bandwidth and a fixed time "
+           "per SDPA call. "
            "*Uncalibrated*: the plain roofline (one record per operator) on the measured "
            "ceilings at efficiency 1.",
            "- Every timing carries its dispersion (median pass above the fastest; occupancy = CPU "

@@ -137,15 +137,17 @@ def test_fit_kernel_efficiencies_recovers_class_factors(launch_s):
     profile = build_profile(measurements(), "test-cpu")
     quant = QuantPlan.uniform(32)
     truth = {"matmul": 0.8, "attention": 0.7, "vector": 0.3, "norm": 0.45}
-    truth_profile = calibrated(profile, truth, "truth", weight_rate=12e9)
+    truth_profile = calibrated(profile, truth, "truth", weight_rate=12e9, sdpa_call_s=3e-5)
     cases = kernel_suite("cpu")
     measured = [case_time_s(c, truth_profile, quant, with_launch=False)
                 + launch_s * case_launches(c, quant, profile.onchip_buffer_bytes, device_type="cpu")
                 for c in cases]
     noisy_profile = calibrated(profile, {"matmul": 9.0}, "x", launch_s=1e-3, weight_rate=1.0)
-    fitted, weight_rate = fit_kernel_profile(cases, measured, noisy_profile, quant, launch_s)
+    fitted, weight_rate, sdpa_call_s = fit_kernel_profile(cases, measured, noisy_profile, quant,
+                                                          launch_s)
     assert fitted == pytest.approx(truth, rel=1e-9)
     assert weight_rate == pytest.approx(12e9, rel=1e-9)
+    assert sdpa_call_s == pytest.approx(3e-5, rel=1e-9)
     assert fit_kernel_efficiencies(cases, measured, noisy_profile, quant, launch_s) == fitted
 
 

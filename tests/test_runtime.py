@@ -143,6 +143,16 @@ def test_calibrated_weight_bandwidth_by_hand():
     assert fixed["vector"] == pytest.approx(2 * (2e-6 + 3e-6))
 
 
+def test_sdpa_call_time_by_hand():
+    """An SDPA call's fixed time is added once per SDPA kernel instance, to no other kernel."""
+    cpu = replace(gpu(kernel_launch_s=1e-6, sdpa_call_s=2e-5), device_type="cpu")
+    sdpa = Kernel(Op("prefill", "b", "fused_attention", "attention", "fp32", "fp32", 3,
+                     vector_flops=1e4), 1, "fused_attention")
+    assert kernel_time_s(sdpa, cpu) == pytest.approx(3 * (1e-6 + 1e-6 + 2e-5))
+    other = kernel(launches=1, count=3, vector_flops=1e4)
+    assert kernel_time_s(other, cpu) == pytest.approx(3 * (1e-6 + 1e-6))
+
+
 def test_cpu_flash_attention_tiles_by_hand():
     """PyTorch's CPU kernel: query blocks of 32 / 64 (from 192) / 256 (from 768) rows, key
     blocks of 512 up to the block's last key, each whole but cut at the sequence end."""
@@ -162,9 +172,10 @@ def test_cpu_flash_attention_tiles_by_hand():
 
 def test_launch_and_cache_round_trip_through_a_profile_file(tmp_path):
     profile = gpu(kernel_launch_s=2.5e-6, cache_bandwidth_bytes_per_s=1.2e11, cache_bytes=3.2e7,
-                  weight_bandwidth_bytes_per_s=1.5e10)
+                  weight_bandwidth_bytes_per_s=1.5e10, sdpa_call_s=4e-5)
     loaded = load_profile(write_profile(profile, tmp_path / "p.toml"))
     assert loaded.weight_bandwidth_bytes_per_s == pytest.approx(1.5e10)
+    assert loaded.sdpa_call_s == pytest.approx(4e-5)
     assert "weight_bandwidth_gb_per_s = 15" in (tmp_path / "p.toml").read_text()
     assert loaded.kernel_launch_s == pytest.approx(2.5e-6)
     assert loaded.cache_bandwidth_bytes_per_s == pytest.approx(1.2e11)

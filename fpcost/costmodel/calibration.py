@@ -351,9 +351,9 @@ def fit_kernel_efficiencies(
 def fit_kernel_profile(
     cases: Sequence[KernelCase], measured_s: Sequence[float], hardware: HardwareProfile,
     quant: QuantPlan, launch_s: float = 0.0,
-) -> tuple[dict[str, float], float | None]:
+) -> tuple[dict[str, float], float | None, float | None]:
     """(per operator class, the efficiency fitted over that class's modules; on a CPU the
-    weight bandwidth of its GEMMs, else None).
+    weight bandwidth of its GEMMs and the fixed time of an SDPA call, else None).
 
     Each module is predicted by its runtime kernels on ``hardware`` with its efficiencies
     removed, against the measured time minus ``launch_s`` per launch. On a CPU
@@ -364,14 +364,18 @@ def fit_kernel_profile(
     separate the two (one token count, or a non-positive value) the matmul class falls back
     to one efficiency with the weights at the memory bandwidth, and the rate is None. The
     other classes then subtract their (small) weight stream at that bandwidth and fit
-    their efficiency alone.
+    their efficiency alone, except attention on a CPU: each attention module is one SDPA
+    call, whose time is x·P + c (c: the call's fixed time beyond its launches, the
+    Python of ``sdpa_attention_forward`` and the CPU kernel's setup, which dominate at 32
+    tokens), fitted the same way over the modules one by one (same fallback).
 
     Modules are summed per layer shape (width and token count) before fitting, so a class
     is judged by what it costs a decoder layer: the cheap residual add does not outvote
     the SwiGLU activation that dominates the class's time. A module measured faster than
     its launches alone raises ``HardwareError`` (the measurement cannot be right).
     """
-    bare = replace(hardware, efficiency={}, kernel_launch_s=None, weight_bandwidth_bytes_per_s=None)
+    bare = replace(hardware, efficiency={}, kernel_launch_s=None, weight_bandwidth_bytes_per_s=None,
+                   sdpa_call_s=None)
     cpu = hardware.cache_bandwidth_bytes_per_s is not None
     groups: dict[tuple[str, LLMSpec, int], list[float]] = {}
     single: list[tuple[float, float, float]] = []  # (scaled, weight bytes, busy) per module
@@ -392,7 +396,7 @@ def fit_kernel_profile(
         sums[0] += scaled
         sums[1] += weight
         sums[2] += busy
-    weight_rate = None
+    weight_rate = sdpa_call_s = None
     efficiencies = {}
     if cpu:  # GEMMs one by one: their shapes differ in FLOPs per weight byte
         matmul = [single[i] for i, case in enumerate(cases) if case.op_class == "matmul"]
@@ -401,6 +405,15 @@ def fit_kernel_profile(
                 [p for p, _, _ in matmul], [w for _, w, _ in matmul], [m for _, _, m in matmul])
         except HardwareError:  # not separable (e.g. one token count): one factor, as on a GPU
             weight_rate = None
+        attention = [single[i] for i, case in enumerate(cases) if case.op_class == "attention"]
+        stream = [w / weight_rate if weight_rate else 0.0 for _, w, _ in attention]
+        try:  # one SDPA call per module: the fixed term's "bytes" are 1 call
+            efficiencies["attention"], calls_per_s = fit_efficiency_and_rate(
+                [p for p, _, _ in attention], [1.0] * len(attention),
+                [m - s for (_, _, m), s in zip(attention, stream, strict=True)])
+            sdpa_call_s = 1.0 / calls_per_s
+        except HardwareError:
+            efficiencies.pop("attention", None)
     for op_class in OPERATOR_CLASSES:
         pairs = [sums for (c, _, _), sums in groups.items() if c == op_class]
         if pairs and op_class not in efficiencies:
@@ -409,7 +422,7 @@ def fit_kernel_profile(
                 pairs = [(p + w / hardware.hbm_bandwidth_bytes_per_s, 0.0, m) for p, w, m in pairs]
             efficiencies[op_class] = fit_efficiency(
                 [p for p, _, _ in pairs], [m - s for (_, _, m), s in zip(pairs, stream, strict=True)])
-    return efficiencies, weight_rate
+    return efficiencies, weight_rate, sdpa_call_s
 
 
 def fit_efficiency_and_rate(scaled_s: Sequence[float], weight_bytes: Sequence[float],
@@ -428,21 +441,22 @@ def fit_efficiency_and_rate(scaled_s: Sequence[float], weight_bytes: Sequence[fl
     e = sum(w for _, w in rows)
     det = a * c - b * b
     if len(rows) < 2 or det <= 0:
-        raise HardwareError("cannot fit an efficiency and a weight bandwidth: the GEMM "
-                            "measurements do not separate compute from weight reads")
+        raise HardwareError("cannot fit an efficiency and a fixed term (weight reads, call "
+                            "time): the measurements do not separate them")
     x, y = (d * c - b * e) / det, (a * e - b * d) / det
     if 0 < x < 1:  # beyond the ceiling, which itself includes its GEMM's weight reads: the
         x = 1.0    # constrained optimum lies on efficiency 1, y from Σ (w/m)(1 − p/m) / Σ (w/m)²
         y = (e - b) / c
     if x <= 0 or y <= 0:
-        raise HardwareError(f"fitting the GEMMs gave 1/efficiency {x:.3g} and seconds per "
-                            f"weight byte {y:.3g}; both must be positive")
+        raise HardwareError(f"fitting gave 1/efficiency {x:.3g} and a fixed term of {y:.3g} s "
+                            "per unit (weight byte or call); both must be positive")
     return 1.0 / x, 1.0 / y
 
 
 def calibrated(profile: HardwareProfile, efficiencies: dict[str, float], how: str,
                launch_s: float | None = None, launch_how: str = "",
-               weight_rate: float | None = None, weight_how: str = "") -> HardwareProfile:
+               weight_rate: float | None = None, weight_how: str = "",
+               sdpa_call_s: float | None = None, sdpa_how: str = "") -> HardwareProfile:
     """``profile`` with ``efficiencies`` (and the per-kernel ``launch_s``, the GEMM weight
     bandwidth ``weight_rate``) applied; each efficiency's source says ``how``, the launch
     time's ``launch_how``, the weight bandwidth's ``weight_how``."""
@@ -453,10 +467,13 @@ def calibrated(profile: HardwareProfile, efficiencies: dict[str, float], how: st
         sources["kernel_launch_s"] = launch_how or "measured"
     if weight_rate is not None:
         sources["weight_bandwidth_bytes_per_s"] = weight_how or "measured"
+    if sdpa_call_s is not None:
+        sources["sdpa_call_s"] = sdpa_how or "measured"
     return replace(profile, efficiency=dict(efficiencies), sources=sources,
                    kernel_launch_s=launch_s if launch_s is not None else profile.kernel_launch_s,
                    weight_bandwidth_bytes_per_s=(weight_rate if weight_rate is not None
-                                                 else profile.weight_bandwidth_bytes_per_s))
+                                                 else profile.weight_bandwidth_bytes_per_s),
+                   sdpa_call_s=sdpa_call_s if sdpa_call_s is not None else profile.sdpa_call_s)
 
 
 def nominal_profile(measured: CeilingMeasurements, name: str, peak_flops_per_s: float,

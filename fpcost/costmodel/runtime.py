@@ -74,6 +74,7 @@ ROTARY_TABLE_PASSES = 6  # passes over the (tokens, head_dim) fp32 tables
 # blocks of 32 rows, 64 from 192 query tokens, 256 from 768; key blocks of 512.
 CPU_FLASH_Q_SPLITS = ((768, 256), (192, 64), (0, 32))
 CPU_FLASH_KV_SPLIT = 512
+SDPA_OP = "fused_attention"  # the cost-model operator a runtime's SDPA call runs
 
 
 @dataclass(frozen=True)
@@ -324,8 +325,9 @@ def weight_stream_s(weight_bytes: float, hardware: HardwareProfile) -> float:
 
 def kernel_time_s(kernel: Kernel, hardware: HardwareProfile, with_launch: bool = True) -> float:
     """Seconds of all ``count`` instances of ``kernel`` on ``hardware``: the scaled part
-    (``kernel_split_s``) over the class efficiency, the weight stream, and, with
-    ``with_launch``, ``num_launches`` launches per instance."""
+    (``kernel_split_s``) over the class efficiency, the weight stream, the fixed time of an
+    SDPA call (``sdpa_call_s``, SDPA kernels only) and, with ``with_launch``,
+    ``num_launches`` launches per instance."""
     scaled_s, fixed_s = _scaled_and_fixed_s(kernel, hardware, with_launch)
     return scaled_s / hardware.efficiency_for(kernel.op.op_class) + fixed_s
 
@@ -333,13 +335,14 @@ def kernel_time_s(kernel: Kernel, hardware: HardwareProfile, with_launch: bool =
 def _scaled_and_fixed_s(kernel: Kernel, hardware: HardwareProfile,
                         with_launch: bool = True) -> tuple[float, float]:
     """(seconds at efficiency 1 the efficiency scales, seconds it does not: the weight
-    stream at a calibrated weight bandwidth and the launches)."""
+    stream at a calibrated weight bandwidth, an SDPA call's fixed time and the launches)."""
     scaled_s, weight_bytes = kernel_split_s(kernel, hardware)
     if hardware.weight_bandwidth_bytes_per_s is None:
         scaled_s += weight_bytes / hardware.hbm_bandwidth_bytes_per_s
     launch_s = (hardware.kernel_launch_s or 0.0) if with_launch else 0.0
+    call_s = (hardware.sdpa_call_s or 0.0) if kernel.op.name == SDPA_OP else 0.0
     return scaled_s, (weight_stream_s(weight_bytes, hardware)
-                      + kernel.op.count * kernel.num_launches * launch_s)
+                      + kernel.op.count * (kernel.num_launches * launch_s + call_s))
 
 
 def class_times_s(kernels: list[Kernel], hardware: HardwareProfile,

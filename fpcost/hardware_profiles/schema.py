@@ -11,7 +11,7 @@ Layout of a file (see docs/hardware.md)::
     [tensor]      fp16_tflops, int8_tops, int4_tops?, fp8_tflops?, tf32_tflops?, fp32_tflops?
     [vector]      fp16_tflops, fp32_tflops
     [runtime]     kernel_launch_us?, cache_bandwidth_gb_per_s?, cache_mb?,
-                  weight_bandwidth_gb_per_s?   (calibrated CPUs)
+                  weight_bandwidth_gb_per_s?, sdpa_call_us?   (calibrated CPUs)
     [efficiency]  matmul?, attention?, vector?, norm?     (fractions of the ceilings)
     [sources]     "<table>.<key>" = "where the number comes from"
     [provenance]  free-form strings (calibrated profiles: device, torch, threads, date)
@@ -77,6 +77,7 @@ NUMERIC_KEYS = (
     NumericKey("runtime", "cache_bandwidth_gb_per_s", "cache_bandwidth_bytes_per_s", GIGA, "GB/s",
                False),
     NumericKey("runtime", "cache_mb", "cache_bytes", MEGA, "MB", False),
+    NumericKey("runtime", "sdpa_call_us", "sdpa_call_s", MICRO, "µs", False),
     NumericKey("runtime", "weight_bandwidth_gb_per_s", "weight_bandwidth_bytes_per_s", GIGA,
                "GB/s", False),
 )

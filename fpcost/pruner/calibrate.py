@@ -270,15 +270,15 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
         for attempt in range(retries + 1):
             problems, flagged = _case_problems(cases, times, dispersions, max_spread)
             efficiencies: dict[str, float] = {}
-            weight_rate = None
+            weight_rate = sdpa_call_s = None
             try:
                 profile = measured_profile
-                efficiencies, weight_rate = fit_kernel_profile(cases, times, profile, quant,
-                                                               launch_s)
+                efficiencies, weight_rate, sdpa_call_s = fit_kernel_profile(
+                    cases, times, profile, quant, launch_s)
                 if weight_rate is not None:  # the GEMM ceiling less its own weight read, refit
                     profile = gemm_ceiling_without_weights(profile, measurements, weight_rate)
-                    efficiencies, weight_rate = fit_kernel_profile(cases, times, profile, quant,
-                                                                   launch_s)
+                    efficiencies, weight_rate, sdpa_call_s = fit_kernel_profile(
+                        cases, times, profile, quant, launch_s)
             except HardwareError as exc:
                 problems.append(str(exc))
                 flagged.update(range(len(cases)))
@@ -311,8 +311,11 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
                   "modules of the suite, each cycling through weights twice the last-level cache "
                   "(read cold, as in a model): time = roofline without weights / efficiency + "
                   "weight bytes / this bandwidth; relative least squares")
+    sdpa_how = (f"measured: fitted with the attention efficiency over the {suite_dtype} "
+                "attention modules of the suite (rotary + cache + causal SDPA, one SDPA call each): "
+                "time = launches + roofline / efficiency + this; relative least squares")
     result_profile = calibrated(profile, efficiencies, how, launch_s, launch_how, weight_rate,
-                                weight_how)
+                                weight_how, sdpa_call_s, sdpa_how)
     if weight_rate is None and device.type == "cpu":
         result_profile = replace(result_profile, provenance={
             **result_profile.provenance,

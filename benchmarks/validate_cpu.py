@@ -189,6 +189,8 @@ def report(steps, profile_path, device, load_before, load_after, total_s) -> dic
     matmul_rate = profile.tensor_fp32_flops_per_s or profile.vector_fp32_flops_per_s
     cache = (f"{profile.cache_bandwidth_bytes_per_s / GIGA:.1f} GB/s"
              if profile.cache_bandwidth_bytes_per_s else "—")
+    weight = (f"{profile.weight_bandwidth_bytes_per_s / GIGA:.1f} GB/s"
+              if profile.weight_bandwidth_bytes_per_s else "—")
     md += ["## Device and profile", "",
            f"- device: **{prov.get('device')}** ({device}), {prov.get('threads')} intra-op "
            f"thread(s), torch {prov.get('torch')}, {prov.get('statistic')}",
@@ -196,7 +198,9 @@ def report(steps, profile_path, device, load_before, load_after, total_s) -> dic
            f"- ceilings: FP32 matmul {matmul_rate / GIGA:.1f} GFLOP/s, element-wise "
            f"{profile.vector_fp32_flops_per_s / GIGA:.2f} GFLOP/s, copy "
            f"{profile.hbm_bandwidth_bytes_per_s / GIGA:.1f} GB/s, cache {cache}",
-           f"- kernel launch: {(profile.kernel_launch_s or 0) / MICRO:.2f} µs; efficiencies "
+           f"- kernel launch: {(profile.kernel_launch_s or 0) / MICRO:.2f} µs; GEMM weight "
+           f"bandwidth: {weight}; SDPA call: {(profile.sdpa_call_s or 0) / MICRO:.1f} µs; "
+           "efficiencies "
            + ", ".join(f"{c} {e:.2f}" for c, e in profile.efficiency.items()), ""]
     out.append(f"calibrate: launch {(profile.kernel_launch_s or 0) / MICRO:.2f} us, efficiencies "
                + ", ".join(f"{c} {e:.2f}" for c, e in profile.efficiency.items()))
@@ -283,8 +287,10 @@ def report(steps, profile_path, device, load_before, load_after, total_s) -> dic
     md += ["## How to read this", "",
            "- *Calibrated* (`summary.time`, `summary.speedup`): the kernels of the "
            "`transformers-sdpa` runtime profile (every RMSNorm pass, SiLU and product, rotary, "
-           "cache copy, SDPA) on the calibrated ceilings, with per-class efficiencies fitted on "
-           "the same modules at other widths and a fixed launch time per kernel. "
+           "cache copy, SDPA with PyTorch's CPU tiles) on the calibrated ceilings, with per-class "
+           "efficiencies fitted on the same modules at other widths, a fixed launch time per "
+           "kernel, each GEMM's weights read at the calibrated weight bandwidth and a fixed time "
+           "per SDPA call. "
            "*Uncalibrated*: the plain roofline (one record per operator) on the measured "
            "ceilings at efficiency 1.",
            "- Every timing carries its dispersion (median pass above the fastest; occupancy = CPU "

@@ -17,7 +17,10 @@ from fpcost.costmodel.calibration import (
     case_launches,
     case_time_s,
     fit_efficiency,
+    fit_efficiency_and_rate,
     fit_kernel_efficiencies,
+    fit_kernel_profile,
+    gemm_ceiling_without_weights,
     kernel_suite,
     shortfall_notes,
 )
@@ -128,17 +131,56 @@ def test_kernel_suite_covers_every_class():
 
 @pytest.mark.parametrize("launch_s", [0.0, 2e-6])
 def test_fit_kernel_efficiencies_recovers_class_factors(launch_s):
-    """Synthetic module times = the runtime kernels' busy time / a known efficiency plus
-    the launches: the fit recovers the efficiencies once the launches are subtracted."""
+    """Synthetic module times = the runtime kernels' busy time / a known efficiency, plus
+    the GEMM weights at a known weight bandwidth, plus the launches: the fit recovers the
+    efficiencies and the bandwidth once the launches are subtracted."""
     profile = build_profile(measurements(), "test-cpu")
     quant = QuantPlan.uniform(32)
     truth = {"matmul": 0.8, "attention": 0.7, "vector": 0.3, "norm": 0.45}
+    truth_profile = calibrated(profile, truth, "truth", weight_rate=12e9, sdpa_call_s=3e-5)
     cases = kernel_suite("cpu")
-    measured = [case_time_s(c, profile, quant, with_launch=False) / truth[c.op_class]
-                + launch_s * case_launches(c, quant, profile.onchip_buffer_bytes) for c in cases]
-    noisy_profile = calibrated(profile, {"matmul": 9.0}, "x", launch_s=1e-3)
-    fitted = fit_kernel_efficiencies(cases, measured, noisy_profile, quant, launch_s)
+    measured = [case_time_s(c, truth_profile, quant, with_launch=False)
+                + launch_s * case_launches(c, quant, profile.onchip_buffer_bytes, device_type="cpu")
+                for c in cases]
+    noisy_profile = calibrated(profile, {"matmul": 9.0}, "x", launch_s=1e-3, weight_rate=1.0)
+    fitted, weight_rate, sdpa_call_s = fit_kernel_profile(cases, measured, noisy_profile, quant,
+                                                          launch_s)
     assert fitted == pytest.approx(truth, rel=1e-9)
+    assert weight_rate == pytest.approx(12e9, rel=1e-9)
+    assert sdpa_call_s == pytest.approx(3e-5, rel=1e-9)
+    assert fit_kernel_efficiencies(cases, measured, noisy_profile, quant, launch_s) == fitted
+
+
+def test_gemm_ceiling_without_its_weight_read_by_hand():
+    """The FP32 peak (1000³ in 0.1 s) read 4e6 B of weights: at 4e8 B/s that is 10 ms, so
+    the compute rate is 2e9 FLOP / 90 ms; a weight read of half the call or more, or a GPU
+    profile, leaves the ceiling as measured."""
+    measured = measurements()
+    profile = build_profile(measured, "test-cpu")
+    assert profile.tensor_fp32_flops_per_s == pytest.approx(2e10)
+    corrected = gemm_ceiling_without_weights(profile, measured, 4e8)
+    assert corrected.tensor_fp32_flops_per_s == pytest.approx(2e9 / 0.09)
+    assert "less its 1000x1000 fp32 weight read" in corrected.sources["tensor_fp32_flops_per_s"]
+    assert gemm_ceiling_without_weights(profile, measured, 4e7) is profile
+    gpu = build_profile(measurements("gpu"), "test-gpu")
+    assert gemm_ceiling_without_weights(gpu, measurements("gpu"), 4e8) is gpu
+
+
+def test_fit_efficiency_and_rate_by_hand():
+    """t = p / 0.5 + w / 10: (p, w, t) = (1, 10, 3), (2, 10, 5), (1, 30, 5) give back 0.5 and
+    10; measurements no combination fits with positive values are refused."""
+    efficiency, rate = fit_efficiency_and_rate([1, 2, 1], [10, 10, 30], [3, 5, 5])
+    assert (efficiency, rate) == (pytest.approx(0.5), pytest.approx(10))
+    # t = p / 1.25 + w / 10 fits best beyond the ceiling: held at efficiency 1, y refitted
+    efficiency, rate = fit_efficiency_and_rate([1, 2, 1], [10, 10, 30], [1.8, 2.6, 3.8])
+    assert efficiency == 1.0
+    rows = [(1 / 1.8, 10 / 1.8), (2 / 2.6, 10 / 2.6), (1 / 3.8, 30 / 3.8)]
+    y = sum(w * (1 - p) for p, w in rows) / sum(w * w for _, w in rows)
+    assert rate == pytest.approx(1 / y)
+    with pytest.raises(HardwareError, match="both must be positive"):
+        fit_efficiency_and_rate([1, 2], [10, 10], [3, 1])
+    with pytest.raises(HardwareError, match="do not separate"):
+        fit_efficiency_and_rate([1, 2], [10, 20], [3, 6])  # w ∝ p: singular
 
 
 def test_fit_kernel_efficiencies_refuses_a_module_faster_than_its_launches():

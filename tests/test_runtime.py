@@ -6,16 +6,19 @@ from dataclasses import replace
 import pytest
 
 from fpcost.costmodel.errors import WorkloadError
+from fpcost.costmodel.flash import FlashWork
 from fpcost.costmodel.hardware import HardwareProfile
 from fpcost.costmodel.ops import Op
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.runtime import (
     Kernel,
     class_times_s,
+    cpu_flash_work,
     kernel_time_s,
     launch_times_s,
     num_launches,
     prefill_kernels,
+    split_class_times_s,
 )
 from fpcost.costmodel.spec import LLMSpec
 from fpcost.hardware_profiles import load_profile, write_profile
@@ -126,9 +129,54 @@ def test_cpu_cache_and_weight_terms_by_hand():
     assert kernel_time_s(k, gpu()) == pytest.approx(4e-6)  # GPU: every byte at the bandwidth
 
 
+def test_calibrated_weight_bandwidth_by_hand():
+    """With a weight bandwidth the weights stream apart at that rate, which no efficiency
+    scales: max(compute, activations) / efficiency + weights / rate + launches."""
+    cpu = replace(gpu(cache_bandwidth_bytes_per_s=1e10, cache_bytes=1e4, kernel_launch_s=1e-6,
+                      weight_bandwidth_bytes_per_s=5e8, efficiency={"vector": 0.5}),
+                  device_type="cpu")
+    # compute 1 µs over activations 0.3 µs; 1000 weight bytes at 0.5 GB/s: 2 µs; 3 launches
+    k = kernel(launches=3, count=2, vector_flops=1e4, act_read_bytes=3e3, weight_bytes=1e3)
+    assert kernel_time_s(k, cpu) == pytest.approx(2 * (1e-6 / 0.5 + 2e-6 + 3e-6))
+    scaled, fixed = split_class_times_s([k], replace(cpu, efficiency={}))
+    assert scaled["vector"] == pytest.approx(2e-6)
+    assert fixed["vector"] == pytest.approx(2 * (2e-6 + 3e-6))
+
+
+def test_sdpa_call_time_by_hand():
+    """An SDPA call's fixed time is added once per SDPA kernel instance, to no other kernel."""
+    cpu = replace(gpu(kernel_launch_s=1e-6, sdpa_call_s=2e-5), device_type="cpu")
+    sdpa = Kernel(Op("prefill", "b", "fused_attention", "attention", "fp32", "fp32", 3,
+                     vector_flops=1e4), 1, "fused_attention")
+    assert kernel_time_s(sdpa, cpu) == pytest.approx(3 * (1e-6 + 1e-6 + 2e-5))
+    other = kernel(launches=1, count=3, vector_flops=1e4)
+    assert kernel_time_s(other, cpu) == pytest.approx(3 * (1e-6 + 1e-6))
+
+
+def test_cpu_flash_attention_tiles_by_hand():
+    """PyTorch's CPU kernel: query blocks of 32 / 64 (from 192) / 256 (from 768) rows, key
+    blocks of 512 up to the block's last key, each whole but cut at the sequence end."""
+    assert cpu_flash_work(100, 100) == FlashWork(100 * 100, 4 * 100)  # one key block, cut
+    assert cpu_flash_work(512, 512) == FlashWork(512 * 512, 8 * 512)  # no causal saving
+    # 2048: 8 query blocks of 256 see 512, 512, 1024, 1024, 1536, 1536, 2048, 2048 keys
+    assert cpu_flash_work(2048, 2048) == FlashWork(256 * 10240, 10240)
+    gpu_sdpa = by_name(prefill_kernels(LLM, FP32, 512, "transformers-sdpa", BUFFER))
+    cpu_sdpa = by_name(prefill_kernels(LLM, FP32, 512, "transformers-sdpa", BUFFER, "cpu"))
+    # head_dim 4: square tiles of 4 rows skip all but 512·4/2 + 512·2 of the 512² scores
+    square = 512 * 512 // 2 + 512 * 2
+    ratio = cpu_sdpa["fused_attention"].op.tensor_flops / gpu_sdpa["fused_attention"].op.tensor_flops
+    assert ratio == pytest.approx(512 * 512 / square)
+    fused = by_name(prefill_kernels(LLM, FP32, 512, "fused", BUFFER, "cpu"))
+    assert fused["fused_attention"].op == gpu_sdpa["fused_attention"].op  # vLLM-like: unchanged
+
+
 def test_launch_and_cache_round_trip_through_a_profile_file(tmp_path):
-    profile = gpu(kernel_launch_s=2.5e-6, cache_bandwidth_bytes_per_s=1.2e11, cache_bytes=3.2e7)
+    profile = gpu(kernel_launch_s=2.5e-6, cache_bandwidth_bytes_per_s=1.2e11, cache_bytes=3.2e7,
+                  weight_bandwidth_bytes_per_s=1.5e10, sdpa_call_s=4e-5)
     loaded = load_profile(write_profile(profile, tmp_path / "p.toml"))
+    assert loaded.weight_bandwidth_bytes_per_s == pytest.approx(1.5e10)
+    assert loaded.sdpa_call_s == pytest.approx(4e-5)
+    assert "weight_bandwidth_gb_per_s = 15" in (tmp_path / "p.toml").read_text()
     assert loaded.kernel_launch_s == pytest.approx(2.5e-6)
     assert loaded.cache_bandwidth_bytes_per_s == pytest.approx(1.2e11)
     assert loaded.cache_bytes == pytest.approx(3.2e7)

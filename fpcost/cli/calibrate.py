@@ -160,6 +160,8 @@ def _render(result, output: Path, output_format: str) -> None:
                    "device": measured.device_name, "efficiency": profile.efficiency,
                    "kernel_launch_s": profile.kernel_launch_s,
                    "cache_bandwidth_bytes_per_s": profile.cache_bandwidth_bytes_per_s,
+                   "weight_bandwidth_bytes_per_s": profile.weight_bandwidth_bytes_per_s,
+                   "sdpa_call_s": profile.sdpa_call_s,
                    "provenance": profile.provenance, "ceilings": ceilings, "kernels": kernels,
                    "dispersions": {k: d.as_dict() for k, d in dispersions.items()}})
     elif output_format == "csv":
@@ -168,10 +170,14 @@ def _render(result, output: Path, output_format: str) -> None:
         render_table(ceilings, CEILING_COLUMNS, title=f"Ceilings measured on {measured.device_name}",
                      caption="Rates in GFLOP/s (GOP/s for int8; GB/s for the copy).")
         launch = profile.kernel_launch_s or 0.0
+        weight = profile.weight_bandwidth_bytes_per_s
+        weight_note = f", GEMM weights read at {weight / GIGA:.1f} GB/s" if weight else ""
+        if profile.sdpa_call_s:
+            weight_note += f", {profile.sdpa_call_s / MICRO:.1f} µs per SDPA call"
         render_table(kernels, KERNEL_COLUMNS, title="Decoder-layer modules (transformers' Llama)",
                      caption="Roofline: the runtime's kernels on the measured ceilings, efficiency "
                              "1, no launches; calibrated: fitted per-class efficiencies " + ", ".join(
                                  f"{c} {e:.2f}" for c, e in profile.efficiency.items())
-                             + f" and {launch / MICRO:.2f} µs per launch. Spread: median call "
-                               "above the fastest.")
+                             + f" and {launch / MICRO:.2f} µs per launch" + weight_note
+                             + ". Spread: median call above the fastest.")
         stderr_console.print(f"wrote {output}")

@@ -336,12 +336,16 @@ def _report(model, profile, baseline, dev, dtype, counts, measured, folds, timin
         "baseline_description": baseline_profile.description,
         "accounting": ACCOUNTING, "flash_attention": FLASH_ATTENTION, "runtime": RUNTIME,
         "kernel_launch_s": profile.kernel_launch_s,
+        "weight_bandwidth_bytes_per_s": profile.weight_bandwidth_bytes_per_s,
+        "sdpa_call_s": profile.sdpa_call_s,
         "accounting_reason": "the calibrated prediction counts the kernels of the "
                              f"{RUNTIME} runtime profile (what is timed: transformers' eager "
                              "Llama, each RMSNorm, SiLU, product, rotary and copy a kernel of its "
-                             "own, SDPA as one fused FlashAttention-style kernel) plus a fixed "
-                             "launch time per kernel; the uncalibrated one is the plain roofline "
-                             "(one record per operator)",
+                             "own, SDPA as one fused FlashAttention-style kernel, with PyTorch's "
+                             "CPU tiles on a CPU) plus a fixed launch time per kernel and, on a "
+                             "calibrated CPU, each GEMM's weights read at the calibrated weight "
+                             "bandwidth and a fixed time per SDPA call; the uncalibrated one is "
+                             "the plain roofline (one record per operator)",
         "summary_statistic": f"{statistic} of {timing['repeats']} passes after {timing['warmup']} "
                              f"warm-up; class split from {timing['hooked_repeats']} hooked passes",
         **timing,

@@ -30,7 +30,14 @@ from .llm import DecoderPass, decoder_ops
 from .ops import Op, matmul_flops
 from .quant import QuantPlan
 from .roofline import time_op
-from .runtime import DEFAULT_RUNTIME, Kernel, kernel_time_s, num_launches, prefill_kernels
+from .runtime import (
+    DEFAULT_RUNTIME,
+    Kernel,
+    kernel_split_s,
+    kernel_time_s,
+    num_launches,
+    prefill_kernels,
+)
 from .spec import LLMSpec
 
 # dtype name -> the profile ceiling its matmul rate fills.
@@ -39,6 +46,7 @@ HALF_DTYPES = ("bfloat16", "float16")
 VECTOR_DTYPES = ("float32", "bfloat16", "float16")
 COPY_TRAFFIC_FACTOR = 2  # a copy reads and writes every byte
 ELEMENTWISE_OPERANDS = 4  # addcmul: out = a + b·c reads three tensors, writes one
+FP32_BYTES = 4
 
 
 @dataclass(frozen=True)
@@ -193,6 +201,27 @@ def build_profile(measured: CeilingMeasurements, name: str, description: str = "
     )
 
 
+def gemm_ceiling_without_weights(profile: HardwareProfile, measured: CeilingMeasurements,
+                                 weight_rate: float) -> HardwareProfile:
+    """``profile`` (a CPU's) with its FP32 GEMM ceiling recomputed without the time its peak
+    shape spent reading its k × n weights at ``weight_rate``: the compute rate that the
+    runtime profiles combine with that weight stream (``kernel_split_s``). Unchanged when
+    there is no FP32 sample, or the weight read would take half the call or more (then the
+    rate cannot be trusted)."""
+    peak = peak_sample(measured.matmul, ("float32",))
+    if profile.device_type != "cpu" or peak is None:
+        return profile
+    weight_s = peak.k * peak.n * FP32_BYTES / weight_rate
+    if weight_s >= peak.time_s / 2:
+        return profile
+    rate = peak.flops / (peak.time_s - weight_s)
+    key = "tensor_fp32_flops_per_s"
+    sources = {**profile.sources, key: profile.sources.get(key, "measured") + (
+        f"; less its {peak.k}x{peak.n} fp32 weight read at the fitted weight bandwidth "
+        f"({1e3 * weight_s:.3g} ms of {1e3 * peak.time_s:.3g} ms): the compute rate")}
+    return replace(profile, tensor_fp32_flops_per_s=rate, sources=sources)
+
+
 def shortfall_notes(measured: CeilingMeasurements) -> dict[str, str]:
     """Provenance lines recording each matmul shape's rate as a fraction of its dtype's
     peak: where small and skinny products fall short."""
@@ -237,9 +266,10 @@ class KernelCase:
         return op
 
     def kernels(self, quant: QuantPlan, onchip_buffer_bytes: float,
-                runtime: str = DEFAULT_RUNTIME) -> list[Kernel]:
-        """The kernels ``runtime`` launches for this module."""
-        every = prefill_kernels(self.llm, quant, self.num_tokens, runtime, onchip_buffer_bytes)
+                runtime: str = DEFAULT_RUNTIME, device_type: str = "gpu") -> list[Kernel]:
+        """The kernels ``runtime`` launches for this module on a ``device_type`` device."""
+        every = prefill_kernels(self.llm, quant, self.num_tokens, runtime, onchip_buffer_bytes,
+                                device_type)
         return [k for k in every if k.source == self.op_name]
 
     @property
@@ -285,12 +315,13 @@ def case_time_s(case: KernelCase, hardware: HardwareProfile, quant: QuantPlan,
                 with_launch: bool = True, runtime: str = DEFAULT_RUNTIME) -> float:
     """Predicted seconds of ``case``'s module: its runtime kernels on ``hardware``."""
     return sum(kernel_time_s(k, hardware, with_launch)
-               for k in case.kernels(quant, hardware.onchip_buffer_bytes, runtime))
+               for k in case.kernels(quant, hardware.onchip_buffer_bytes, runtime,
+                                     hardware.device_type))
 
 
 def case_launches(case: KernelCase, quant: QuantPlan, onchip_buffer_bytes: float,
-                  runtime: str = DEFAULT_RUNTIME) -> int:
-    return num_launches(case.kernels(quant, onchip_buffer_bytes, runtime))
+                  runtime: str = DEFAULT_RUNTIME, device_type: str = "gpu") -> int:
+    return num_launches(case.kernels(quant, onchip_buffer_bytes, runtime, device_type))
 
 
 def fit_efficiency(predicted_s: Sequence[float], measured_s: Sequence[float]) -> float:
@@ -312,46 +343,137 @@ def fit_kernel_efficiencies(
     cases: Sequence[KernelCase], measured_s: Sequence[float], hardware: HardwareProfile,
     quant: QuantPlan, launch_s: float = 0.0,
 ) -> dict[str, float]:
-    """Per operator class, the efficiency fitted over that class's modules: the runtime
-    kernels' busy time on ``hardware`` with its efficiencies removed, against the measured
-    time minus ``launch_s`` per launch.
+    """Per operator class, the efficiency fitted over that class's modules
+    (``fit_kernel_profile`` without the weight bandwidth)."""
+    return fit_kernel_profile(cases, measured_s, hardware, quant, launch_s)[0]
+
+
+def fit_kernel_profile(
+    cases: Sequence[KernelCase], measured_s: Sequence[float], hardware: HardwareProfile,
+    quant: QuantPlan, launch_s: float = 0.0,
+) -> tuple[dict[str, float], float | None, float | None]:
+    """(per operator class, the efficiency fitted over that class's modules; on a CPU the
+    weight bandwidth of its GEMMs and the fixed time of an SDPA call, else None).
+
+    Each module is predicted by its runtime kernels on ``hardware`` with its efficiencies
+    removed, against the measured time minus ``launch_s`` per launch. On a CPU
+    (``cache_bandwidth_bytes_per_s`` set) a GEMM's time is x·P + y·W (P: its roofline time
+    without the weights, W: the weight bytes it reads and packs apart, ``kernel_split_s``):
+    the matmul efficiency 1/x and the weight bandwidth 1/y are fitted together
+    (``fit_efficiency_and_rate``, over the GEMMs one by one); if the measurements cannot
+    separate the two (one token count, or a non-positive value) the matmul class falls back
+    to one efficiency with the weights at the memory bandwidth, and the rate is None. The
+    other classes then subtract their (small) weight stream at that bandwidth and fit
+    their efficiency alone, except attention on a CPU: each attention module is one SDPA
+    call, whose time is x·P + c (c: the call's fixed time beyond its launches, the
+    Python of ``sdpa_attention_forward`` and the CPU kernel's setup, which dominate at 32
+    tokens), fitted the same way over the modules one by one (same fallback).
 
     Modules are summed per layer shape (width and token count) before fitting, so a class
     is judged by what it costs a decoder layer: the cheap residual add does not outvote
     the SwiGLU activation that dominates the class's time. A module measured faster than
     its launches alone raises ``HardwareError`` (the measurement cannot be right).
     """
-    bare = replace(hardware, efficiency={}, kernel_launch_s=None)
+    bare = replace(hardware, efficiency={}, kernel_launch_s=None, weight_bandwidth_bytes_per_s=None,
+                   sdpa_call_s=None)
+    cpu = hardware.cache_bandwidth_bytes_per_s is not None
     groups: dict[tuple[str, LLMSpec, int], list[float]] = {}
+    single: list[tuple[float, float, float]] = []  # (scaled, weight bytes, busy) per module
     for case, measured in zip(cases, measured_s, strict=True):
-        predicted = case_time_s(case, bare, quant, with_launch=False)
-        busy = measured - launch_s * case_launches(case, quant, bare.onchip_buffer_bytes)
+        kernels = case.kernels(quant, bare.onchip_buffer_bytes, DEFAULT_RUNTIME, bare.device_type)
+        parts = [kernel_split_s(k, bare) for k in kernels]
+        scaled = sum(p for p, _ in parts)
+        weight = sum(w for _, w in parts)
+        if not cpu:  # the weights are part of the roofline's memory time
+            scaled, weight = sum(kernel_time_s(k, bare, False) for k in kernels), 0.0
+        busy = measured - launch_s * num_launches(kernels)
         if busy <= 0:
             raise HardwareError(
                 f"{case.label}: measured {measured:.3g} s, less than its launches at "
                 f"{launch_s:.3g} s each; the measurement is not stable")
-        sums = groups.setdefault((case.op_class, case.llm, case.num_tokens), [0.0, 0.0])
-        sums[0] += predicted
-        sums[1] += busy
+        single.append((scaled, weight, busy))
+        sums = groups.setdefault((case.op_class, case.llm, case.num_tokens), [0.0, 0.0, 0.0])
+        sums[0] += scaled
+        sums[1] += weight
+        sums[2] += busy
+    weight_rate = sdpa_call_s = None
     efficiencies = {}
+    if cpu:  # GEMMs one by one: their shapes differ in FLOPs per weight byte
+        matmul = [single[i] for i, case in enumerate(cases) if case.op_class == "matmul"]
+        try:
+            efficiencies["matmul"], weight_rate = fit_efficiency_and_rate(
+                [p for p, _, _ in matmul], [w for _, w, _ in matmul], [m for _, _, m in matmul])
+        except HardwareError:  # not separable (e.g. one token count): one factor, as on a GPU
+            weight_rate = None
+        attention = [single[i] for i, case in enumerate(cases) if case.op_class == "attention"]
+        stream = [w / weight_rate if weight_rate else 0.0 for _, w, _ in attention]
+        try:  # one SDPA call per module: the fixed term's "bytes" are 1 call
+            efficiencies["attention"], calls_per_s = fit_efficiency_and_rate(
+                [p for p, _, _ in attention], [1.0] * len(attention),
+                [m - s for (_, _, m), s in zip(attention, stream, strict=True)])
+            sdpa_call_s = 1.0 / calls_per_s
+        except HardwareError:
+            efficiencies.pop("attention", None)
     for op_class in OPERATOR_CLASSES:
         pairs = [sums for (c, _, _), sums in groups.items() if c == op_class]
-        if pairs:
-            efficiencies[op_class] = fit_efficiency([p for p, _ in pairs], [m for _, m in pairs])
-    return efficiencies
+        if pairs and op_class not in efficiencies:
+            stream = [w / weight_rate if weight_rate else 0.0 for _, w, _ in pairs]
+            if weight_rate is None:  # without a fitted rate the weights join the scaled part
+                pairs = [(p + w / hardware.hbm_bandwidth_bytes_per_s, 0.0, m) for p, w, m in pairs]
+            efficiencies[op_class] = fit_efficiency(
+                [p for p, _, _ in pairs], [m - s for (_, _, m), s in zip(pairs, stream, strict=True)])
+    return efficiencies, weight_rate, sdpa_call_s
+
+
+def fit_efficiency_and_rate(scaled_s: Sequence[float], weight_bytes: Sequence[float],
+                            measured_s: Sequence[float]) -> tuple[float, float]:
+    """(efficiency 1/x, bandwidth 1/y) minimising Σ ((x·p + y·w − m) / m)² with efficiency
+    ≤ 1: predictions p at efficiency 1, weight bytes w, measurements m. Two linear unknowns:
+    the 2 × 2 normal equations; an efficiency above 1 (the GEMM ceiling was timed with its
+    own weight reads inside) puts the optimum on the bound x = 1. ``HardwareError`` if the
+    system is singular or either value is not positive (the measurements cannot separate
+    compute from the weight stream)."""
+    rows = [(p / m, w / m) for p, w, m in zip(scaled_s, weight_bytes, measured_s, strict=True)]
+    a = sum(p * p for p, _ in rows)
+    b = sum(p * w for p, w in rows)
+    c = sum(w * w for _, w in rows)
+    d = sum(p for p, _ in rows)
+    e = sum(w for _, w in rows)
+    det = a * c - b * b
+    if len(rows) < 2 or det <= 0:
+        raise HardwareError("cannot fit an efficiency and a fixed term (weight reads, call "
+                            "time): the measurements do not separate them")
+    x, y = (d * c - b * e) / det, (a * e - b * d) / det
+    if 0 < x < 1:  # beyond the ceiling, which itself includes its GEMM's weight reads: the
+        x = 1.0    # constrained optimum lies on efficiency 1, y from Σ (w/m)(1 − p/m) / Σ (w/m)²
+        y = (e - b) / c
+    if x <= 0 or y <= 0:
+        raise HardwareError(f"fitting gave 1/efficiency {x:.3g} and a fixed term of {y:.3g} s "
+                            "per unit (weight byte or call); both must be positive")
+    return 1.0 / x, 1.0 / y
 
 
 def calibrated(profile: HardwareProfile, efficiencies: dict[str, float], how: str,
-               launch_s: float | None = None, launch_how: str = "") -> HardwareProfile:
-    """``profile`` with ``efficiencies`` (and the per-kernel ``launch_s``) applied; each
-    efficiency's source says ``how``, the launch time's ``launch_how``."""
+               launch_s: float | None = None, launch_how: str = "",
+               weight_rate: float | None = None, weight_how: str = "",
+               sdpa_call_s: float | None = None, sdpa_how: str = "") -> HardwareProfile:
+    """``profile`` with ``efficiencies`` (and the per-kernel ``launch_s``, the GEMM weight
+    bandwidth ``weight_rate``) applied; each efficiency's source says ``how``, the launch
+    time's ``launch_how``, the weight bandwidth's ``weight_how``."""
     sources = dict(profile.sources)
     for op_class in efficiencies:
         sources[f"efficiency.{op_class}"] = how
     if launch_s is not None:
         sources["kernel_launch_s"] = launch_how or "measured"
+    if weight_rate is not None:
+        sources["weight_bandwidth_bytes_per_s"] = weight_how or "measured"
+    if sdpa_call_s is not None:
+        sources["sdpa_call_s"] = sdpa_how or "measured"
     return replace(profile, efficiency=dict(efficiencies), sources=sources,
-                   kernel_launch_s=launch_s if launch_s is not None else profile.kernel_launch_s)
+                   kernel_launch_s=launch_s if launch_s is not None else profile.kernel_launch_s,
+                   weight_bandwidth_bytes_per_s=(weight_rate if weight_rate is not None
+                                                 else profile.weight_bandwidth_bytes_per_s),
+                   sdpa_call_s=sdpa_call_s if sdpa_call_s is not None else profile.sdpa_call_s)
 
 
 def nominal_profile(measured: CeilingMeasurements, name: str, peak_flops_per_s: float,

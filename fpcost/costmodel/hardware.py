@@ -64,6 +64,14 @@ class HardwareProfile:
     # bandwidth. Used by the runtime execution profiles only.
     cache_bandwidth_bytes_per_s: float | None = None
     cache_bytes: float | None = None  # capacity behind that bandwidth (a CPU's last-level cache)
+    # Rate at which a CPU GEMM reads and packs its weight panels before computing on them
+    # (calibrated CPUs: fitted on cold nn.Linear calls, no efficiency applied); None: the
+    # weights at the memory bandwidth. Used by the runtime execution profiles only.
+    weight_bandwidth_bytes_per_s: float | None = None
+    # Fixed time of one SDPA call beyond its kernel launch (calibrated CPUs: transformers'
+    # sdpa_attention_forward and the CPU flash kernel's per-call setup, fitted with the
+    # attention efficiency); None: no such term. Used by the runtime execution profiles only.
+    sdpa_call_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.device_type not in DEVICE_TYPES:
@@ -82,12 +90,14 @@ class HardwareProfile:
         ):
             _check_positive(self.name, name, getattr(self, name))
         for name in ("tensor_int4_ops_per_s", "tensor_fp8_flops_per_s", "tensor_tf32_flops_per_s",
-                     "tensor_fp32_flops_per_s", "cache_bandwidth_bytes_per_s", "cache_bytes"):
+                     "tensor_fp32_flops_per_s", "cache_bandwidth_bytes_per_s", "cache_bytes",
+                     "weight_bandwidth_bytes_per_s"):
             value = getattr(self, name)
             if value is not None:
                 _check_positive(self.name, name, value)
-        if self.kernel_launch_s is not None:
-            _check_positive(self.name, "kernel_launch_s", self.kernel_launch_s, LAUNCH_RANGE_S)
+        for name in ("kernel_launch_s", "sdpa_call_s"):
+            if getattr(self, name) is not None:
+                _check_positive(self.name, name, getattr(self, name), LAUNCH_RANGE_S)
         for op_class, factor in self.efficiency.items():
             if op_class not in OPERATOR_CLASSES:
                 raise HardwareError(

@@ -35,16 +35,24 @@ differ (``kernel_time_s``): activations are read from cache (each kernel reads w
 previous one just wrote: measured here, a residual add of 512 × 768 fp32 moves ~100 GB/s
 against a 15 GB/s DRAM copy), and the weight read of a GEMM does not overlap the
 arithmetic: a CPU GEMM packs its weight panels before computing on them (measured here:
-``F.linear`` with 1024 × 2816 fp32 weights, one thread, takes 0.61 ms + 0.054 ms per token;
-the intercept is one weight read at the copy bandwidth). Pure arithmetic; SI units.
+``F.linear`` with cold 1024 × 2816 fp32 weights, one thread, from 16 to 256 tokens takes
+≈ 0.9 ms + the FLOPs at the GEMM peak; 0.9 ms is 11.5 MB at ~13 GB/s, well below the
+39 GB/s of a copy counted read + write). ``fpcost calibrate`` fits that rate, the profile's
+``weight_bandwidth_bytes_per_s``, together with the matmul efficiency; no efficiency scales
+it. And transformers' SDPA on a CPU runs PyTorch's CPU flash-attention kernel
+(``cpu_flash_work``): query blocks of 32, 64 or 256 rows and key blocks of 512 skip less of
+the causal triangle than square tiles (at 512 tokens nothing: every score is computed).
+Pure arithmetic; SI units.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 from .accounting import FPCOST
 from .errors import WorkloadError
+from .flash import FlashWork, flash_attention_row_block, flash_work
 from .hardware import OPERATOR_CLASSES, HardwareProfile
 from .llm import DecoderPass, decoder_ops
 from .ops import ATTENTION, NORM, VECTOR, Op
@@ -62,6 +70,11 @@ ROTARY_FLOPS_PER_ELEMENT = 3.5  # negate (half), two products, one sum
 FUSED_NORM_FLOPS_PER_ELEMENT = 5  # add residual, square, sum, scale, weight
 ROTARY_TABLE_LAUNCHES = 8  # inv_freq × positions, cat, cos, sin, 2 × scaling, 2 × cast
 ROTARY_TABLE_PASSES = 6  # passes over the (tokens, head_dim) fp32 tables
+# PyTorch's CPU flash attention (aten/src/ATen/native/cpu/FlashAttentionKernel.cpp): query
+# blocks of 32 rows, 64 from 192 query tokens, 256 from 768; key blocks of 512.
+CPU_FLASH_Q_SPLITS = ((768, 256), (192, 64), (0, 32))
+CPU_FLASH_KV_SPLIT = 512
+SDPA_OP = "fused_attention"  # the cost-model operator a runtime's SDPA call runs
 
 
 @dataclass(frozen=True)
@@ -81,14 +94,18 @@ def check_runtime(name: str) -> str:
 
 
 def prefill_kernels(llm: LLMSpec, quant: QuantPlan, num_tokens: int, runtime: str,
-                    onchip_buffer_bytes: float) -> list[Kernel]:
+                    onchip_buffer_bytes: float, device_type: str = "gpu") -> list[Kernel]:
     """The kernels ``runtime`` launches for one batch-1 prefill of ``num_tokens`` tokens
-    (every decoder layer, the LM head on the last position, and the per-pass extras)."""
+    (every decoder layer, the LM head on the last position, and the per-pass extras). On a
+    ``device_type`` "cpu" device transformers' SDPA runs PyTorch's CPU flash-attention
+    kernel, whose tiles (``cpu_flash_work``) set its causal work."""
     check_runtime(runtime)
     step = DecoderPass("prefill", num_tokens, num_tokens, 1)
     ops = decoder_ops(llm, quant, step, FPCOST, True, onchip_buffer_bytes)
     build = _SdpaKernels(llm, quant, num_tokens) if runtime == "transformers-sdpa" else \
         _FusedKernels(llm, quant, num_tokens)
+    build.cpu_tiles = device_type == "cpu" and runtime == "transformers-sdpa"
+    build.onchip_buffer_bytes = onchip_buffer_bytes
     kernels = []
     for op in ops:
         kernels += build.expand(op)
@@ -96,7 +113,26 @@ def prefill_kernels(llm: LLMSpec, quant: QuantPlan, num_tokens: int, runtime: st
     return kernels
 
 
+def cpu_flash_work(num_query_tokens: int, num_kv_tokens: int):
+    """Score elements and K/V rows of one head in PyTorch's causal CPU flash attention: query
+    block m (``q`` rows) walks key blocks of 512 while they start below its last key
+    (min(m + q, s_kv)), each block whole but cut at s_kv."""
+    s_q, s_kv = num_query_tokens, num_kv_tokens
+    q_split = next(size for start, size in CPU_FLASH_Q_SPLITS if s_q >= start)
+    scores = rows = 0
+    for m in range(0, s_q, q_split):
+        block = min(q_split, s_q - m)
+        keys = min(m + block, s_kv)
+        columns = min(math.ceil(keys / CPU_FLASH_KV_SPLIT) * CPU_FLASH_KV_SPLIT, s_kv)
+        scores += block * columns
+        rows += columns
+    return FlashWork(scores, rows)
+
+
 class _Shapes:
+    cpu_tiles = False
+    onchip_buffer_bytes = 0.0
+
     def __init__(self, llm: LLMSpec, quant: QuantPlan, num_tokens: int) -> None:
         self.llm, self.quant, self.t = llm, quant, num_tokens
         self.a = quant.act_bytes_per_element
@@ -172,10 +208,23 @@ class _SdpaKernels(_Shapes):
         # DynamicLayer.update: torch.cat([empty cache, new]) for K and for V
         ks.append(self.kernel(op, "cache_cat", ATTENTION, 2, read=2 * self.k * a,
                               kv_write=2 * self.k * kv))
-        ks.append(Kernel(op, 1, op.name))  # SDPA itself: the cost model's fused operator
+        # SDPA itself: the cost model's fused operator, on a CPU with PyTorch's tiles
+        ks.append(Kernel(self.cpu_sdpa(op) if self.cpu_tiles else op, 1, op.name))
         ks.append(self.kernel(op, "output_contiguous", ATTENTION, read=self.q * a,
                               write=self.q * a))
         return ks
+
+    def cpu_sdpa(self, op: Op) -> Op:
+        """``op`` (FlashAttention with square tiles) recounted with the tiles of PyTorch's
+        CPU kernel: FLOPs scale with the score elements, K/V traffic with the rows read."""
+        d, s = self.llm.resolved_head_dim, self.t
+        rows = flash_attention_row_block(self.onchip_buffer_bytes, self.kv, d)
+        model = flash_work(s, s, rows, causal=True)
+        cpu = cpu_flash_work(s, s)
+        ratio = cpu.score_elements / model.score_elements
+        return replace(op, tensor_flops=op.tensor_flops * ratio,
+                       vector_flops=op.vector_flops * ratio,
+                       kv_read_bytes=op.kv_read_bytes * cpu.kv_rows_read / model.kv_rows_read)
 
     def mlp_act(self, op: Op) -> list[Kernel]:
         f, a = self.f, self.a
@@ -242,33 +291,58 @@ class _FusedKernels(_Shapes):
         ]
 
 
-def kernel_time_s(kernel: Kernel, hardware: HardwareProfile, with_launch: bool = True) -> float:
-    """Seconds of all ``count`` instances of ``kernel`` on ``hardware`` (its efficiencies
-    and, with ``with_launch``, its launch time applied).
+def kernel_split_s(kernel: Kernel, hardware: HardwareProfile) -> tuple[float, float]:
+    """(seconds at efficiency 1 that the class efficiency scales, weight bytes streamed
+    apart) of all ``count`` instances of ``kernel``, launches excluded.
 
     GPU (no ``cache_bandwidth_bytes_per_s``): max(compute, every byte at the memory
-    bandwidth). CPU (calibrated, with a cache bandwidth): max(compute, activation and cache
-    bytes at the cache bandwidth up to ``cache_bytes``, the rest at the memory bandwidth —
-    each kernel reads what the previous one just wrote) plus
-    the weight bytes at the memory bandwidth, which a CPU GEMM reads and packs before it
-    computes on them (no overlap; see the module docstring).
+    bandwidth), no bytes apart. CPU (calibrated, with a cache bandwidth): max(compute,
+    activation and cache bytes at the cache bandwidth up to ``cache_bytes``, the rest at the
+    memory bandwidth — each kernel reads what the previous one just wrote); the weight bytes
+    are apart: a CPU GEMM reads and packs its weight panels before it computes on them (no
+    overlap; see the module docstring), at ``weight_bandwidth_bytes_per_s``.
     """
     op = kernel.op
-    efficiency = hardware.efficiency_for(op.op_class)
     compute_s = (op.tensor_flops / hardware.peak_flops_per_s("tensor", op.precision)
                  + op.vector_flops / hardware.peak_flops_per_s("vector", op.vector_precision))
     cache = hardware.cache_bandwidth_bytes_per_s
     if cache is None:
-        busy_s = max(compute_s, op.memory_access_bytes / hardware.hbm_bandwidth_bytes_per_s)
-    else:  # up to the cache's capacity at its bandwidth, the rest from memory
-        activation_bytes = op.memory_access_bytes - op.weight_bytes
-        cached = min(activation_bytes, hardware.cache_bytes or activation_bytes)
-        activation_s = (cached / cache
-                        + (activation_bytes - cached) / hardware.hbm_bandwidth_bytes_per_s)
-        busy_s = (max(compute_s, activation_s)
-                  + op.weight_bytes / hardware.hbm_bandwidth_bytes_per_s)
+        return op.count * max(compute_s, op.memory_access_bytes
+                              / hardware.hbm_bandwidth_bytes_per_s), 0.0
+    activation_bytes = op.memory_access_bytes - op.weight_bytes
+    cached = min(activation_bytes, hardware.cache_bytes or activation_bytes)
+    activation_s = cached / cache + (activation_bytes - cached) / hardware.hbm_bandwidth_bytes_per_s
+    return op.count * max(compute_s, activation_s), op.count * op.weight_bytes
+
+
+def weight_stream_s(weight_bytes: float, hardware: HardwareProfile) -> float:
+    """Seconds of streaming ``weight_bytes`` apart from the computation: at the calibrated
+    weight bandwidth (no efficiency applied); 0 without one (they are then part of the
+    efficiency-scaled time, at the memory bandwidth)."""
+    rate = hardware.weight_bandwidth_bytes_per_s
+    return weight_bytes / rate if rate else 0.0
+
+
+def kernel_time_s(kernel: Kernel, hardware: HardwareProfile, with_launch: bool = True) -> float:
+    """Seconds of all ``count`` instances of ``kernel`` on ``hardware``: the scaled part
+    (``kernel_split_s``) over the class efficiency, the weight stream, the fixed time of an
+    SDPA call (``sdpa_call_s``, SDPA kernels only) and, with ``with_launch``,
+    ``num_launches`` launches per instance."""
+    scaled_s, fixed_s = _scaled_and_fixed_s(kernel, hardware, with_launch)
+    return scaled_s / hardware.efficiency_for(kernel.op.op_class) + fixed_s
+
+
+def _scaled_and_fixed_s(kernel: Kernel, hardware: HardwareProfile,
+                        with_launch: bool = True) -> tuple[float, float]:
+    """(seconds at efficiency 1 the efficiency scales, seconds it does not: the weight
+    stream at a calibrated weight bandwidth, an SDPA call's fixed time and the launches)."""
+    scaled_s, weight_bytes = kernel_split_s(kernel, hardware)
+    if hardware.weight_bandwidth_bytes_per_s is None:
+        scaled_s += weight_bytes / hardware.hbm_bandwidth_bytes_per_s
     launch_s = (hardware.kernel_launch_s or 0.0) if with_launch else 0.0
-    return op.count * (busy_s / efficiency + kernel.num_launches * launch_s)
+    call_s = (hardware.sdpa_call_s or 0.0) if kernel.op.name == SDPA_OP else 0.0
+    return scaled_s, (weight_stream_s(weight_bytes, hardware)
+                      + kernel.op.count * (kernel.num_launches * launch_s + call_s))
 
 
 def class_times_s(kernels: list[Kernel], hardware: HardwareProfile,
@@ -278,6 +352,19 @@ def class_times_s(kernels: list[Kernel], hardware: HardwareProfile,
     for kernel in kernels:
         sums[kernel.op.op_class] += kernel_time_s(kernel, hardware, with_launch)
     return sums
+
+
+def split_class_times_s(kernels: list[Kernel], hardware: HardwareProfile
+                        ) -> tuple[dict[str, float], dict[str, float]]:
+    """Per operator class: (seconds at efficiency 1 that the efficiency scales, seconds it
+    does not — launches and the calibrated weight stream)."""
+    scaled = dict.fromkeys(OPERATOR_CLASSES, 0.0)
+    fixed = dict.fromkeys(OPERATOR_CLASSES, 0.0)
+    for kernel in kernels:
+        s, f = _scaled_and_fixed_s(kernel, hardware)
+        scaled[kernel.op.op_class] += s
+        fixed[kernel.op.op_class] += f
+    return scaled, fixed
 
 
 def launch_times_s(kernels: list[Kernel], launch_s: float) -> dict[str, float]:

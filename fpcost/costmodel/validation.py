@@ -16,7 +16,7 @@ from .errors import HardwareError, WorkloadError
 from .estimate import estimate
 from .hardware import OPERATOR_CLASSES, HardwareProfile
 from .quant import QuantPlan
-from .runtime import DEFAULT_RUNTIME, class_times_s, launch_times_s, prefill_kernels
+from .runtime import DEFAULT_RUNTIME, prefill_kernels, split_class_times_s
 from .spec import LLMSpec, ModelSpec
 from .workload import Workload
 
@@ -51,19 +51,22 @@ def runtime_class_times_s(
     llm: LLMSpec, num_tokens: Sequence[int], hardware: HardwareProfile, quant: QuantPlan,
     runtime: str = DEFAULT_RUNTIME,
 ) -> tuple[dict[str, list[float]], dict[str, list[float]]]:
-    """(busy, launch): per operator class, at each token count, the seconds of the kernels
-    ``runtime`` launches for a prefill — busy time at efficiency 1 on ``hardware``'s
-    ceilings, and launches at its ``kernel_launch_s`` (zero when it has none)."""
+    """(busy, fixed): per operator class, at each token count, the seconds of the kernels
+    ``runtime`` launches for a prefill on ``hardware`` — busy time at efficiency 1 on its
+    ceilings (what an efficiency scales), and the part no efficiency scales: launches at its
+    ``kernel_launch_s`` and, on a calibrated CPU, the weight stream at its
+    ``weight_bandwidth_bytes_per_s`` (zero when it has neither)."""
     bare = without_efficiency(hardware)
     busy: dict[str, list[float]] = {c: [] for c in OPERATOR_CLASSES}
-    launch: dict[str, list[float]] = {c: [] for c in OPERATOR_CLASSES}
+    fixed: dict[str, list[float]] = {c: [] for c in OPERATOR_CLASSES}
     for n in num_tokens:
-        kernels = prefill_kernels(llm, quant, n, runtime, hardware.onchip_buffer_bytes)
-        for c, value in class_times_s(kernels, bare, with_launch=False).items():
-            busy[c].append(value)
-        for c, value in launch_times_s(kernels, hardware.kernel_launch_s or 0.0).items():
-            launch[c].append(value)
-    return busy, launch
+        kernels = prefill_kernels(llm, quant, n, runtime, hardware.onchip_buffer_bytes,
+                                  hardware.device_type)
+        scaled, extra = split_class_times_s(kernels, bare)
+        for c in OPERATOR_CLASSES:
+            busy[c].append(scaled[c])
+            fixed[c].append(extra[c])
+    return busy, fixed
 
 
 def totals(class_times: ClassTimes) -> list[float]:

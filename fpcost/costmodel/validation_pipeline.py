@@ -44,7 +44,7 @@ def predicted_request_s(model: ModelSpec, num_visual_tokens: int, num_text_token
         kernels = [Kernel(op, 1, op.name) for op in stage_ops(stage, model, workload, settings)]
         stages[stage] = sum(kernel_time_s(k, hardware) for k in kernels)
     llm_kernels = prefill_kernels(model.llm, quant, num_visual_tokens + num_text_tokens, runtime,
-                                  hardware.onchip_buffer_bytes)
+                                  hardware.onchip_buffer_bytes, hardware.device_type)
     stages["prefill"] = sum(kernel_time_s(k, hardware) for k in llm_kernels)
     return stages
 

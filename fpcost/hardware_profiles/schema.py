@@ -10,7 +10,8 @@ Layout of a file (see docs/hardware.md)::
     [memory]      capacity_gib (or capacity_gb), bandwidth_gb_per_s, onchip_buffer_kb
     [tensor]      fp16_tflops, int8_tops, int4_tops?, fp8_tflops?, tf32_tflops?, fp32_tflops?
     [vector]      fp16_tflops, fp32_tflops
-    [runtime]     kernel_launch_us?, cache_bandwidth_gb_per_s?, cache_mb?   (calibrated CPUs)
+    [runtime]     kernel_launch_us?, cache_bandwidth_gb_per_s?, cache_mb?,
+                  weight_bandwidth_gb_per_s?, sdpa_call_us?   (calibrated CPUs)
     [efficiency]  matmul?, attention?, vector?, norm?     (fractions of the ceilings)
     [sources]     "<table>.<key>" = "where the number comes from"
     [provenance]  free-form strings (calibrated profiles: device, torch, threads, date)
@@ -76,6 +77,9 @@ NUMERIC_KEYS = (
     NumericKey("runtime", "cache_bandwidth_gb_per_s", "cache_bandwidth_bytes_per_s", GIGA, "GB/s",
                False),
     NumericKey("runtime", "cache_mb", "cache_bytes", MEGA, "MB", False),
+    NumericKey("runtime", "sdpa_call_us", "sdpa_call_s", MICRO, "µs", False),
+    NumericKey("runtime", "weight_bandwidth_gb_per_s", "weight_bandwidth_bytes_per_s", GIGA,
+               "GB/s", False),
 )
 # Older spellings still read (never written): a key here may stand in for the NUMERIC_KEYS
 # entry with the same field, not beside it. capacity_gb is decimal: 40 means 40e9 B.

@@ -11,6 +11,8 @@ dispersion of the passes is kept, and unstable measurements are re-measured or r
 from __future__ import annotations
 
 import datetime as _dt
+import itertools
+import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, replace
 from types import SimpleNamespace
@@ -24,7 +26,8 @@ from fpcost.costmodel.calibration import (
     build_profile,
     calibrated,
     case_launches,
-    fit_kernel_efficiencies,
+    fit_kernel_profile,
+    gemm_ceiling_without_weights,
     kernel_suite,
     nominal_profile,
     shortfall_notes,
@@ -66,6 +69,9 @@ from .timing import (
 )
 
 Progress = Callable[[str], None]
+# Weights a timed GEMM cycles through: twice a 32 MiB last-level cache (the suite's layers
+# are 2.4 to 46 MB), so each call reads its weights from memory, as in a model.
+COLD_WEIGHT_BYTES = 64 * 2**20
 
 
 @dataclass(frozen=True)
@@ -103,9 +109,21 @@ def kernel_fn(case: KernelCase, dtype: torch.dtype, device: torch.device) -> Cal
     name = case.op_name
     if name in ("q_proj", "gate_proj", "down_proj"):
         in_f, out_f = {"q_proj": (h, h), "gate_proj": (h, ffn), "down_proj": (ffn, h)}[name]
-        linear = nn.Linear(in_f, out_f, bias=False).to(device=device, dtype=dtype)
+        # A ring of nn.Linear layers whose weights together exceed the last-level cache, called
+        # in turn: in a model every layer's weights are evicted before it runs again, so a
+        # GEMM reads them cold (one reused weight would stay cached and time too fast).
+        element = torch.empty((), dtype=dtype).element_size()
+        ring = max(2, math.ceil(COLD_WEIGHT_BYTES / (in_f * out_f * element)))
+        weights = torch.empty(ring, out_f, in_f, device=device, dtype=dtype).uniform_(-0.03, 0.03)
+        linears = []
+        for i in range(ring):
+            linear = nn.utils.skip_init(nn.Linear, in_f, out_f, bias=False, device=device,
+                                        dtype=dtype)
+            linear.weight = nn.Parameter(weights[i], requires_grad=False)
+            linears.append(linear)
         x = rand(1, s, in_f)
-        return lambda: linear(x)
+        turn = itertools.cycle(linears)
+        return lambda: next(turn)(x)
     if name == "fused_attention":
         # (B, H, S, D) views of (B, S, H, D) projections, as LlamaAttention makes them
         q = rand(1, s, heads, d).transpose(1, 2)
@@ -243,7 +261,8 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
             provenance=_provenance(device, dtypes, suite_dtype, warmup, repeats, statistic),
         )
         measurements = _with_shortfalls(measurements)
-        profile = build_profile(measurements, name)
+        measured_profile = build_profile(measurements, name)
+        profile = measured_profile
         quant = QuantPlan.uniform(DTYPE_BITS[suite_dtype])
         times = [0.0] * len(cases)
         _measure_cases(device, cases, range(len(cases)), suite_dtype, warmup, repeats,
@@ -251,8 +270,15 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
         for attempt in range(retries + 1):
             problems, flagged = _case_problems(cases, times, dispersions, max_spread)
             efficiencies: dict[str, float] = {}
+            weight_rate = sdpa_call_s = None
             try:
-                efficiencies = fit_kernel_efficiencies(cases, times, profile, quant, launch_s)
+                profile = measured_profile
+                efficiencies, weight_rate, sdpa_call_s = fit_kernel_profile(
+                    cases, times, profile, quant, launch_s)
+                if weight_rate is not None:  # the GEMM ceiling less its own weight read, refit
+                    profile = gemm_ceiling_without_weights(profile, measurements, weight_rate)
+                    efficiencies, weight_rate, sdpa_call_s = fit_kernel_profile(
+                        cases, times, profile, quant, launch_s)
             except HardwareError as exc:
                 problems.append(str(exc))
                 flagged.update(range(len(cases)))
@@ -281,7 +307,20 @@ def calibrate(device: Device, dtypes: Sequence[str], name: str, warmup: int = 1,
     peak = nominal_cpu_peak(device.num_threads) if device.type == "cpu" else None
     if peak is not None:
         nominal = nominal_profile(measurements, f"{name}-nominal", *peak)
-    result_profile = calibrated(profile, efficiencies, how, launch_s, launch_how)
+    weight_how = (f"measured: fitted with the matmul efficiency over the {suite_dtype} nn.Linear "
+                  "modules of the suite, each cycling through weights twice the last-level cache "
+                  "(read cold, as in a model): time = roofline without weights / efficiency + "
+                  "weight bytes / this bandwidth; relative least squares")
+    sdpa_how = (f"measured: fitted with the attention efficiency over the {suite_dtype} "
+                "attention modules of the suite (rotary + cache + causal SDPA, one SDPA call each): "
+                "time = launches + roofline / efficiency + this; relative least squares")
+    result_profile = calibrated(profile, efficiencies, how, launch_s, launch_how, weight_rate,
+                                weight_how, sdpa_call_s, sdpa_how)
+    if weight_rate is None and device.type == "cpu":
+        result_profile = replace(result_profile, provenance={
+            **result_profile.provenance,
+            "weight_bandwidth": "not separable from the GEMM efficiency on these measurements: "
+                                "weights at the memory bandwidth, inside the matmul efficiency"})
     result_profile = replace(result_profile, provenance={
         **result_profile.provenance, "runtime": DEFAULT_RUNTIME,
         "max_spread": f"{100 * max(d.spread for d in dispersions.values()):.1f}% "

@@ -218,7 +218,9 @@ def test_per_sample_independent_of_batch(data):
 @SETTINGS
 @given(st.data())
 def test_cls_takes_no_part_unless_asked(data):
-    case = data.draw(attention_case())
+    # tie-free inputs: on near-uniform maps, dropping the CLS rows and columns changes the
+    # float summation order, which may flip a near-tie (found by hypothesis on "uniform")
+    case = data.draw(attention_case(regimes=("random", "onehot"), dtype=torch.float64))
     config = data.draw(freepruner_config(case))
     if case.num_prefix == 0 or config.include_cls:
         return

@@ -114,7 +114,8 @@ def check_fits(llm: LLMSpec, max_tokens: int, dtype: str, device: Device,
         raise DeviceError(
             f"a {dtype} prefill of {max_tokens} tokens on {llm.name} needs about "
             f"{needed / GIGA:.1f} GB but {device.name} has {available_bytes / GIGA:.1f} GB "
-            "available; use fewer tokens, a smaller --model or a 16-bit --dtype"
+            "available; use fewer tokens (--tokens, --tokens-from), a smaller --model or "
+            "--config, or a 16-bit --dtype"
         )
 
 

@@ -8,24 +8,26 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from fpcost.costmodel.calibration import (
-    KERNEL_OP_CLASSES,
     CeilingMeasurements,
     MatmulSample,
     VectorSample,
     build_profile,
     calibrated,
+    gemm_ceiling_without_weights,
+    shortfall_notes,
+)
+from fpcost.costmodel.errors import HardwareError
+from fpcost.costmodel.hardware import OPERATOR_CLASSES
+from fpcost.costmodel.kernel_fit import (
+    KERNEL_OP_CLASSES,
     case_launches,
     case_time_s,
     fit_efficiency,
     fit_efficiency_and_rate,
     fit_kernel_efficiencies,
     fit_kernel_profile,
-    gemm_ceiling_without_weights,
     kernel_suite,
-    shortfall_notes,
 )
-from fpcost.costmodel.errors import HardwareError
-from fpcost.costmodel.hardware import OPERATOR_CLASSES
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.hardware_profiles import load_profile, write_profile
 

@@ -7,7 +7,8 @@ import pytest
 import torch
 
 from fpcost.cli.main import main
-from fpcost.costmodel.calibration import KERNEL_OP_CLASSES, KernelCase, build_profile
+from fpcost.costmodel.calibration import build_profile
+from fpcost.costmodel.kernel_fit import KERNEL_OP_CLASSES, KernelCase
 from fpcost.costmodel.spec import LLMSpec
 from fpcost.hardware_profiles import write_profile, write_text_atomic
 from fpcost.pruner import calibrate as calibrate_module

@@ -6,9 +6,9 @@ import pytest
 import torch
 from torch import nn
 
-from fpcost.costmodel.calibration import KERNEL_OP_CLASSES, KernelCase
 from fpcost.costmodel.errors import FpcostError
 from fpcost.costmodel.hardware import OPERATOR_CLASSES
+from fpcost.costmodel.kernel_fit import KERNEL_OP_CLASSES, KernelCase
 from fpcost.costmodel.spec import LLMSpec
 from fpcost.costmodel.units import GIGA
 from fpcost.hardware_profiles import load_profile, write_profile

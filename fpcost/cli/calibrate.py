@@ -124,7 +124,8 @@ def calibrate(device, dtypes, output, name, nominal_output, threads, clock, warm
 def _render(result, output: Path, output_format: str) -> None:
     from dataclasses import replace
 
-    from fpcost.costmodel.calibration import case_launches, case_time_s, peak_sample
+    from fpcost.costmodel.calibration import peak_sample
+    from fpcost.costmodel.kernel_fit import case_launches, case_time_s
     from fpcost.costmodel.quant import QuantPlan
     from fpcost.pruner.calibrate import SUITE_DTYPE
     from fpcost.pruner.timing import DTYPE_BITS

@@ -22,18 +22,15 @@ from torch import nn
 
 from fpcost.costmodel.calibration import (
     CeilingMeasurements,
-    KernelCase,
     build_profile,
     calibrated,
-    case_launches,
-    fit_kernel_profile,
     gemm_ceiling_without_weights,
-    kernel_suite,
     nominal_profile,
     shortfall_notes,
 )
 from fpcost.costmodel.errors import HardwareError
 from fpcost.costmodel.hardware import HardwareProfile
+from fpcost.costmodel.kernel_fit import KernelCase, case_launches, fit_kernel_profile, kernel_suite
 from fpcost.costmodel.noise import (
     DEFAULT_MAX_SPREAD,
     Dispersion,

@@ -263,7 +263,8 @@ def selection_from_file(method: str | None, params: dict, settings: dict | None,
     return FileSelection(spec, f"freepruner, from {source}: pivotal layers "
                                f"{','.join(map(str, resolved))}, complementary layer "
                                f"{spec.complementary_layer_resolved(num_layers)} ({direction}s), "
-                               f"k = {k}")
+                               f"k = {k} (the file's layer indices, read in this model's "
+                               f"{num_layers}-layer tower: every layer has the same cost)")
 
 
 def _file_int(settings: dict, params: dict, key: str, where: str) -> int:

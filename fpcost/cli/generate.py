@@ -53,21 +53,33 @@ def _check_ratio(ctx, param, values):
     return tuple(values)
 
 
-def _predictions(model_dir: Path, profile_path: Path, runs, dtype: str,
-                 image_size: tuple[int, int] | None) -> tuple[list, dict]:
-    """Predicted total and TTFT (s) of each run on ``profile_path``, after checking that the
-    profile describes the device the runs were measured on."""
+def _profile_of_this_device(profile_path: Path):
+    """The profile at ``profile_path`` and this device, after checking that the profile
+    describes it (device type, name; a CPU profile's thread count is adopted: the runs are
+    timed with as many intra-op threads as the profile was calibrated with)."""
     import torch
 
-    from fpcost.api import estimate
-    from fpcost.costmodel.quant import QuantPlan
     from fpcost.costmodel.validation import check_profile_device
     from fpcost.hardware_profiles import load_profile
-    from fpcost.pruner.timing import DTYPE_BITS, resolve_device
+    from fpcost.pruner.timing import resolve_device
 
-    dev = resolve_device("cuda" if torch.cuda.is_available() else "cpu")
     profile = load_profile(str(profile_path))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = profile.provenance.get("threads")
+    if device == "cpu" and threads is not None and threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+    dev = resolve_device(device)
     check_profile_device(profile, dev.profile_device_type, dev.name, dev.num_threads)
+    return profile, dev
+
+
+def _predictions(model_dir: Path, profile, runs, dtype: str,
+                 image_size: tuple[int, int] | None) -> list[tuple[float, float]]:
+    """Predicted (total, TTFT) in s of each run's workload on ``profile``."""
+    from fpcost.api import estimate
+    from fpcost.costmodel.quant import QuantPlan
+    from fpcost.pruner.timing import DTYPE_BITS
+
     quant = QuantPlan.uniform(DTYPE_BITS[dtype])
     unpruned = runs[0]
     text_tokens = unpruned.num_prompt_tokens - unpruned.num_visual_tokens
@@ -77,7 +89,7 @@ def _predictions(model_dir: Path, profile_path: Path, runs, dtype: str,
                        visual_tokens=run.num_kept, text_tokens=text_tokens,
                        output_tokens=run.num_new_tokens, image_size=image_size)
         predicted.append((est.end_to_end().time_s, est.ttft_s))
-    return predicted, {"profile": profile.name, "device": dev.name}
+    return predicted
 
 
 @click.command()
@@ -118,15 +130,19 @@ def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, 
     from fpcost.pruner.generate import load_checkpoint, run_generate
     from fpcost.pruner.inputs import open_image
 
+    profile = dev = None
+    if profile_path is not None:  # checked before the (long) runs
+        profile, dev = _profile_of_this_device(profile_path)
     picture = open_image(image).convert("RGB")
     checkpoint = load_checkpoint(model_dir)
     runs = run_generate(checkpoint, picture, prompt, method, ratios, max_new_tokens, repeats)
     dtype = str(next(checkpoint.model.parameters()).dtype).removeprefix("torch.")
     predicted, about = (None, {})
-    if profile_path is not None:
+    if profile is not None:
         # LLaVA-NeXT's AnyRes layout depends on the image's size; the others' do not
         size = picture.size if checkpoint.model_type == "llava_next" else None
-        predicted, about = _predictions(model_dir, profile_path, runs, dtype, size)
+        predicted = _predictions(model_dir, profile, runs, dtype, size)
+        about = {"profile": profile.name, "device": dev.name, "threads": dev.num_threads}
     rows = []
     for i, run in enumerate(runs):
         row = {

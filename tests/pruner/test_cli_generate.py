@@ -97,13 +97,17 @@ def test_freepruner_keeps_fewer_and_the_numbers_are_finite(capsys, checkpoint, t
     from tests.test_calibration import measurements
 
     measured = measurements()
-    here = {"device": cpu_name(), "threads": str(torch.get_num_threads())}
+    here = {"device": cpu_name(), "threads": "1"}
     measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(), "provenance": here})
     profile = write_profile(build_profile(measured, "this-cpu"), tmp_path / "this-cpu.toml")
     directory, image = checkpoint
-    payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
-                         "--ratio", "0.25", "--ratio", "0.5", "--profile", profile, *FAST)
-    assert payload["prediction"]["profile"] == "this-cpu"
+    threads = torch.get_num_threads()
+    try:
+        payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                             "--ratio", "0.25", "--ratio", "0.5", "--profile", profile, *FAST)
+    finally:
+        torch.set_num_threads(threads)  # generate adopts the profile's thread count
+    assert payload["prediction"] == {"profile": "this-cpu", "device": cpu_name(), "threads": 1}
     unpruned, quarter, half = payload["runs"]
     assert [r["num_kept"] for r in payload["runs"]] == [NUM_PATCHES, 4, 8]
     assert quarter["num_prompt_tokens"] == unpruned["num_prompt_tokens"] - 12

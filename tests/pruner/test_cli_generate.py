@@ -8,9 +8,24 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from tiny_models import IMAGE_SIZE, IMAGE_TOKEN_ID, NUM_PATCHES, PATCH_SIZE, VOCAB_SIZE, tiny_llava
+from tiny_models import (
+    GRID_PINPOINTS,
+    IMAGE_SIZE,
+    IMAGE_TOKEN_ID,
+    NUM_PATCHES,
+    PATCH_SIZE,
+    VOCAB_SIZE,
+    tiny_llava,
+    tiny_llava_next,
+)
 from tokenizers import Tokenizer, models, pre_tokenizers
-from transformers import CLIPImageProcessorPil, LlavaProcessor, PreTrainedTokenizerFast
+from transformers import (
+    CLIPImageProcessorPil,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
 
 from fpcost.cli.main import main
 from fpcost.pruner.timing import cpu_name
@@ -50,6 +65,25 @@ def checkpoint(tmp_path_factory):
     pixels = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype("uint8")
     Image.fromarray(pixels).save(root / "image.png")
     return directory, root / "image.png"
+
+
+@pytest.fixture(scope="module")
+def next_checkpoint(tmp_path_factory, checkpoint):
+    """A tiny LLaVA-NeXT (AnyRes crops of 28 px) with a local LlavaNextProcessor."""
+    directory = tmp_path_factory.mktemp("generate-next") / "tiny-llava-next"
+    model = tiny_llava_next(seed=0)
+    images = LlavaNextImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=GRID_PINPOINTS,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=images, tokenizer=tiny_processor().tokenizer, patch_size=PATCH_SIZE,
+        vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory, checkpoint[1]
 
 
 def run_cli(capsys, *args):
@@ -118,6 +152,19 @@ def test_freepruner_keeps_fewer_and_the_numbers_are_finite(capsys, checkpoint, t
     # fewer visual tokens: less predicted work, hence a predicted speedup above 1
     assert unpruned["predicted_speedup"] == 1.0
     assert quarter["predicted_speedup"] > half["predicted_speedup"] > 1.0
+
+
+def test_llava_next(capsys, next_checkpoint):
+    directory, image = next_checkpoint
+    payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                         "--method", "keep-all", *FAST)
+    unpruned, kept = payload["runs"]
+    assert payload["model_type"] == "llava_next"
+    assert unpruned["answer"] == kept["answer"] and kept["num_kept"] == unpruned["num_visual_tokens"]
+    payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                         "--ratio", "0.5", *FAST)
+    unpruned, half = payload["runs"]
+    assert half["num_visual_tokens"] == unpruned["num_visual_tokens"] > half["num_kept"] > 0
 
 
 def test_table_output(capsys, checkpoint):

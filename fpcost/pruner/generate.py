@@ -57,13 +57,20 @@ class GenerateRun:
         return max(self.total_s - self.ttft_s, 0.0)
 
 
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 def _model_type(directory: Path) -> str:
     from transformers import AutoConfig
 
     try:
         config = AutoConfig.from_pretrained(directory, local_files_only=True)
     except (OSError, ValueError, KeyError) as exc:
-        raise PruningError(f"--model {directory}: no readable config.json ({exc})") from exc
+        raise PruningError(
+            f"--model {directory}: no readable config.json ({_first_line(exc)})"
+        ) from exc
     return str(getattr(config, "model_type", "unknown"))
 
 
@@ -85,10 +92,15 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
         )
     try:
         processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
+    except ImportError as exc:  # e.g. a processor class that needs torchvision
+        raise PruningError(
+            f"--model {directory}: the directory's processor cannot be loaded here: "
+            f"{_first_line(exc)}"
+        ) from exc
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise PruningError(
             f"--model {directory}: no processor/tokenizer in the directory "
-            f"(save the processor with save_pretrained next to the model): {exc}"
+            f"(save the processor with save_pretrained next to the model): {_first_line(exc)}"
         ) from exc
     if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
         raise PruningError(
@@ -109,7 +121,9 @@ def _inputs(checkpoint: Checkpoint, image, prompt: str) -> dict[str, torch.Tenso
     try:
         batch = processor(images=image, text=text, return_tensors="pt")
     except (ValueError, TypeError) as exc:
-        raise PruningError(f"the processor could not prepare the image and --prompt: {exc}") from exc
+        raise PruningError(
+            f"the processor could not prepare the image and --prompt: {_first_line(exc)}"
+        ) from exc
     weight = next(checkpoint.model.parameters())
     # pixels in the model's dtype (a float16 checkpoint on CUDA); token ids stay integers
     return {

@@ -31,6 +31,7 @@ def run_without(hidden, args, tmp_path):
     ["prune", "x.png", "--encoder", "dinov2-s14"],
     ["calibrate", "--output", "x.toml"],
     ["validate", "--profile", "a6000"],
+    ["generate", "x.png", "--model", ".", "--prompt", "hi"],
 ])
 @pytest.mark.parametrize("hidden", [("torch",), ("transformers",), ("PIL",)])
 def test_torch_commands_without_the_torch_extra(tmp_path, args, hidden):

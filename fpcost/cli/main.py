@@ -28,6 +28,7 @@ SUBCOMMANDS = {
     "plot": "fpcost.cli.plot:plot",
     "calibrate": "fpcost.cli.calibrate:calibrate",
     "validate": "fpcost.cli.validate:validate",
+    "generate": "fpcost.cli.generate:generate",
 }
 
 EXIT_USAGE = 2

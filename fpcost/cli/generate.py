@@ -1,0 +1,177 @@
+"""``fpcost generate``: one image and prompt through a user's checkpoint, unpruned and pruned.
+
+Prints both answers, the kept visual-token counts, the measured times (TTFT, decode, total:
+the adapters run vision tower, selection and projector inside one call, so those stages are
+not timed one by one) and the measured speedup, next to fpcost's predicted speedup for the
+same workload. The prediction needs ``--profile``, a profile of *this* device (``fpcost
+calibrate --output FILE``): a profile of another device type or another device is refused,
+so CPU measurements are never set beside GPU predictions. Without ``--profile`` the
+predicted columns are left empty (null in JSON).
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import click
+
+from fpcost.cli.bounds import BoundedInt
+from fpcost.cli.prune import METHOD_NAMES
+from fpcost.cli.render import Column, emit_json, render_table, scaled, stdout_console
+from fpcost.costmodel.errors import WorkloadError
+from fpcost.costmodel.units import MILLI
+
+MAX_NEW_TOKENS = 4096
+MAX_REPEATS = 100
+MAX_PROMPT_CHARS = 100_000
+NEW_TOKENS = BoundedInt(1, MAX_NEW_TOKENS, f"at most {MAX_NEW_TOKENS} new tokens")
+REPEATS = BoundedInt(1, MAX_REPEATS, f"at most {MAX_REPEATS} timed rounds")
+
+
+def _speedup(value):
+    return "-" if value is None else f"{value:.2f}x"
+
+
+COLUMNS = (
+    Column("label", "run", justify="left"),
+    Column("num_visual_tokens", "visual"),
+    Column("num_kept", "kept"),
+    Column("num_prompt_tokens", "prompt"),
+    Column("ttft_s", "TTFT (ms)", scaled(MILLI, 1)),
+    Column("decode_s", "decode (ms)", scaled(MILLI, 1)),
+    Column("total_s", "total (ms)", scaled(MILLI, 1)),
+    Column("measured_speedup", "measured", _speedup),
+    Column("predicted_speedup", "predicted", _speedup),
+)
+
+
+def _check_ratio(ctx, param, values):
+    for value in values:
+        if not (math.isfinite(value) and 0.0 < value <= 1.0):
+            raise click.BadParameter(f"{value!r} must be in (0, 1]")
+    return tuple(values)
+
+
+def _profile_of_this_device(profile_path: Path):
+    """The profile at ``profile_path`` and this device, after checking that the profile
+    describes it (device type, name; a CPU profile's thread count is adopted: the runs are
+    timed with as many intra-op threads as the profile was calibrated with)."""
+    import torch
+
+    from fpcost.costmodel.validation import check_profile_device
+    from fpcost.hardware_profiles import load_profile
+    from fpcost.pruner.timing import resolve_device
+
+    profile = load_profile(str(profile_path))
+    device = "cuda" if torch.cuda.is_available() else "cpu"
+    threads = profile.provenance.get("threads")
+    if device == "cpu" and threads is not None and threads.isdigit() and int(threads) > 0:
+        torch.set_num_threads(int(threads))
+    dev = resolve_device(device)
+    check_profile_device(profile, dev.profile_device_type, dev.name, dev.num_threads)
+    return profile, dev
+
+
+def _predictions(model_dir: Path, profile, runs, dtype: str,
+                 image_size: tuple[int, int] | None) -> list[tuple[float, float]]:
+    """Predicted (total, TTFT) in s of each run's workload on ``profile``."""
+    from fpcost.api import estimate
+    from fpcost.costmodel.quant import QuantPlan
+    from fpcost.pruner.timing import DTYPE_BITS
+
+    quant = QuantPlan.uniform(DTYPE_BITS[dtype])
+    unpruned = runs[0]
+    text_tokens = unpruned.num_prompt_tokens - unpruned.num_visual_tokens
+    predicted = []
+    for run in runs:
+        est = estimate(model=str(model_dir), hardware=profile, quant=quant,
+                       visual_tokens=run.num_kept, text_tokens=text_tokens,
+                       output_tokens=run.num_new_tokens, image_size=image_size)
+        predicted.append((est.end_to_end().time_s, est.ttft_s))
+    return predicted
+
+
+@click.command()
+@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--model", "model_dir", required=True,
+              type=click.Path(file_okay=False, path_type=Path),
+              help="A save_pretrained directory (model and processor) of LLaVA, LLaVA-NeXT "
+                   "or Video-LLaVA.")
+@click.option("--prompt", required=True, help="The question; '<image>' is prepended if absent.")
+@click.option("--method", type=click.Choice(METHOD_NAMES), default="freepruner", show_default=True,
+              help="Pruning method of the pruned run(s).")
+@click.option("--ratio", "ratios", type=float, multiple=True, callback=_check_ratio,
+              help="Fraction of visual tokens to keep, in (0, 1]; repeat for several pruned "
+                   "runs.  [default: the method's own (freepruner: adaptive)]")
+@click.option("--max-new-tokens", type=NEW_TOKENS, default=16, show_default=True,
+              help="New tokens per run (greedy).")
+@click.option("--repeats", type=REPEATS, default=3, show_default=True,
+              help="Timed rounds (after one warm-up); runs are interleaved, medians shown.")
+@click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
+              help="A hardware profile of this device (fpcost calibrate --output FILE) for "
+                   "the predicted speedup; without it nothing is predicted.")
+@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table",
+              show_default=True, help="Output as a rich table or JSON.")
+def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, profile_path,
+             output_format):
+    """Generate an answer for IMAGE and --prompt with every visual token and pruned, and
+    compare the measured speedup with fpcost's prediction for this device."""
+    from fpcost.extras import require_extra
+
+    require_extra("torch", "fpcost generate")
+    if not prompt.strip() or len(prompt) > MAX_PROMPT_CHARS:
+        raise WorkloadError(f"--prompt must be non-empty text of at most {MAX_PROMPT_CHARS:,} "
+                            "characters")
+    if method == "keep-all" and ratios:
+        raise WorkloadError("--ratio does not apply to --method keep-all (it keeps every token)")
+    if profile_path is not None and not profile_path.is_file():
+        raise WorkloadError(f"--profile {profile_path}: no such file")
+    from fpcost.pruner.generate import load_checkpoint, run_generate
+    from fpcost.pruner.inputs import open_image
+
+    profile = dev = None
+    if profile_path is not None:  # checked before the (long) runs
+        profile, dev = _profile_of_this_device(profile_path)
+    picture = open_image(image).convert("RGB")
+    checkpoint = load_checkpoint(model_dir)
+    runs = run_generate(checkpoint, picture, prompt, method, ratios, max_new_tokens, repeats)
+    dtype = str(next(checkpoint.model.parameters()).dtype).removeprefix("torch.")
+    predicted, about = (None, {})
+    if profile is not None:
+        # LLaVA-NeXT's AnyRes layout depends on the image's size; the others' do not
+        size = picture.size if checkpoint.model_type == "llava_next" else None
+        predicted = _predictions(model_dir, profile, runs, dtype, size)
+        about = {"profile": profile.name, "device": dev.name, "threads": dev.num_threads}
+    rows = []
+    for i, run in enumerate(runs):
+        row = {
+            "label": run.label, "method": run.method, "ratio": run.ratio, "answer": run.answer,
+            "num_visual_tokens": run.num_visual_tokens, "num_kept": run.num_kept,
+            "num_prompt_tokens": run.num_prompt_tokens, "num_new_tokens": run.num_new_tokens,
+            "ttft_s": run.ttft_s, "decode_s": run.decode_s, "total_s": run.total_s,
+            "measured_speedup": runs[0].total_s / run.total_s,
+            "measured_ttft_speedup": runs[0].ttft_s / run.ttft_s,
+            "predicted_total_s": None, "predicted_ttft_s": None,
+            "predicted_speedup": None, "predicted_ttft_speedup": None,
+        }
+        if predicted is not None:
+            row["predicted_total_s"], row["predicted_ttft_s"] = predicted[i]
+            row["predicted_speedup"] = predicted[0][0] / predicted[i][0]
+            row["predicted_ttft_speedup"] = predicted[0][1] / predicted[i][1]
+        rows.append(row)
+    payload = {"model": str(model_dir), "model_type": checkpoint.model_type, "dtype": dtype,
+               "max_new_tokens": max_new_tokens, "repeats": repeats,
+               "timing": "median of interleaved rounds; TTFT = generate(max_new_tokens=1), "
+                         "decode = total - TTFT",
+               "prediction": about or None, "runs": rows}
+    if output_format == "json":
+        emit_json(payload)
+        return
+    caption = ("speedups are unpruned total / run total; TTFT includes vision, selection, "
+               "projector and prefill. ")
+    caption += (f"predicted on profile {about['profile']!r} ({about['device']})" if about
+                else "predicted: none (give --profile, a profile of this device)")
+    render_table(rows, COLUMNS, title=f"{checkpoint.model_type} ({dtype})", caption=caption)
+    for row in rows:
+        stdout_console.print(f"{row['label']}: {row['answer']!r}")

@@ -1,0 +1,200 @@
+"""Run one image and prompt through a user's LLaVA-family checkpoint, unpruned and pruned.
+
+``load_checkpoint(dir)`` loads a ``save_pretrained`` directory (model + processor);
+``run_generate(...)`` generates greedily with every visual token and then with each pruner,
+through the same adapter (``fpcost.pruner.adapters.generate_pruned``; keep-all equals plain
+``generate`` token for token), and times each run.
+
+What is timed, and how: the adapters run vision tower, selection, projector and the LLM in
+one call, so the stages are not timed one by one. Each run is timed twice with
+``time.perf_counter`` (CUDA synchronised): ``generate(max_new_tokens=1)`` gives the time to
+the first token (TTFT: vision + selection + projector + prefill + first token), and
+``generate(max_new_tokens=N)`` the total; decode = total − TTFT. Runs are interleaved
+(unpruned, pruned, unpruned, …) ``repeats`` times after one warm-up, and the median is kept.
+"""
+
+from __future__ import annotations
+
+import statistics
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from fpcost.pruner.adapters import generate_pruned
+from fpcost.pruner.errors import PruningError
+from fpcost.pruner.methods import get_pruner
+
+# Hugging Face model_type -> families the adapters cover
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "video_llava")
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    model: torch.nn.Module
+    processor: object
+    model_type: str
+
+
+@dataclass(frozen=True)
+class GenerateRun:
+    """One generation: label ("unpruned" or "freepruner 0.25"), answer, counts, times (s)."""
+
+    label: str
+    method: str
+    ratio: float | None
+    answer: str
+    num_visual_tokens: int
+    num_kept: int
+    num_prompt_tokens: int
+    num_new_tokens: int
+    ttft_s: float
+    total_s: float
+
+    @property
+    def decode_s(self) -> float:
+        return max(self.total_s - self.ttft_s, 0.0)
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
+def _model_type(directory: Path) -> str:
+    from transformers import AutoConfig
+
+    try:
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+    except (OSError, ValueError, KeyError) as exc:
+        raise PruningError(
+            f"--model {directory}: no readable config.json ({_first_line(exc)})"
+        ) from exc
+    return str(getattr(config, "model_type", "unknown"))
+
+
+def load_checkpoint(directory: Path | str) -> Checkpoint:
+    """The model (eval, float32 on CPU / its dtype on CUDA) and processor of ``directory``."""
+    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
+
+    directory = Path(directory)
+    if not directory.is_dir():
+        raise PruningError(f"--model {directory}: not a directory (give a save_pretrained one)")
+    model_type = _model_type(directory)
+    if model_type not in SUPPORTED_MODEL_TYPES:
+        raise PruningError(
+            f"--model {directory}: model_type {model_type!r} is not supported by fpcost generate; "
+            f"pruning adapters exist for {', '.join(SUPPORTED_MODEL_TYPES)}"
+        )
+    try:
+        processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
+    except ImportError as exc:  # e.g. a processor class that needs torchvision
+        raise PruningError(
+            f"--model {directory}: the directory's processor cannot be loaded here: "
+            f"{_first_line(exc)}"
+        ) from exc
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        raise PruningError(
+            f"--model {directory}: no processor/tokenizer in the directory "
+            f"(save the processor with save_pretrained next to the model): {_first_line(exc)}"
+        ) from exc
+    if not hasattr(processor, "tokenizer") or not hasattr(processor, "image_processor"):
+        raise PruningError(
+            f"--model {directory}: the directory's processor is {type(processor).__name__}, "
+            "not an image+text processor (save the model's processor with save_pretrained)"
+        )
+    model = AutoModelForImageTextToText.from_pretrained(directory, local_files_only=True)
+    model.eval()
+    if torch.cuda.is_available():
+        model.to("cuda")
+    return Checkpoint(model=model, processor=processor, model_type=model_type)
+
+
+def _inputs(checkpoint: Checkpoint, image, prompt: str) -> dict[str, torch.Tensor]:
+    processor = checkpoint.processor
+    token = getattr(processor, "image_token", "<image>")
+    text = prompt if token in prompt else f"{token}\n{prompt}"
+    try:
+        batch = processor(images=image, text=text, return_tensors="pt")
+    except (ValueError, TypeError) as exc:
+        raise PruningError(
+            f"the processor could not prepare the image and --prompt: {_first_line(exc)}"
+        ) from exc
+    weight = next(checkpoint.model.parameters())
+    # pixels in the model's dtype (a float16 checkpoint on CUDA); token ids stay integers
+    return {
+        key: value.to(weight.device, weight.dtype if value.is_floating_point() else value.dtype)
+        for key, value in batch.items()
+        if torch.is_tensor(value)
+    }
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(model, inputs, pruner, max_new_tokens: int):
+    device = next(model.parameters()).device
+    _sync(device)
+    start = time.perf_counter()
+    with torch.no_grad():
+        result = generate_pruned(
+            model, inputs, pruner, max_new_tokens=max_new_tokens, do_sample=False
+        )
+    _sync(device)
+    return result, time.perf_counter() - start
+
+
+def run_generate(
+    checkpoint: Checkpoint,
+    image,
+    prompt: str,
+    method: str,
+    ratios: tuple[float, ...],
+    max_new_tokens: int,
+    repeats: int = 3,
+) -> list[GenerateRun]:
+    """The unpruned run first, then one run per ratio of ``method`` (one run if the method
+    takes no ratio, keep-all). Greedy, ``max_new_tokens`` new tokens each."""
+    inputs = _inputs(checkpoint, image, prompt)
+    configs: list[tuple[str, str, float | None]] = [("unpruned", "keep-all", None)]
+    if method == "keep-all" or not ratios:
+        configs.append((method, method, None))  # the method's own default budget
+    else:
+        configs += [(f"{method} {ratio:g}", method, ratio) for ratio in ratios]
+    pruners = [get_pruner(name, ratio=ratio) for _, name, ratio in configs]
+    ttft: list[list[float]] = [[] for _ in configs]
+    total: list[list[float]] = [[] for _ in configs]
+    results = [None] * len(configs)
+    model = checkpoint.model
+    for round_ in range(repeats + 1):  # round 0 warms up and is not kept
+        for i, pruner in enumerate(pruners):
+            _, first_s = _timed(model, inputs, pruner, 1)
+            result, all_s = _timed(model, inputs, pruner, max_new_tokens)
+            if round_:
+                ttft[i].append(first_s)
+                total[i].append(all_s)
+            results[i] = result
+    tokenizer = checkpoint.processor.tokenizer
+    runs = []
+    for (label, name, ratio), result, firsts, alls in zip(configs, results, ttft, total, strict=True):
+        runs.append(
+            GenerateRun(
+                label=label,
+                method=name,
+                ratio=ratio,
+                answer=tokenizer.decode(result.sequences[0], skip_special_tokens=True),
+                num_visual_tokens=result.num_tokens[0],
+                num_kept=result.num_kept[0],
+                num_prompt_tokens=result.input_length,
+                num_new_tokens=int(result.sequences.shape[1]),
+                ttft_s=statistics.median(firsts),
+                total_s=statistics.median(alls),
+            )
+        )
+    return runs

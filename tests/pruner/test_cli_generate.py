@@ -1,0 +1,221 @@
+"""``fpcost generate`` on a tiny LLaVA saved with save_pretrained, with a processor built
+locally (a WordLevel tokenizer, CLIPImageProcessorPil, LlavaProcessor): no hub."""
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from tiny_models import (
+    GRID_PINPOINTS,
+    IMAGE_SIZE,
+    IMAGE_TOKEN_ID,
+    NUM_PATCHES,
+    PATCH_SIZE,
+    VOCAB_SIZE,
+    tiny_llava,
+    tiny_llava_next,
+)
+from tokenizers import Tokenizer, models, pre_tokenizers
+from transformers import (
+    CLIPImageProcessorPil,
+    LlavaNextImageProcessorPil,
+    LlavaNextProcessor,
+    LlavaProcessor,
+    PreTrainedTokenizerFast,
+)
+
+from fpcost.cli.main import main
+from fpcost.pruner.timing import cpu_name
+
+SPECIAL = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "<image>": IMAGE_TOKEN_ID}
+PROMPT = "w5 w6 w7 w8"
+RUN_KEYS = {"label", "method", "ratio", "answer", "num_visual_tokens", "num_kept",
+            "num_prompt_tokens", "num_new_tokens", "ttft_s", "decode_s", "total_s",
+            "measured_speedup", "measured_ttft_speedup", "predicted_total_s",
+            "predicted_ttft_s", "predicted_speedup", "predicted_ttft_speedup"}
+FAST = ("--max-new-tokens", "4", "--repeats", "1", "--format", "json")
+
+
+def tiny_processor() -> LlavaProcessor:
+    """Words ``w<id>`` for every id not special; ``<image>`` expands to NUM_PATCHES tokens
+    (28 px / 7 px patches; the CLS token is dropped by the default feature strategy)."""
+    vocab = dict(SPECIAL)
+    vocab.update({f"w{i}": i for i in range(VOCAB_SIZE) if i not in SPECIAL.values()})
+    word_level = Tokenizer(models.WordLevel(vocab, unk_token="<unk>"))
+    word_level.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    tokenizer = PreTrainedTokenizerFast(
+        tokenizer_object=word_level, pad_token="<pad>", bos_token="<s>", eos_token="</s>",
+        unk_token="<unk>", extra_special_tokens={"image_token": "<image>"},
+    )
+    images = CLIPImageProcessorPil(size={"shortest_edge": IMAGE_SIZE},
+                                   crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    return LlavaProcessor(image_processor=images, tokenizer=tokenizer, patch_size=PATCH_SIZE,
+                          vision_feature_select_strategy="default", num_additional_image_tokens=1)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    root = tmp_path_factory.mktemp("generate")
+    directory = root / "tiny-llava"
+    tiny_llava(seed=0).save_pretrained(directory)
+    tiny_processor().save_pretrained(directory)
+    pixels = (np.random.default_rng(0).random((40, 50, 3)) * 255).astype("uint8")
+    Image.fromarray(pixels).save(root / "image.png")
+    return directory, root / "image.png"
+
+
+@pytest.fixture(scope="module")
+def next_checkpoint(tmp_path_factory, checkpoint):
+    """A tiny LLaVA-NeXT (AnyRes crops of 28 px) with a local LlavaNextProcessor."""
+    directory = tmp_path_factory.mktemp("generate-next") / "tiny-llava-next"
+    model = tiny_llava_next(seed=0)
+    images = LlavaNextImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE},
+        image_grid_pinpoints=GRID_PINPOINTS,
+    )
+    processor = LlavaNextProcessor(
+        image_processor=images, tokenizer=tiny_processor().tokenizer, patch_size=PATCH_SIZE,
+        vision_feature_select_strategy=model.config.vision_feature_select_strategy,
+        num_additional_image_tokens=1,
+    )
+    model.save_pretrained(directory)
+    processor.save_pretrained(directory)
+    return directory, checkpoint[1]
+
+
+def run_cli(capsys, *args):
+    code = main([str(a) for a in args])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def one_line_error(code, err, fragment):
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert code == 2
+    assert len(lines) == 1, err
+    assert lines[0].startswith("Error: ") and fragment in lines[0], lines[0]
+
+
+def _json_runs(capsys, *args):
+    code, out, err = run_cli(capsys, "generate", *args)
+    assert code == 0, err
+    payload = json.loads(out)
+    for run in payload["runs"]:
+        assert set(run) == RUN_KEYS
+    return payload
+
+
+def test_the_processor_expands_the_image_token(checkpoint):
+    directory, image = checkpoint
+    batch = tiny_processor()(images=Image.open(image), text="<image>" + PROMPT, return_tensors="pt")
+    assert int((batch["input_ids"] == IMAGE_TOKEN_ID).sum()) == NUM_PATCHES
+
+
+def test_keep_all_gives_the_unpruned_answer(capsys, checkpoint):
+    directory, image = checkpoint
+    payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                         "--method", "keep-all", *FAST)
+    unpruned, kept = payload["runs"]
+    assert unpruned["answer"] == kept["answer"] and unpruned["answer"].strip()
+    assert unpruned["num_kept"] == kept["num_kept"] == NUM_PATCHES
+    assert unpruned["num_prompt_tokens"] == kept["num_prompt_tokens"] == NUM_PATCHES + 4
+    assert payload["prediction"] is None and kept["predicted_speedup"] is None
+
+
+def test_freepruner_keeps_fewer_and_the_numbers_are_finite(capsys, checkpoint, tmp_path):
+    from fpcost.costmodel.calibration import build_profile
+    from fpcost.hardware_profiles import write_profile
+    from tests.test_calibration import measurements
+
+    measured = measurements()
+    here = {"device": cpu_name(), "threads": "1"}
+    measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(), "provenance": here})
+    profile = write_profile(build_profile(measured, "this-cpu"), tmp_path / "this-cpu.toml")
+    directory, image = checkpoint
+    threads = torch.get_num_threads()
+    try:
+        payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                             "--ratio", "0.25", "--ratio", "0.5", "--profile", profile, *FAST)
+    finally:
+        torch.set_num_threads(threads)  # generate adopts the profile's thread count
+    assert payload["prediction"] == {"profile": "this-cpu", "device": cpu_name(), "threads": 1}
+    unpruned, quarter, half = payload["runs"]
+    assert [r["num_kept"] for r in payload["runs"]] == [NUM_PATCHES, 4, 8]
+    assert quarter["num_prompt_tokens"] == unpruned["num_prompt_tokens"] - 12
+    for run in payload["runs"]:
+        assert run["num_new_tokens"] == 4 and run["answer"].strip()
+        for key in RUN_KEYS - {"label", "method", "ratio", "answer"}:
+            assert math.isfinite(run[key]) and run[key] >= 0, (key, run[key])
+    # fewer visual tokens: less predicted work, hence a predicted speedup above 1
+    assert unpruned["predicted_speedup"] == 1.0
+    assert quarter["predicted_speedup"] > half["predicted_speedup"] > 1.0
+
+
+def test_llava_next(capsys, next_checkpoint):
+    directory, image = next_checkpoint
+    payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                         "--method", "keep-all", *FAST)
+    unpruned, kept = payload["runs"]
+    assert payload["model_type"] == "llava_next"
+    assert unpruned["answer"] == kept["answer"] and kept["num_kept"] == unpruned["num_visual_tokens"]
+    payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                         "--ratio", "0.5", *FAST)
+    unpruned, half = payload["runs"]
+    assert half["num_visual_tokens"] == unpruned["num_visual_tokens"] > half["num_kept"] > 0
+
+
+def test_table_output(capsys, checkpoint):
+    directory, image = checkpoint
+    code, out, err = run_cli(capsys, "generate", image, "--model", directory, "--prompt", PROMPT,
+                             "--max-new-tokens", "2", "--repeats", "1")
+    assert code == 0, err
+    words = " ".join(out.split())
+    assert "unpruned" in words and "freepruner" in words and "predicted: none" in words
+    assert words.count("unpruned: '") == 1 and words.count("freepruner: '") == 1
+
+
+def test_a_gpu_profile_is_refused_on_a_cpu(capsys, checkpoint):
+    if torch.cuda.is_available():
+        pytest.skip("runs on a GPU here")
+    directory, image = checkpoint
+    code, _, err = run_cli(capsys, "generate", image, "--model", directory, "--prompt", PROMPT,
+                           "--profile", "fpcost/hardware_profiles/data/a6000.toml", *FAST)
+    one_line_error(code, err, "describes a gpu")
+
+
+def test_other_model_types_are_refused(capsys, checkpoint, tmp_path):
+    _, image = checkpoint
+    (tmp_path / "config.json").write_text(json.dumps({"model_type": "bert"}))
+    code, _, err = run_cli(capsys, "generate", image, "--model", tmp_path, "--prompt", PROMPT)
+    one_line_error(code, err, "model_type 'bert'")
+    assert "llava, llava_next, video_llava" in err
+
+
+def test_a_directory_without_a_processor(capsys, checkpoint, tmp_path):
+    _, image = checkpoint
+    tiny_llava(seed=0).save_pretrained(tmp_path)
+    code, _, err = run_cli(capsys, "generate", image, "--model", tmp_path, "--prompt", PROMPT)
+    one_line_error(code, err, "no processor/tokenizer")
+
+
+@pytest.mark.parametrize("args, fragment", [
+    (("--ratio", "0"), "must be in (0, 1]"),
+    (("--ratio", "nan"), "must be in (0, 1]"),
+    (("--max-new-tokens", "0"), "--max-new-tokens"),
+    (("--method", "keep-all", "--ratio", "0.5"), "--ratio does not apply"),
+    (("--profile", "none.toml"), "none.toml"),
+])
+def test_bad_options(capsys, checkpoint, args, fragment):
+    directory, image = checkpoint
+    code, _, err = run_cli(capsys, "generate", image, "--model", directory, "--prompt", PROMPT, *args)
+    one_line_error(code, err, fragment)
+
+
+def test_missing_image(capsys, checkpoint, tmp_path):
+    directory, _ = checkpoint
+    code, _, err = run_cli(capsys, "generate", tmp_path / "no.png", "--model", directory,
+                           "--prompt", PROMPT)
+    one_line_error(code, err, "no.png")

@@ -13,23 +13,12 @@ from pathlib import Path
 
 import pytest
 
-from fpcost.cli.main import main
+from tests.cli_helpers import one_line_error, run_cli
 
 REPO = Path(__file__).resolve().parents[1]
 HAS_PROC = os.path.isdir("/proc")
 
 
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, fragment):
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2, (code, err)
-    assert len(lines) == 1, err
-    assert lines[0].startswith("Error: ") and fragment in lines[0], lines[0]
 
 
 def listing(directory: Path) -> list[str]:

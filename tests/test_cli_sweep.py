@@ -11,17 +11,11 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from fpcost.cli.main import main
 from fpcost.cli.sweep import parse_ints, parse_ratios
 from fpcost.costmodel import sweep as sweep_module
+from tests.cli_helpers import run_cli
 
 from .strategies import keep_ratio_lists
-
-
-def run_cli(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_ranges_include_their_stop_exactly():

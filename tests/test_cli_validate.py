@@ -6,13 +6,13 @@ import json
 import pytest
 import torch
 
-from fpcost.cli.main import main
 from fpcost.costmodel.calibration import build_profile
 from fpcost.costmodel.kernel_fit import KERNEL_OP_CLASSES, KernelCase
 from fpcost.costmodel.spec import LLMSpec
 from fpcost.hardware_profiles import write_profile, write_text_atomic
 from fpcost.pruner import calibrate as calibrate_module
 from fpcost.pruner.timing import cpu_name
+from tests.cli_helpers import one_line_error, run_cli
 from tests.noise_helpers import quiet_machine  # noqa: F401  (the fixture)
 
 
@@ -28,17 +28,6 @@ TINY_CONFIG = {"model_type": "llama", "hidden_size": 32, "num_hidden_layers": 2,
 FAST = ("--threads", "1", "--warmup", "0", "--repeats", "1", "--hooked-repeats", "1")
 
 
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, fragment):
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code != 0
-    assert len(lines) == 1, err
-    assert lines[0].startswith("Error: ") and fragment in lines[0], lines[0]
 
 
 @pytest.fixture

@@ -5,7 +5,6 @@ import json
 
 import pytest
 
-from fpcost.cli.main import main
 from fpcost.costmodel.accounting import FPCOST, LLM_VIEWER
 from fpcost.costmodel.estimate import estimate
 from fpcost.costmodel.flash import flash_work
@@ -17,6 +16,7 @@ from fpcost.costmodel.pruning import SelectionSpec, selection_ops
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.roofline import time_op
 from fpcost.costmodel.workload import Workload
+from tests.cli_helpers import run_cli
 
 LLAVA = PRESETS["llava-1.5-7b"]
 
@@ -242,11 +242,6 @@ def test_nothing_fits_a_small_device(a6000):
     assert not memory_footprint(result).fits
     assert max_batch_size(LLAVA, Workload(576, 40), result.settings, small.memory_bytes) == 0
 
-
-def run_cli(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_cli_json_shape(capsys):

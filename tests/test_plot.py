@@ -5,15 +5,10 @@ import sys
 
 import pytest
 
-from fpcost.cli.main import main
+from tests.cli_helpers import run_cli
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
-
-def run_cli(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def test_roofline_writes_a_png(capsys, tmp_path):

@@ -8,7 +8,6 @@ import math
 
 import pytest
 
-from fpcost.cli.main import main
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.estimate import estimate
 from fpcost.costmodel.families import family_of
@@ -23,6 +22,7 @@ from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.sweep import TOTALS, sweep
 from fpcost.costmodel.vision import _Builder
 from fpcost.costmodel.workload import Workload
+from tests.cli_helpers import run_cli
 from tests.test_sweep import assert_every_stage_equals_estimate
 
 # transformers' models built on the meta device (test_qwen_vl_params.py checks these sums)
@@ -35,11 +35,6 @@ TOTAL_PARAMETERS = {
 }
 PRESETS = tuple(TOTAL_PARAMETERS)
 
-
-def run_cli(capsys, *args):
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def estimate_json(capsys, *args) -> dict:

@@ -27,8 +27,8 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
-from fpcost.cli.main import main
 from fpcost.pruner.timing import cpu_name
+from tests.cli_helpers import one_line_error, run_cli
 
 SPECIAL = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "<image>": IMAGE_TOKEN_ID}
 PROMPT = "w5 w6 w7 w8"
@@ -86,17 +86,6 @@ def next_checkpoint(tmp_path_factory, checkpoint):
     return directory, checkpoint[1]
 
 
-def run_cli(capsys, *args):
-    code = main([str(a) for a in args])
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def one_line_error(code, err, fragment):
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert code == 2
-    assert len(lines) == 1, err
-    assert lines[0].startswith("Error: ") and fragment in lines[0], lines[0]
 
 
 def _json_runs(capsys, *args):

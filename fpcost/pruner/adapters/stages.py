@@ -1,0 +1,55 @@
+"""A wall clock for the stages of one adapter call, for ``fpcost generate``.
+
+An adapter wraps each of its stages in ``timed(clock, name)``; with ``clock=None`` (every
+call except the timed ones of ``fpcost generate``) that is a no-op. Stage names:
+
+- ``"vision"``: the vision tower's forward pass, hooks included (the pruner's own
+  ``selection_time_s`` is measured inside it and reported apart as ``"selection"`` by the
+  caller, which subtracts it from ``"vision"``);
+- ``"projector"``: the projector (LLaVA) or patch merger run on the kept tokens, and any
+  packing (newlines, unpadding) before the language model;
+- ``"llm"``: ``generate(inputs_embeds=...)``: prefill and every decode step.
+
+Each stage is bracketed by a device synchronisation (CUDA), so queued kernels are counted in
+the stage that launched them. Repeated names add up (several images in one call).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
+
+import torch
+
+STAGES = ("vision", "projector", "llm")
+
+
+def _sync(device: torch.device | None) -> None:
+    if device is not None and device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+class StageClock:
+    """Seconds spent in each named stage (``times_s``), device-synchronised at both ends."""
+
+    def __init__(self, device: torch.device | None = None):
+        self.device = device
+        self.times_s: dict[str, float] = {}
+
+    @contextmanager
+    def stage(self, name: str) -> Iterator[None]:
+        if name not in STAGES:
+            raise ValueError(f"unknown stage {name!r}; stages: {', '.join(STAGES)}")
+        _sync(self.device)
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            _sync(self.device)
+            self.times_s[name] = self.times_s.get(name, 0.0) + time.perf_counter() - start
+
+
+def timed(clock: StageClock | None, name: str) -> AbstractContextManager[None]:
+    """``clock.stage(name)``, or a no-op without a clock."""
+    return nullcontext() if clock is None else clock.stage(name)

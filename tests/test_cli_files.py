@@ -218,3 +218,16 @@ def test_a_nul_byte_in_an_argument_is_one_line(capsys, argv):
     assert main(argv) == 2
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "NUL byte" in err and "a\\x00b" in err
+
+
+def test_prune_refuses_to_write_its_results_over_an_input_image(capsys, monkeypatch, tmp_path):
+    pytest.importorskip("torch")
+    monkeypatch.setattr("fpcost.pruner.encoders.load_encoder", never_called)
+    image = tmp_path / "a.png"
+    image.write_bytes(b"not really a png")
+    (tmp_path / "link.json").symlink_to(image)
+    for output in (image, tmp_path / "link.json"):
+        code, _, err = run_cli(capsys, "prune", image, "--encoder", "dinov2-s14",
+                               "--output", output)
+        one_line_error(code, err, "is the input image")
+    assert image.read_bytes() == b"not really a png"

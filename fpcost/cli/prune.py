@@ -12,7 +12,7 @@ from typing import Any
 import click
 
 from fpcost.cli.bounds import INT32_MAX, SEED, BoundedInt
-from fpcost.cli.files import output_dir_callback, output_path_callback
+from fpcost.cli.files import output_dir_callback, output_path_callback, same_file
 from fpcost.cli.render import (
     Column,
     emit_csv,
@@ -205,6 +205,12 @@ def prune(
         raise click.UsageError("give exactly one of --encoder NAME or --model PATH_OR_ID")
     if model_path is not None and not model_path.strip():
         raise click.UsageError("--model '' is empty; give a save_pretrained directory")
+    if output_file is not None:
+        for image in images:
+            if same_file(output_file, image):
+                raise click.UsageError(
+                    f"--output {output_file} is the input image {image}; name another file"
+                )
 
     from fpcost.extras import require_extra
 

@@ -221,3 +221,50 @@ def test_bad_inputs_raise(model):
 
     with pytest.raises(PruningError, match="merging pruners"):
         generate_pruned(model, _images(1), Merging())
+
+
+@pytest.fixture(scope="module")
+def released_geometry():
+    """The released models' geometry (SigLIP at 384 px, 14 px patches: 729 tokens per crop;
+    pinpoints up to 2304 px; anyres_max_9) with tiny widths and depth."""
+    from transformers import SiglipVisionConfig
+
+    vision = SiglipVisionConfig(hidden_size=16, intermediate_size=32, num_hidden_layers=2,
+                                num_attention_heads=2, image_size=384, patch_size=14,
+                                vision_use_head=False)
+    return tiny_llava_onevision(seed=0, vision_config=vision, image_grid_pinpoints=None,
+                                vision_aspect_ratio="anyres_max_9")
+
+
+@pytest.mark.parametrize("height, width", [(720, 1280), (2000, 2200), (300, 2304),
+                                           (1080, 1920), (100, 100), (4000, 500)])
+def test_packed_counts_match_the_cost_model_at_released_geometry(released_geometry, height, width):
+    """The adapter's packed positions (the model's own packing) and the cost model's
+    llava_onevision layout agree, shrink (2000 x 2200, 1080 x 1920) or not."""
+    from fpcost.costmodel.families.llava_onevision import DEFAULT_PINPOINTS, onevision_layout
+    from fpcost.pruner.adapters.llava_onevision import num_crops
+
+    sizes = torch.tensor([[height, width]])
+    counts = num_crops(released_geometry, sizes, None)
+    (sources,), (shrunk,) = packed_sources(released_geometry, counts, 729, sizes)
+    layout = onevision_layout(width, height, DEFAULT_PINPOINTS, 384, 14, 9)
+    assert counts == [layout.anyres.num_crops]
+    assert sources.numel() == layout.num_visual_tokens
+    assert shrunk == ((layout.rows, layout.cols)
+                      != (layout.anyres.unpadded_rows, layout.anyres.unpadded_cols))
+
+
+def test_keep_all_equals_plain_generate_through_the_max_9_shrink(released_geometry):
+    """1080 x 1920: 3 x 5 crops + base; the unpadded 75 x 135 grid (r = 1.24) is shrunk to
+    60 x 108: 729 + 60 * 108 + 60 newlines."""
+    sizes = torch.tensor([[1080, 1920]])
+    length = 729 + 60 * 108 + 60
+    ids, mask = left_padded([prompt(length, [1, 5], [6, 7])])
+    generator = torch.Generator().manual_seed(0)
+    inputs = {"input_ids": ids, "attention_mask": mask, "image_sizes": sizes,
+              "pixel_values": torch.randn((1, 16, 3, 384, 384), generator=generator)}
+    result = generate_pruned(released_geometry, inputs, KeepAll(), max_new_tokens=3,
+                             do_sample=False)
+    plain = released_geometry.generate(**inputs, max_new_tokens=3, do_sample=False)
+    assert torch.equal(result.sequences, plain[:, ids.shape[1]:])
+    assert result.num_tokens == [length]

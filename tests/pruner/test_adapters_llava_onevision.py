@@ -211,6 +211,8 @@ def test_bad_inputs_raise(model):
     del inputs["pixel_values"], inputs["image_sizes"]
     with pytest.raises(PruningError, match="pixel_values or pixel_values_videos"):
         generate_pruned(model, inputs, KeepAll())
+    with pytest.raises(PruningError, match="budget applies to LLaVA-OneVision images"):
+        generate_pruned(model, _videos(1), KeepAll(), budget=4)
 
     class Merging(KeepAll):
         def encode_and_select(self, vision_model, pixels):

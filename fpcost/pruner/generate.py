@@ -23,11 +23,12 @@ from pathlib import Path
 import torch
 
 from fpcost.pruner.adapters import generate_pruned
+from fpcost.pruner.anchoring import model_anchored_layers
 from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import get_pruner
 
 # Hugging Face model_type -> families the adapters cover
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "video_llava")
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "video_llava", "llava_onevision")
 
 
 @dataclass(frozen=True)
@@ -76,7 +77,7 @@ def _model_type(directory: Path) -> str:
 
 def load_checkpoint(directory: Path | str) -> Checkpoint:
     """The model (eval, float32 on CPU / its dtype on CUDA) and processor of ``directory``."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
@@ -90,6 +91,11 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
             f"--model {directory}: model_type {model_type!r} is not supported by fpcost generate; "
             f"pruning adapters exist for {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
+    if model_type == "llava_onevision":  # its AutoProcessor needs torchvision
+        from fpcost.pruner.onevision_processor import load_onevision_processor
+
+        model = _load_model(directory)
+        return Checkpoint(model, load_onevision_processor(directory, model), model_type)
     try:
         processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
     except ImportError as exc:  # e.g. a processor class that needs torchvision
@@ -107,11 +113,17 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
             f"--model {directory}: the directory's processor is {type(processor).__name__}, "
             "not an image+text processor (save the model's processor with save_pretrained)"
         )
+    return Checkpoint(model=_load_model(directory), processor=processor, model_type=model_type)
+
+
+def _load_model(directory: Path) -> torch.nn.Module:
+    from transformers import AutoModelForImageTextToText
+
     model = AutoModelForImageTextToText.from_pretrained(directory, local_files_only=True)
     model.eval()
     if torch.cuda.is_available():
         model.to("cuda")
-    return Checkpoint(model=model, processor=processor, model_type=model_type)
+    return model
 
 
 def _inputs(checkpoint: Checkpoint, image, prompt: str) -> dict[str, torch.Tensor]:
@@ -167,7 +179,12 @@ def run_generate(
         configs.append((method, method, None))  # the method's own default budget
     else:
         configs += [(f"{method} {ratio:g}", method, ratio) for ratio in ratios]
-    pruners = [get_pruner(name, ratio=ratio) for _, name, ratio in configs]
+    # freePruner's default layers relative to the layer the LLM reads (anchoring.py)
+    anchored = model_anchored_layers(checkpoint.model.config)
+    pruners = [
+        get_pruner(name, ratio=ratio, **(anchored if name == "freepruner" else {}))
+        for _, name, ratio in configs
+    ]
     ttft: list[list[float]] = [[] for _ in configs]
     total: list[list[float]] = [[] for _ in configs]
     results = [None] * len(configs)

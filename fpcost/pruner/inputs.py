@@ -205,4 +205,4 @@ def configured_geometry(name_or_path: str, image_size: int | None) -> tuple[int 
 # their config's image_size as input side, DINOv2 any.
 _FIXED_SIZE_TYPES = ("clip_vision_model", "clip", "siglip_vision_model", "siglip")
 _BARE_TYPES = (*_FIXED_SIZE_TYPES, "dinov2")
-_TOWER_TYPES = ("llava", "llava_next", "video_llava")
+_TOWER_TYPES = ("llava", "llava_next", "video_llava", "llava_onevision")

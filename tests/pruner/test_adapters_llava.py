@@ -132,7 +132,7 @@ def test_bad_inputs_raise(model):
     ids, mask = left_padded(PROMPTS[:1])
     with pytest.raises(PruningError, match="unexpected inputs"):
         generate_pruned(model, {"input_ids": ids, "pixels": pixel_values(1)}, KeepAll())
-    with pytest.raises(PruningError, match="budget applies to LLaVA-NeXT only"):
+    with pytest.raises(PruningError, match="budget applies to LLaVA-NeXT and LLaVA-OneVision only"):
         generate_pruned(
             model, {"input_ids": ids, "pixel_values": pixel_values(1)}, KeepAll(), budget=4
         )

@@ -1,4 +1,5 @@
-"""Run a ``TokenPruner`` inside transformers' own LLaVA, Video-LLaVA and LLaVA-NeXT.
+"""Run a ``TokenPruner`` inside transformers' own LLaVA, Video-LLaVA, LLaVA-NeXT and
+LLaVA-OneVision.
 
 ``generate_pruned(model, inputs, pruner, **generate_kwargs)`` is the one entry point:
 it dispatches on the model's class, prunes the visual tokens, rebuilds the prompt and
@@ -29,6 +30,7 @@ from torch import nn
 from fpcost.pruner.adapters.common import PrunedGeneration
 from fpcost.pruner.adapters.llava import generate_llava
 from fpcost.pruner.adapters.llava_next import generate_llava_next
+from fpcost.pruner.adapters.llava_onevision import generate_llava_onevision
 from fpcost.pruner.adapters.rebuild import RebuiltPrompt, Segment, rebuild_prompt
 from fpcost.pruner.adapters.video_llava import generate_video_llava
 from fpcost.pruner.errors import PruningError
@@ -51,6 +53,7 @@ SUPPORTED_MODELS: dict[str, Callable[..., PrunedGeneration]] = {
     "LlavaForConditionalGeneration": generate_llava,
     "VideoLlavaForConditionalGeneration": generate_video_llava,
     "LlavaNextForConditionalGeneration": generate_llava_next,
+    "LlavaOnevisionForConditionalGeneration": generate_llava_onevision,
 }
 
 _ACCEPTED_INPUTS = {
@@ -60,6 +63,7 @@ _ACCEPTED_INPUTS = {
     "pixel_values_images",
     "pixel_values_videos",
     "image_sizes",
+    "batch_num_images",
 }
 # Processor outputs the LLM does not need once the prompt is fed as embeddings.
 _IGNORED_INPUTS = {"token_type_ids", "mm_token_type_ids"}
@@ -87,8 +91,10 @@ def generate_pruned(
 
     ``inputs``: a processor's output (``BatchFeature`` or any mapping) with ``input_ids``,
     optional ``attention_mask``, and the model's pixel inputs (``pixel_values``; Video-LLaVA
-    also ``pixel_values_videos``; LLaVA-NeXT also ``image_sizes``). ``pruner``: any
-    ``TokenPruner``. ``budget``: LLaVA-NeXT only, the visual tokens kept per image.
+    also ``pixel_values_videos``; LLaVA-NeXT also ``image_sizes``; LLaVA-OneVision
+    ``image_sizes``, ``batch_num_images`` and / or ``pixel_values_videos``). ``pruner``: any
+    ``TokenPruner``. ``budget``: LLaVA-NeXT and LLaVA-OneVision images only, the visual
+    tokens kept per image.
     ``generate_kwargs`` go to ``model.generate`` unchanged (e.g. ``max_new_tokens``,
     ``do_sample=False``). Returns the new tokens and the per-sample kept counts.
     """
@@ -100,10 +106,12 @@ def generate_pruned(
         )
     if "input_ids" not in inputs:
         raise PruningError("inputs need input_ids with the processor's visual placeholders")
-    if adapter is generate_llava_next:
+    if adapter in (generate_llava_next, generate_llava_onevision):
         return adapter(model, inputs, pruner, budget=budget, **generate_kwargs)
     if budget is not None:
-        raise PruningError(f"budget applies to LLaVA-NeXT only, not {type(model).__name__}")
+        raise PruningError(
+            f"budget applies to LLaVA-NeXT and LLaVA-OneVision only, not {type(model).__name__}"
+        )
     if adapter is generate_llava and inputs.get("pixel_values") is None:
         raise PruningError("LLaVA inputs need pixel_values")
     return adapter(model, inputs, pruner, **generate_kwargs)

@@ -1,4 +1,5 @@
-"""Run a ``TokenPruner`` inside transformers' own LLaVA, Video-LLaVA and LLaVA-NeXT.
+"""Run a ``TokenPruner`` inside transformers' own LLaVA, Video-LLaVA, LLaVA-NeXT, Qwen2-VL
+and Qwen2.5-VL.
 
 ``generate_pruned(model, inputs, pruner, **generate_kwargs)`` is the one entry point:
 it dispatches on the model's class, prunes the visual tokens, rebuilds the prompt and
@@ -29,6 +30,7 @@ from torch import nn
 from fpcost.pruner.adapters.common import PrunedGeneration
 from fpcost.pruner.adapters.llava import generate_llava
 from fpcost.pruner.adapters.llava_next import generate_llava_next
+from fpcost.pruner.adapters.qwen_vl import generate_qwen_vl
 from fpcost.pruner.adapters.rebuild import RebuiltPrompt, Segment, rebuild_prompt
 from fpcost.pruner.adapters.video_llava import generate_video_llava
 from fpcost.pruner.errors import PruningError
@@ -51,6 +53,9 @@ SUPPORTED_MODELS: dict[str, Callable[..., PrunedGeneration]] = {
     "LlavaForConditionalGeneration": generate_llava,
     "VideoLlavaForConditionalGeneration": generate_video_llava,
     "LlavaNextForConditionalGeneration": generate_llava_next,
+    # Qwen2.5-VL does not subclass Qwen2-VL in transformers 5.24: both are listed
+    "Qwen2VLForConditionalGeneration": generate_qwen_vl,
+    "Qwen2_5_VLForConditionalGeneration": generate_qwen_vl,
 }
 
 _ACCEPTED_INPUTS = {
@@ -60,6 +65,9 @@ _ACCEPTED_INPUTS = {
     "pixel_values_images",
     "pixel_values_videos",
     "image_sizes",
+    "image_grid_thw",  # Qwen2-VL / Qwen2.5-VL
+    "video_grid_thw",
+    "second_per_grid_ts",  # Qwen2.5-VL videos
 }
 # Processor outputs the LLM does not need once the prompt is fed as embeddings.
 _IGNORED_INPUTS = {"token_type_ids", "mm_token_type_ids"}

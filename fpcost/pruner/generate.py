@@ -1,4 +1,5 @@
-"""Run one image and prompt through a user's LLaVA-family checkpoint, unpruned and pruned.
+"""Run one image and prompt through a user's LLaVA-family or Qwen2-VL / Qwen2.5-VL checkpoint,
+unpruned and pruned.
 
 ``load_checkpoint(dir)`` loads a ``save_pretrained`` directory (model + processor);
 ``run_generate(...)`` generates greedily with every visual token and then with each pruner,
@@ -27,7 +28,8 @@ from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import get_pruner
 
 # Hugging Face model_type -> families the adapters cover
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "video_llava")
+QWEN_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "video_llava", *QWEN_MODEL_TYPES)
 
 
 @dataclass(frozen=True)
@@ -74,9 +76,34 @@ def _model_type(directory: Path) -> str:
     return str(getattr(config, "model_type", "unknown"))
 
 
+def _processor(directory: Path, model_type: str):
+    """The directory's processor; for Qwen2-VL / Qwen2.5-VL its tokenizer and PIL image
+    processor (transformers' Qwen processors need torchvision, absent here)."""
+    from transformers import AutoConfig, AutoProcessor
+
+    if model_type in QWEN_MODEL_TYPES:
+        from fpcost.pruner.qwen_processor import QwenVLImageTextProcessor
+
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        return QwenVLImageTextProcessor.from_pretrained(directory, config)
+    return AutoProcessor.from_pretrained(directory, local_files_only=True)
+
+
+def layout_options(checkpoint: Checkpoint, image) -> dict[str, object]:
+    """``estimate`` keywords that lay ``image`` out as the checkpoint does: LLaVA-NeXT's
+    AnyRes and Qwen's dynamic resolution depend on the image's (width, height), Qwen's also
+    on the image processor's pixel limits; the other families' layouts are fixed."""
+    if checkpoint.model_type == "llava_next":
+        return {"image_size": image.size}
+    if checkpoint.model_type in QWEN_MODEL_TYPES:
+        min_pixels, max_pixels = checkpoint.processor.pixel_limits
+        return {"image_size": image.size, "min_pixels": min_pixels, "max_pixels": max_pixels}
+    return {}
+
+
 def load_checkpoint(directory: Path | str) -> Checkpoint:
     """The model (eval, float32 on CPU / its dtype on CUDA) and processor of ``directory``."""
-    from transformers import AutoModelForImageTextToText, AutoProcessor
+    from transformers import AutoModelForImageTextToText
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
@@ -91,7 +118,7 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
             f"pruning adapters exist for {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
     try:
-        processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
+        processor = _processor(directory, model_type)
     except ImportError as exc:  # e.g. a processor class that needs torchvision
         raise PruningError(
             f"--model {directory}: the directory's processor cannot be loaded here: "
@@ -117,7 +144,8 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
 def _inputs(checkpoint: Checkpoint, image, prompt: str) -> dict[str, torch.Tensor]:
     processor = checkpoint.processor
     token = getattr(processor, "image_token", "<image>")
-    text = prompt if token in prompt else f"{token}\n{prompt}"
+    # Qwen wraps the image in <|vision_start|> ... <|vision_end|>
+    text = prompt if token in prompt else f"{getattr(processor, 'image_prompt', token)}\n{prompt}"
     try:
         batch = processor(images=image, text=text, return_tensors="pt")
     except (ValueError, TypeError) as exc:

@@ -1,8 +1,9 @@
 """Tiny random-weight Qwen2-VL / Qwen2.5-VL models, prompts and a test selector for the
 generation adapter's tests (no hub access).
 
-Vision: 2 blocks, 14 px patches, 2x2 merger, so an image of H x W pixels (multiples of 28)
-gives a (1, H/14, W/14) grid and H*W/784 merged tokens. LLM: 2 layers of width 32 with
+Vision: 4 blocks (so freePruner's default layers -4 .. -2 exist), 14 px patches, 2x2 merger,
+so an image of H x W pixels (multiples of 28) gives a (1, H/14, W/14) grid and H*W/784
+merged tokens. LLM: 2 layers of width 32 with
 4 heads of 8 (M-RoPE sections 1 + 1 + 2 = 8 / 2) and 2 KV heads.
 """
 
@@ -54,7 +55,7 @@ def _finish(model):
 
 def tiny_qwen2_vl(seed: int = 0) -> Qwen2VLForConditionalGeneration:
     torch.manual_seed(seed)
-    vision = dict(depth=2, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2,
+    vision = dict(depth=4, embed_dim=32, hidden_size=32, num_heads=4, mlp_ratio=2,
                   patch_size=PATCH_SIZE, spatial_merge_size=MERGE,
                   temporal_patch_size=TEMPORAL_PATCH)
     return _finish(Qwen2VLForConditionalGeneration(
@@ -62,12 +63,12 @@ def tiny_qwen2_vl(seed: int = 0) -> Qwen2VLForConditionalGeneration:
 
 
 def tiny_qwen2_5_vl(seed: int = 0) -> Qwen2_5_VLForConditionalGeneration:
-    """Windows of 56 px (2 x 2 merged tokens) with block 1 on full attention, so a grid
+    """Windows of 56 px (2 x 2 merged tokens) with blocks 1 and 3 on full attention, so a grid
     larger than 4 x 4 patches is really split into windows."""
     torch.manual_seed(seed)
-    vision = dict(depth=2, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
+    vision = dict(depth=4, hidden_size=32, intermediate_size=64, num_heads=4, out_hidden_size=32,
                   patch_size=PATCH_SIZE, spatial_merge_size=MERGE,
-                  temporal_patch_size=TEMPORAL_PATCH, window_size=56, fullatt_block_indexes=[1])
+                  temporal_patch_size=TEMPORAL_PATCH, window_size=56, fullatt_block_indexes=[1, 3])
     return _finish(Qwen2_5_VLForConditionalGeneration(
         Qwen2_5_VLConfig(vision_config=vision, text_config=TEXT, **TOKENS)))
 

@@ -26,7 +26,7 @@ instance is not modified (plain ``generate`` sets it; this adapter neither reads
 
 Stages (``stage_clock``): "vision" is the selector (tower + merger + selection), "projector"
 the gather of the kept merged features (Qwen's merger already ran inside the tower, so this
-is only the gather), "llm" the rebuilt prompt's embedding and ``generate``.
+is only the gather), "llm" the prompt's rebuild and positions, its embedding and ``generate``.
 """
 
 from __future__ import annotations
@@ -225,17 +225,17 @@ def generate_qwen_vl(
     input_ids = inputs["input_ids"]
     mask = inputs.get("attention_mask")
     mask = torch.ones_like(input_ids) if mask is None else mask
-    prompt = rebuild_prompt(input_ids, mask, segments, pad_token_id(model, generate_kwargs))
-    columns = kept_columns(input_ids, mask, segments, kept)
-    for b, cols in enumerate(columns):  # the rebuilt prompt is the original at these columns
-        rebuilt = prompt.input_ids[b][prompt.attention_mask[b].bool()].cpu()
-        if not torch.equal(input_ids[b].cpu()[cols], rebuilt):
-            raise PruningError(f"sample {b}: kept columns disagree with the rebuilt prompt")
-    positions = original_positions(model, {**inputs, "attention_mask": mask}, image_id, video_id)
-    position_ids = pruned_position_ids(positions, columns, prompt.input_ids.shape[1])
-
-    device = model.get_input_embeddings().weight.device
-    with timed(stage_clock, "llm"):
+    with timed(stage_clock, "llm"):  # the prompt's rebuild and positions, then generate
+        prompt = rebuild_prompt(input_ids, mask, segments, pad_token_id(model, generate_kwargs))
+        columns = kept_columns(input_ids, mask, segments, kept)
+        for b, cols in enumerate(columns):  # the rebuilt prompt is the original at these columns
+            rebuilt = prompt.input_ids[b][prompt.attention_mask[b].bool()].cpu()
+            if not torch.equal(input_ids[b].cpu()[cols], rebuilt):
+                raise PruningError(f"sample {b}: kept columns disagree with the rebuilt prompt")
+        positions = original_positions(model, {**inputs, "attention_mask": mask}, image_id,
+                                       video_id)  # (3, B, L)
+        position_ids = pruned_position_ids(positions, columns, prompt.input_ids.shape[1])
+        device = model.get_input_embeddings().weight.device
         sequences, raw = embed_and_generate(
             model, prompt.input_ids, prompt.attention_mask, features,
             {**generate_kwargs, "position_ids": position_ids.to(device)},

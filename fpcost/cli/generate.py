@@ -20,7 +20,6 @@ from fpcost.cli.bounds import BoundedInt
 from fpcost.cli.prune import METHOD_NAMES
 from fpcost.cli.render import Column, emit_json, render_table, scaled, stdout_console
 from fpcost.costmodel.errors import WorkloadError
-from fpcost.costmodel.families import family_for_model_type
 from fpcost.costmodel.units import MILLI
 
 MAX_NEW_TOKENS = 4096
@@ -75,8 +74,10 @@ def _profile_of_this_device(profile_path: Path):
 
 
 def _predictions(model_dir: Path, profile, runs, dtype: str,
-                 image_size: tuple[int, int] | None) -> list[tuple[float, float]]:
-    """Predicted (total, TTFT) in s of each run's workload on ``profile``."""
+                 layout: dict[str, object]) -> list[tuple[float, float]]:
+    """Predicted (total, TTFT) in s of each run's workload on ``profile``; ``layout``: the
+    image's ``estimate`` keywords (``layout_options``). Refused when the cost model lays the
+    image out in another number of visual tokens than the model made."""
     from fpcost.api import estimate
     from fpcost.costmodel.quant import QuantPlan
     from fpcost.pruner.timing import DTYPE_BITS
@@ -84,11 +85,17 @@ def _predictions(model_dir: Path, profile, runs, dtype: str,
     quant = QuantPlan.uniform(DTYPE_BITS[dtype])
     unpruned = runs[0]
     text_tokens = unpruned.num_prompt_tokens - unpruned.num_visual_tokens
+    modelled = estimate(model=str(model_dir), hardware=profile, quant=quant,
+                        text_tokens=text_tokens, **layout).workload.num_visual_tokens
+    if modelled != unpruned.num_visual_tokens:
+        raise WorkloadError(f"--model {model_dir}: the cost model lays this image out in "
+                            f"{modelled} visual tokens, the model made "
+                            f"{unpruned.num_visual_tokens}; no prediction")
     predicted = []
     for run in runs:
         est = estimate(model=str(model_dir), hardware=profile, quant=quant,
                        visual_tokens=run.num_kept, text_tokens=text_tokens,
-                       output_tokens=run.num_new_tokens, image_size=image_size)
+                       output_tokens=run.num_new_tokens, **layout)
         predicted.append((est.end_to_end().time_s, est.ttft_s))
     return predicted
 
@@ -98,8 +105,10 @@ def _predictions(model_dir: Path, profile, runs, dtype: str,
 @click.option("--model", "model_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="A save_pretrained directory (model and processor) of LLaVA, LLaVA-NeXT, "
-                   "Video-LLaVA or LLaVA-OneVision.")
-@click.option("--prompt", required=True, help="The question; '<image>' is prepended if absent.")
+                   "Video-LLaVA, LLaVA-OneVision, Qwen2-VL or Qwen2.5-VL.")
+@click.option("--prompt", required=True,
+              help="The question; the image placeholder ('<image>'; Qwen: "
+                   "'<|vision_start|><|image_pad|><|vision_end|>') is prepended if absent.")
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="freepruner", show_default=True,
               help="Pruning method of the pruned run(s).")
 @click.option("--ratio", "ratios", type=float, multiple=True, callback=_check_ratio,
@@ -128,7 +137,7 @@ def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, 
         raise WorkloadError("--ratio does not apply to --method keep-all (it keeps every token)")
     if profile_path is not None and not profile_path.is_file():
         raise WorkloadError(f"--profile {profile_path}: no such file")
-    from fpcost.pruner.generate import load_checkpoint, run_generate
+    from fpcost.pruner.generate import layout_options, load_checkpoint, run_generate
     from fpcost.pruner.inputs import open_image
 
     profile = dev = None
@@ -140,10 +149,8 @@ def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, 
     dtype = str(next(checkpoint.model.parameters()).dtype).removeprefix("torch.")
     predicted, about = (None, {})
     if profile is not None:
-        # the AnyRes layouts (LLaVA-NeXT, LLaVA-OneVision) depend on the image's size
-        family = family_for_model_type(checkpoint.model_type)
-        size = picture.size if family is not None and family.uses_image_size else None
-        predicted = _predictions(model_dir, profile, runs, dtype, size)
+        layout = layout_options(checkpoint, picture)
+        predicted = _predictions(model_dir, profile, runs, dtype, layout)
         about = {"profile": profile.name, "device": dev.name, "threads": dev.num_threads}
     rows = []
     for i, run in enumerate(runs):

@@ -1,4 +1,5 @@
-"""Run one image and prompt through a user's LLaVA-family checkpoint, unpruned and pruned.
+"""Run one image and prompt through a user's LLaVA-family or Qwen2-VL / Qwen2.5-VL checkpoint,
+unpruned and pruned.
 
 ``load_checkpoint(dir)`` loads a ``save_pretrained`` directory (model + processor);
 ``run_generate(...)`` generates greedily with every visual token and then with each pruner,
@@ -28,7 +29,8 @@ from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import get_pruner
 
 # Hugging Face model_type -> families the adapters cover
-SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "video_llava", "llava_onevision")
+QWEN_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
+SUPPORTED_MODEL_TYPES = ("llava", "llava_next", "video_llava", "llava_onevision", *QWEN_MODEL_TYPES)
 
 
 @dataclass(frozen=True)
@@ -75,9 +77,37 @@ def _model_type(directory: Path) -> str:
     return str(getattr(config, "model_type", "unknown"))
 
 
+def _processor(directory: Path, model_type: str):
+    """The directory's processor; for Qwen2-VL / Qwen2.5-VL its tokenizer and PIL image
+    processor (transformers' Qwen processors need torchvision, absent here)."""
+    from transformers import AutoConfig, AutoProcessor
+
+    if model_type in QWEN_MODEL_TYPES:
+        from fpcost.pruner.qwen_processor import QwenVLImageTextProcessor
+
+        config = AutoConfig.from_pretrained(directory, local_files_only=True)
+        return QwenVLImageTextProcessor.from_pretrained(directory, config)
+    return AutoProcessor.from_pretrained(directory, local_files_only=True)
+
+
+def layout_options(checkpoint: Checkpoint, image) -> dict[str, object]:
+    """``estimate`` keywords that lay ``image`` out as the checkpoint does: the AnyRes
+    layouts (LLaVA-NeXT, LLaVA-OneVision) and Qwen's dynamic resolution depend on the image's
+    (width, height), Qwen's also on the image processor's pixel limits; the other families'
+    layouts are fixed."""
+    from fpcost.costmodel.families import family_for_model_type
+
+    if checkpoint.model_type in QWEN_MODEL_TYPES:
+        min_pixels, max_pixels = checkpoint.processor.pixel_limits
+        return {"image_size": image.size, "min_pixels": min_pixels, "max_pixels": max_pixels}
+    family = family_for_model_type(checkpoint.model_type)
+    if family is not None and family.uses_image_size:  # AnyRes: LLaVA-NeXT, LLaVA-OneVision
+        return {"image_size": image.size}
+    return {}
+
+
 def load_checkpoint(directory: Path | str) -> Checkpoint:
     """The model (eval, float32 on CPU / its dtype on CUDA) and processor of ``directory``."""
-    from transformers import AutoProcessor
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # no "Loading weights" bar on stderr
@@ -97,7 +127,7 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
         model = _load_model(directory)
         return Checkpoint(model, load_onevision_processor(directory, model), model_type)
     try:
-        processor = AutoProcessor.from_pretrained(directory, local_files_only=True)
+        processor = _processor(directory, model_type)
     except ImportError as exc:  # e.g. a processor class that needs torchvision
         raise PruningError(
             f"--model {directory}: the directory's processor cannot be loaded here: "
@@ -129,7 +159,8 @@ def _load_model(directory: Path) -> torch.nn.Module:
 def _inputs(checkpoint: Checkpoint, image, prompt: str) -> dict[str, torch.Tensor]:
     processor = checkpoint.processor
     token = getattr(processor, "image_token", "<image>")
-    text = prompt if token in prompt else f"{token}\n{prompt}"
+    # Qwen wraps the image in <|vision_start|> ... <|vision_end|>
+    text = prompt if token in prompt else f"{getattr(processor, 'image_prompt', token)}\n{prompt}"
     try:
         batch = processor(images=image, text=text, return_tensors="pt")
     except (ValueError, TypeError) as exc:

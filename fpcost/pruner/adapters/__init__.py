@@ -1,5 +1,5 @@
-"""Run a ``TokenPruner`` inside transformers' own LLaVA, Video-LLaVA, LLaVA-NeXT and
-LLaVA-OneVision.
+"""Run a ``TokenPruner`` inside transformers' own LLaVA, Video-LLaVA, LLaVA-NeXT,
+LLaVA-OneVision, Qwen2-VL and Qwen2.5-VL.
 
 ``generate_pruned(model, inputs, pruner, **generate_kwargs)`` is the one entry point:
 it dispatches on the model's class, prunes the visual tokens, rebuilds the prompt and
@@ -31,6 +31,7 @@ from fpcost.pruner.adapters.common import PrunedGeneration
 from fpcost.pruner.adapters.llava import generate_llava
 from fpcost.pruner.adapters.llava_next import generate_llava_next
 from fpcost.pruner.adapters.llava_onevision import generate_llava_onevision
+from fpcost.pruner.adapters.qwen_vl import generate_qwen_vl
 from fpcost.pruner.adapters.rebuild import RebuiltPrompt, Segment, rebuild_prompt
 from fpcost.pruner.adapters.video_llava import generate_video_llava
 from fpcost.pruner.errors import PruningError
@@ -54,6 +55,9 @@ SUPPORTED_MODELS: dict[str, Callable[..., PrunedGeneration]] = {
     "VideoLlavaForConditionalGeneration": generate_video_llava,
     "LlavaNextForConditionalGeneration": generate_llava_next,
     "LlavaOnevisionForConditionalGeneration": generate_llava_onevision,
+    # Qwen2.5-VL does not subclass Qwen2-VL in transformers 5.24: both are listed
+    "Qwen2VLForConditionalGeneration": generate_qwen_vl,
+    "Qwen2_5_VLForConditionalGeneration": generate_qwen_vl,
 }
 
 _ACCEPTED_INPUTS = {
@@ -64,6 +68,9 @@ _ACCEPTED_INPUTS = {
     "pixel_values_videos",
     "image_sizes",
     "batch_num_images",
+    "image_grid_thw",  # Qwen2-VL / Qwen2.5-VL
+    "video_grid_thw",
+    "second_per_grid_ts",  # Qwen2.5-VL videos
 }
 # Processor outputs the LLM does not need once the prompt is fed as embeddings.
 _IGNORED_INPUTS = {"token_type_ids", "mm_token_type_ids"}

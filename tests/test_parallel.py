@@ -303,3 +303,47 @@ def test_sweep_frames_equal_estimate():
         result = estimate("qwen2.5-vl-7b", "h100-sxm", keep_ratio=row["keep_ratio"], frames=6)
         assert row["num_visual_tokens"] == result.workload.num_visual_tokens
         assert row["ttft_s"] == pytest.approx(result.ttft_s, rel=1e-12)
+
+
+# --- the [interconnect] table of a profile ---------------------------------------------------
+
+def _profile_dict(**interconnect):
+    from fpcost.hardware_profiles._toml import tomllib
+
+    data = tomllib.loads((DATA_DIR / "h100-sxm.toml").read_text())
+    data["interconnect"] = interconnect
+    data["sources"] = {k: v for k, v in data["sources"].items() if "interconnect" not in k}
+    return data
+
+
+@pytest.mark.parametrize(("table", "fragment"), [
+    ({"bandwidth_gb_per_s": 450, "latency_us": 3}, "[interconnect] kind is missing; valid: nvlink3"),
+    ({"kind": "nvlink5", "bandwidth_gb_per_s": 900, "latency_us": 3}, "kind = 'nvlink5' is unknown"),
+    ({"kind": "nvlink4", "latency_us": 3}, "bandwidth_gb_per_s missing for kind 'nvlink4'"),
+    ({"kind": "none", "bandwidth_gb_per_s": 32}, 'kind = "none" (no link) takes no bandwidth'),
+    ({"kind": "pcie4", "bandwidth_gb_per_s": -32, "latency_us": 10},
+     "[interconnect] bandwidth_gb_per_s = -32 is out of range; valid: 0.001 to 1e+06 GB/s"),
+    ({"kind": "pcie4", "bandwidth_gb_per_s": 32, "latency_us": 0},
+     "[interconnect] latency_us = 0 is out of range"),
+    ({"kind": "pcie4", "bandwidth_gb_per_s": 32, "latency_us": 10, "lanes": 16},
+     "unknown key [interconnect] 'lanes'; valid: kind, bandwidth_gb_per_s, latency_us"),
+])
+def test_interconnect_table_checked(table, fragment):
+    from fpcost.hardware_profiles.schema import profile_from_toml_dict
+
+    with pytest.raises(HardwareError) as error:
+        profile_from_toml_dict(_profile_dict(**table), "x.toml")
+    assert fragment in str(error.value) and "\n" not in str(error.value)
+
+
+def test_interconnect_round_trips_through_the_writer():
+    from fpcost.hardware_profiles.schema import profile_from_toml_dict, profile_to_toml_dict
+
+    for name in ("h100-sxm", "l40s", "a6000"):
+        profile = load_profile(name)
+        again = profile_from_toml_dict(profile_to_toml_dict(profile), "again.toml")
+        assert again == profile and again.interconnect_kind == profile.interconnect_kind
+    none = profile_from_toml_dict(_profile_dict(kind="none"), "x.toml")
+    assert none.interconnect_kind == "none" and none.interconnect_bandwidth_bytes_per_s is None
+    with pytest.raises(HardwareError, match="is not linked to other GPUs"):
+        estimate(hardware=none, tensor_parallel=2)

@@ -347,3 +347,30 @@ def test_interconnect_round_trips_through_the_writer():
     assert none.interconnect_kind == "none" and none.interconnect_bandwidth_bytes_per_s is None
     with pytest.raises(HardwareError, match="is not linked to other GPUs"):
         estimate(hardware=none, tensor_parallel=2)
+
+
+def test_kv_bytes_per_token_by_hand():
+    from fpcost.costmodel.memory import kv_bytes_per_token
+
+    model, plan = get_preset("qwen2.5-vl-72b"), QuantPlan()
+    assert kv_bytes_per_token(model, Parallelism(), plan) == 80 * 2 * 8 * 128 * FP16
+    assert kv_bytes_per_token(model, Parallelism(4, 3), plan) == 27 * 2 * 2 * 128 * FP16
+    assert kv_bytes_per_token(model, Parallelism(16), plan) == 80 * 2 * 1 * 128 * FP16
+    one = memory_footprint(estimate("qwen2.5-vl-72b", "h200", tensor_parallel=4,
+                                    pipeline_parallel=3, batch=2))
+    context = one.kv_cache_bytes / (2 * kv_bytes_per_token(model, Parallelism(4, 3), plan))
+    assert context == 1196 + 40 + 1  # prompt + one decode step, on the 27-layer stage
+
+
+def test_tokens_from_with_parallelism(tmp_path, capsys):
+    path = tmp_path / "kept.json"
+    path.write_text(json.dumps({"fpcost_prune_version": 1, "images": [
+        {"image": "a.png", "num_tokens": 576, "num_kept": 288}]}))
+    code, out, _ = run_cli(capsys, "estimate", "--tokens-from", path, "--format", "json")
+    one = json.loads(out)["images"][0]
+    code, out, _ = run_cli(capsys, "estimate", "--tokens-from", path, "--tensor-parallel", "2",
+                           "--format", "json")
+    two = json.loads(out)["images"][0]
+    assert code == 0 and two["num_visual_tokens"] == 288 and two["time_s"] < one["time_s"]
+    code, _, err = run_cli(capsys, "estimate", "--tokens-from", path, "--frames", "1")
+    one_line_error(code, err, "do not combine it with --frames")

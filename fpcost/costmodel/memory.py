@@ -140,6 +140,15 @@ def gpu_footprints(model: ModelSpec, workload: Workload, settings: PipelineSetti
             for w, n in zip(weights, layers, strict=True)]
 
 
+def kv_bytes_per_token(model: ModelSpec, parallelism: Parallelism, quant: QuantPlan) -> float:
+    """KV-cache bytes one token of context takes on the GPU that holds the most of it (the
+    stage with the most layers): layers × K and V × KV heads per GPU × head size × kv bytes.
+    A serving simulator's block size × this is one cache block on that GPU."""
+    rank = shard_model(model, parallelism).llm
+    layers = max(stage_layers(rank.num_hidden_layers, parallelism.pipeline))
+    return layers * KV_TENSORS * rank.kv_size * quant.kv_bytes_per_element
+
+
 def busiest_stage(footprints: list[tuple[dict[str, float], float]]) -> int:
     """The stage whose weights + KV cache are largest (the earliest of equals)."""
     totals = [sum(w.values()) + kv for w, kv in footprints]

@@ -179,11 +179,10 @@ class Transfer:
 def link(hardware) -> tuple[float, float]:
     """(bandwidth bytes/s per direction, latency s per step) of the profile's interconnect,
     or a ``HardwareError`` saying what to add."""
-    bandwidth = getattr(hardware, "interconnect_bandwidth_bytes_per_s", None)
-    latency = getattr(hardware, "interconnect_latency_s", None)
+    bandwidth, latency = hardware.interconnect_bandwidth_bytes_per_s, hardware.interconnect_latency_s
     if bandwidth is None or latency is None:
-        kind = getattr(hardware, "interconnect_kind", None)
-        why = "is not linked to other GPUs" if kind == "none" else "gives no [interconnect]"
+        why = ("is not linked to other GPUs" if hardware.interconnect_kind == "none"
+               else "gives no [interconnect]")
         raise HardwareError(f"hardware profile {hardware.name!r} {why}; tensor and pipeline "
                             "parallelism need its bandwidth_gb_per_s and latency_us "
                             "(docs/hardware.md)")

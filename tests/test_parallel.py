@@ -134,7 +134,7 @@ def test_all_reduce_bytes_of_one_layer_by_hand():
     rows = {t.name: t for t in transfers(model, Parallelism(n), "prefill", s, b, FP16)}
     for name in ("attn_all_reduce", "mlp_all_reduce"):  # after o_proj, after down_proj
         t = rows[name]
-        assert (t.kind, t.count, t.message_bytes) == (ALL_REDUCE, 40, b * s * h * FP16)
+        assert (t.collective, t.count, t.message_bytes) == (ALL_REDUCE, 40, b * s * h * FP16)
         assert t.bytes_per_gpu == 2 * 3 / 4 * b * s * h * FP16  # 2(N−1)/N·B
         assert t.num_steps == 2 * 3
     hardware = load_profile("a100-80g")  # 300 GB/s per direction, 3 µs a step

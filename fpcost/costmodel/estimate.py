@@ -76,7 +76,7 @@ class CommunicationEstimate:
 
     def as_dict(self) -> dict:
         t = self.transfer
-        return {"stage": t.stage, "name": t.name, "kind": t.kind, "count": t.count,
+        return {"stage": t.stage, "name": t.name, "collective": t.collective, "count": t.count,
                 "num_passes": self.num_passes, "num_gpus": t.num_gpus,
                 "message_bytes": float(t.message_bytes), "bytes_per_gpu": float(t.bytes_per_gpu),
                 "num_latency_steps": t.num_steps, "time_s": self.time_s}

@@ -149,7 +149,7 @@ class Transfer:
 
     stage: str
     name: str
-    kind: str  # ALL_REDUCE, GATHER or SEND
+    collective: str  # ALL_REDUCE, GATHER or SEND
     count: int
     message_bytes: object
     num_gpus: int
@@ -158,9 +158,9 @@ class Transfer:
     def bytes_per_gpu(self):
         """Bytes each GPU sends (and receives) per instance, ring algorithms."""
         n = self.num_gpus
-        if self.kind == ALL_REDUCE:
+        if self.collective == ALL_REDUCE:
             return 2 * (n - 1) * self.message_bytes / n
-        if self.kind == GATHER:
+        if self.collective == GATHER:
             return (n - 1) * self.message_bytes / n
         return self.message_bytes
 
@@ -168,7 +168,7 @@ class Transfer:
     def num_steps(self) -> int:
         """Latency terms per instance: 2(N−1) for a ring all-reduce, N−1 for a gather, 1 send."""
         n = self.num_gpus
-        return {ALL_REDUCE: 2 * (n - 1), GATHER: n - 1}.get(self.kind, 1)
+        return {ALL_REDUCE: 2 * (n - 1), GATHER: n - 1}.get(self.collective, 1)
 
     def time_s(self, hardware):
         """Seconds of all ``count`` instances on the profile's interconnect."""

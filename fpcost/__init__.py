@@ -26,6 +26,7 @@ _LAZY = {
     "QuantPlan": "fpcost.costmodel.quant",
     "Workload": "fpcost.costmodel.workload",
     "HardwareProfile": "fpcost.costmodel.hardware",
+    "Parallelism": "fpcost.costmodel.parallel",
     "FpcostError": "fpcost.costmodel.errors",
     "load_profile": "fpcost.hardware_profiles",
     "list_profiles": "fpcost.hardware_profiles",

@@ -25,6 +25,7 @@ from fpcost.costmodel.estimate import Estimate
 from fpcost.costmodel.estimate import estimate as _estimate
 from fpcost.costmodel.hardware import HardwareProfile
 from fpcost.costmodel.hfconfig import load_config_json
+from fpcost.costmodel.parallel import Parallelism
 from fpcost.costmodel.pipeline import ALL_STAGES, make_workload
 from fpcost.costmodel.presets import get_preset
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
@@ -90,6 +91,9 @@ def estimate(
     vision_layers: str = "all",
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+    frames: int | None = None,
 ) -> Estimate:
     """Roofline estimate of one request; the same numbers as ``fpcost estimate``.
 
@@ -106,6 +110,8 @@ def estimate(
     ``.tpot_s`` and ``.end_to_end()`` always describe the whole request. Returns an
     ``Estimate``: ``.totals()`` maps each listed stage to its ``StageTotals`` (SI units),
     ``.end_to_end()`` sums every stage, ``.to_frame()`` is a per-operator pandas DataFrame.
+    ``tensor_parallel`` / ``pipeline_parallel``: the GPU split (docs/parallelism.md);
+    ``frames``: each sample a video of that many frames.
     """
     model = resolve_model(model)
     if isinstance(image_size, str):
@@ -114,11 +120,12 @@ def estimate(
                              keep_ratio=keep_ratio, frame_tokens=frame_tokens,
                              text_tokens=text_tokens, batch=batch, image_size=image_size,
                              output_tokens=output_tokens, min_pixels=min_pixels,
-                             max_pixels=max_pixels)
+                             max_pixels=max_pixels, frames=frames)
     vision_plan = resolve_quant(quant=vision_quant) if vision_quant is not None else None
     return _estimate(model, workload, resolve_hardware(hardware), resolve_quant(bits, quant),
                      accounting, flash_attention, None if stages is None else tuple(stages),
-                     vision_quant=vision_plan, vision_layers=vision_layers)
+                     vision_quant=vision_plan, vision_layers=vision_layers,
+                     parallelism=Parallelism(tensor_parallel, pipeline_parallel))
 
 
 def sweep(
@@ -142,6 +149,9 @@ def sweep(
     selection: SelectionSpec | None = DEFAULT_SELECTION,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+    frames: int | None = None,
 ):
     """Every combination of the given models, devices, plans, visual tokens and batch sizes,
     as a pandas DataFrame (one row each; columns in ``fpcost.costmodel.sweep.sweep``).
@@ -151,7 +161,8 @@ def sweep(
     of both. ``output_tokens``, ``image_size``, ``min_pixels``, ``max_pixels``,
     ``vision_quant`` and ``vision_layers`` are
     ``estimate``'s, shared by every row (each row equals ``estimate`` of its request);
-    ``selection`` is what freePruner's selection reads (None: its cost left out). More
+    ``selection`` is what freePruner's selection reads (None: its cost left out);
+    ``tensor_parallel``, ``pipeline_parallel`` and ``frames`` as ``estimate``'s. More
     than ``MAX_CONFIGURATIONS`` rows raise ``WorkloadError`` unless ``force``.
     """
     from fpcost.costmodel.sweep import sweep as _sweep
@@ -177,6 +188,8 @@ def sweep(
         selection=selection,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
+        parallelism=Parallelism(tensor_parallel, pipeline_parallel),
+        num_frames=frames,
     )
 
 

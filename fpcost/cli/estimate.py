@@ -42,6 +42,12 @@ from .options import (
     resolve_quant,
     vision_options,
 )
+from .parallel_options import (
+    parallel_caption,
+    parallel_options,
+    parallelism_payload,
+    resolve_parallelism,
+)
 from .render import Column, emit_csv, emit_json, format_option, render_table, scaled
 
 STAGE_COLUMNS = (
@@ -53,6 +59,7 @@ STAGE_COLUMNS = (
     Column("weight_bytes", "Weights read (GB)", scaled(GIGA, 2)),
     Column("kv_write_bytes", "KV written (GB)", scaled(GIGA, 3)),
 )
+COMMUNICATION_COLUMN = Column("communication_time_s", "Comm (ms)", scaled(MILLI, 2))
 OPERATOR_COLUMNS = (
     Column("stage", "Stage", justify="left"),
     Column("block", "Block", justify="left"),
@@ -77,7 +84,7 @@ def parse_layers(text: str) -> tuple[int, ...]:
 
 def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
                           image_size=None, frame_tokens=None, output_tokens=2, min_pixels=None,
-                          max_pixels=None) -> Workload:
+                          max_pixels=None, frames=None) -> Workload:
     """The one workload the token options describe (``--tokens-from`` is handled apart)."""
     given = [flag for flag, value in (("--tokens", tokens), ("--visual-tokens", visual_tokens),
                                       ("--keep-ratio", keep_ratio), ("--frame-tokens", frame_tokens))
@@ -91,7 +98,7 @@ def workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio,
     return make_workload(model, tokens=tokens, visual_tokens=visual_tokens, keep_ratio=keep_ratio,
                          frame_tokens=counts, text_tokens=text_tokens, batch=batch,
                          image_size=size, output_tokens=output_tokens, min_pixels=min_pixels,
-                         max_pixels=max_pixels)
+                         max_pixels=max_pixels, frames=frames)
 
 
 def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint | None = None) -> dict:
@@ -124,6 +131,7 @@ def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint 
             "num_projected_tokens_per_sample": projected_tokens(result.model, w)
             if family_of(result.model).has_vision else 0,
             "pruned": is_pruned(result.model, w),
+            **({"num_frames": w.num_frames} if w.num_frames is not None else {}),
         },
         "stages_shown": list(result.shown),
         # the stages listed (--stage); end_to_end, ttft_s, tpot_s: always the whole request
@@ -135,6 +143,8 @@ def estimate_payload(result: Estimate, breakdown: bool, memory: MemoryFootprint 
     }
     if memory is not None:
         payload["memory"] = memory.as_dict()
+    if not result.parallelism.is_single:
+        payload["parallelism"] = parallelism_payload(result)
     if breakdown:
         payload["operators"] = result.operator_rows(per_layer=False)  # the stages listed
     return payload
@@ -215,6 +225,7 @@ def _settings(result: Estimate) -> dict:
                    "query rows; no s x s scores in memory) instead of three unfused operators.")
 @accounting_option
 @vision_options
+@parallel_options
 @click.option("--stage", type=click.Choice(ALL_STAGES + ("all",)), default="all", show_default=True,
               help="Stage rows to list; all = every stage the request runs (selection only when "
                    "pruning). Every stage is always estimated: time to first token, time per "
@@ -225,14 +236,15 @@ def _settings(result: Estimate) -> dict:
 def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, visual_tokens,
              text_tokens, keep_ratio, frame_tokens, image_size, min_pixels, max_pixels,
              output_tokens, tokens_from, batch,
-             flash_attention, accounting, vision_layers, vision_quant_text, selection_layers, stage,
-             breakdown, output_format):
+             flash_attention, accounting, vision_layers, vision_quant_text, selection_layers,
+             tensor_parallel, pipeline_parallel, frames, stage, breakdown, output_format):
     """Roofline estimate of every stage of a request: FLOPs, time, memory traffic, stored
     activations, time to first token, time per output token, and the memory footprint."""
     model = resolve_model(model_name, config_path)
     quant = resolve_quant(bits, quant_text)
     hardware = resolve_hardware(hardware_name)
     vision_quant = QuantPlan.parse(vision_quant_text)
+    parallelism = resolve_parallelism(tensor_parallel, pipeline_parallel)
     family = family_of(model)
     if image_size is not None and not family.uses_image_size:
         why = f"; {family.image_size_note(model)}" if family.has_vision else ""
@@ -254,7 +266,8 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
     def run(workload: Workload, spec: SelectionSpec | None = selection,
             shown: tuple[str, ...] | None = stages) -> Estimate:
         return run_estimate(model, workload, hardware, quant, accounting, flash_attention, shown,
-                            vision_quant=vision_quant, vision_layers=vision_layers, selection=spec)
+                            vision_quant=vision_quant, vision_layers=vision_layers, selection=spec,
+                            parallelism=parallelism)
 
     if tokens_from is not None:
         given = [flag for flag, value in (("--tokens", tokens), ("--visual-tokens", visual_tokens),
@@ -262,7 +275,7 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
                                           ("--frame-tokens", frame_tokens),
                                           ("--selection-layers", selection_layers),
                                           ("--min-pixels", min_pixels),
-                                          ("--max-pixels", max_pixels))
+                                          ("--max-pixels", max_pixels), ("--frames", frames))
                  if value is not None]
         if given:
             raise click.UsageError(f"--tokens-from sets the visual tokens and the selection; do "
@@ -279,7 +292,7 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
         return
     workload = workload_from_options(model, tokens, visual_tokens, text_tokens, keep_ratio, batch,
                                      image_size, frame_tokens, output_tokens, min_pixels,
-                                     max_pixels)
+                                     max_pixels, frames)
     result = run(workload)
     payload = estimate_payload(result, breakdown, memory_footprint(result))
     if output_format == "json":
@@ -304,7 +317,7 @@ def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
         f"({w.num_decode_steps} decode step{'' if w.num_decode_steps == 1 else 's'}), "
         f"FlashAttention {'on' if result.flash_attention else 'off'}, "
         f"accounting {result.accounting.name}. GB = 1e9 B; TFLOPs = 1e12 FLOPs."
-    )
+    ) + parallel_caption(result)
     if family_of(result.model).has_vision:
         caption += (f"\nvision tower: {payload['workload']['num_vision_images_per_sample']} image(s) x "
                     f"{payload['workload']['num_vision_tokens_per_image']} tokens per sample, "
@@ -313,7 +326,9 @@ def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
     rows = [{"stage": s, **t} for s, t in payload["stages"].items()]
     whole = "end_to_end" if tuple(result.shown) == tuple(result.stages) else "end_to_end (all stages)"
     rows.append({"stage": whole, **payload["end_to_end"]})
-    render_table(rows, STAGE_COLUMNS, title="fpcost estimate", caption=caption)
+    columns = STAGE_COLUMNS if result.parallelism.is_single else (
+        STAGE_COLUMNS[:3] + (COMMUNICATION_COLUMN,) + STAGE_COLUMNS[3:])
+    render_table(rows, columns, title="fpcost estimate", caption=caption)
     tpot = payload["tpot_s"]
     summary = [{"what": "Time to first token", "value": f"{payload['ttft_s'] / MILLI:.2f} ms"},
                {"what": "Time per output token (after the first)",
@@ -321,6 +336,9 @@ def _render(result: Estimate, payload: dict, breakdown: bool) -> None:
                {"what": "End-to-end latency",
                 "value": f"{payload['end_to_end_latency_s'] / MILLI:.2f} ms"}]
     memory = payload.get("memory")
+    if memory is not None and memory["num_gpus"] > 1:
+        summary.append({"what": "GPUs (memory below: per GPU, the busiest)",
+                        "value": f"{memory['num_gpus']} (stage {memory['pipeline_stage']})"})
     if memory is not None:
         for part, value in memory["weight_bytes"].items():
             summary.append({"what": f"Weights: {part}", "value": f"{value / GIGA:.3f} GB"})

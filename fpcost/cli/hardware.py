@@ -37,13 +37,15 @@ LIST_COLUMNS = (
     Column("vector_fp32_flops_per_s", "vec\nFP32", compact(TERA)),
 )
 # CSV of the list: every scalar field, raw SI numbers.
-LIST_CSV_KEYS = ("name", "description", "device_type") + tuple(k.field for k in NUMERIC_KEYS)
+LIST_CSV_KEYS = (("name", "description", "device_type", "interconnect_kind")
+                 + tuple(k.field for k in NUMERIC_KEYS))
 LIST_TITLE = "Hardware profiles"
 LIST_CAPTION = (
     "mem: device memory in GiB (2^30 B); BW: memory bandwidth in GB/s (1e9 B/s). "
     "FP16/INT8/INT4/FP8: dense tensor peaks in TFLOP/s (TOP/s for INT8/INT4), never the 2x "
     "sparse figures; — = no such tensor path. vec: non-tensor rates in TFLOP/s. "
-    "`fpcost hardware NAME` shows every field with its source."
+    "`fpcost hardware NAME` shows every field with its source, the GPU-to-GPU interconnect "
+    "(--tensor-parallel) included."
 )
 
 DETAIL_COLUMNS = (
@@ -112,6 +114,8 @@ def _si_rows(profile: HardwareProfile) -> list[dict[str, Any]]:
         {"field": key, "value": getattr(profile, key), "source": ""}
         for key in ("name", "description", "device_type")
     ]
+    rows.append({"field": "interconnect_kind", "value": profile.interconnect_kind,
+                 "source": _source(profile, "interconnect_kind")})
     rows += [
         {
             "field": nk.field,
@@ -130,7 +134,8 @@ def _si_rows(profile: HardwareProfile) -> list[dict[str, Any]]:
 
 def _display_rows(profile: HardwareProfile) -> list[dict[str, Any]]:
     """One row per number in the profile file's own keys and units."""
-    rows = []
+    rows = [{"key": "interconnect.kind", "value": profile.interconnect_kind or "—", "unit": "",
+             "source": _source(profile, "interconnect_kind")}]
     for nk in NUMERIC_KEYS:
         value = getattr(profile, nk.field)
         shown = "—" if value is None else f"{value / nk.si_per_file_unit:g}"

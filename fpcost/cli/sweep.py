@@ -22,6 +22,7 @@ from fpcost.costmodel.workload import MAX_BATCH, MAX_PIXEL_LIMIT, MAX_TOKENS
 
 from .files import output_path_callback, write_atomic
 from .options import OUTPUT_TOKENS, non_empty_models, vision_options
+from .parallel_options import parallel_options
 from .render import FORMATS, Column, render_table, scaled, stderr_console
 
 # The table view prints at most this many rows (CSV and JSON print all).
@@ -163,12 +164,14 @@ def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]
               help="Qwen2-VL / Qwen2.5-VL: the image processor's max_pixels for every row "
                    "[default: 12845056]; refused by a sweep with no such model.")
 @vision_options
+@parallel_options
 @click.option("--force", is_flag=True,
               help=f"Allow sweeps of more than {MAX_CONFIGURATIONS:,} configurations (a sweep "
                    "needing more than half the memory available is refused even so).")
 def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, text_tokens, batch,
           accounting, flash_attention, stage, output_format, output, output_tokens, image_size,
-          min_pixels, max_pixels, vision_layers, vision_quant_text, selection_layers, force):
+          min_pixels, max_pixels, vision_layers, vision_quant_text, selection_layers,
+          tensor_parallel, pipeline_parallel, frames, force):
     """Estimate every combination of models × hardware × quantization × visual tokens × batch."""
     from fpcost.api import resolve_model
     from fpcost.api import sweep as run_sweep
@@ -218,6 +221,9 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         selection=selection,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
+        tensor_parallel=tensor_parallel,
+        pipeline_parallel=pipeline_parallel,
+        frames=frames,
     )
     if output_format == "table":
         _render(frame, ALL_STAGES if stage == "all" else (stage,), max(output_tokens - 1, 0))
@@ -248,6 +254,10 @@ def _render(frame, stages, num_decode_steps: int = 1) -> None:
         "vision + selection + projector + prefill. --format csv gives every column (FLOPs, "
         "bytes, per stage)."
     )
+    if "num_gpus" in first:
+        caption += (f" {first['num_gpus']} GPUs (tensor parallel {first['tensor_parallel']} x "
+                    f"pipeline parallel {first['pipeline_parallel']}): one rank's operators; "
+                    "prefill, decode and TTFT include the GPU-to-GPU traffic.")
     if total > TABLE_ROW_LIMIT:
         caption += f" First {TABLE_ROW_LIMIT} rows shown; --format csv for all columns and rows."
     render_table(shown, _columns(stages, num_decode_steps), title="fpcost sweep", caption=caption)

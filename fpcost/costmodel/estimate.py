@@ -5,6 +5,11 @@ N output tokens are generated as ``generate(max_new_tokens=N)`` does: the prefil
 first, then N − 1 decode steps over a growing cache; each step is timed on its own (the bound
 of an operator can flip from one step to the next) and the step times summed.
 
+With tensor / pipeline parallelism (parallel.py) the operators are those of one
+tensor-parallel rank over every layer (the request's path through the GPUs), and each LLM
+stage's total time adds its ``communication_time_s``: the all-reduces, the logits gather and
+the sends between pipeline stages of each of its passes.
+
 Every stage the request runs is always estimated, so time to first token, time per output
 token and the end-to-end latency describe the whole request; ``stages`` only chooses which
 stages ``totals()`` lists. A result with a negative or non-finite time, FLOP or byte count
@@ -21,6 +26,7 @@ from .accounting import Accounting, get_accounting
 from .errors import WorkloadError
 from .hardware import HardwareProfile
 from .ops import Op, check_exact
+from .parallel import SINGLE, Parallelism, Transfer, check_parallelism, link, shard_model, transfers
 from .pipeline import PRE_DECODE_STAGES, PipelineSettings, check_stages, stage_ops
 from .pruning import DEFAULT_SELECTION, SelectionSpec
 from .quant import QuantPlan
@@ -61,8 +67,26 @@ class OperatorEstimate:
 
 
 @dataclass(frozen=True)
+class CommunicationEstimate:
+    """One transfer of a stage (parallel.py) over ``num_passes`` passes (a decode's steps)."""
+
+    transfer: Transfer
+    num_passes: int
+    time_s: float
+
+    def as_dict(self) -> dict:
+        t = self.transfer
+        return {"stage": t.stage, "name": t.name, "collective": t.collective, "count": t.count,
+                "num_passes": self.num_passes, "num_gpus": t.num_gpus,
+                "message_bytes": float(t.message_bytes), "bytes_per_gpu": float(t.bytes_per_gpu),
+                "num_latency_steps": t.num_steps, "time_s": self.time_s}
+
+
+@dataclass(frozen=True)
 class StageTotals:
-    """Sums over a stage's operators (each counted ``count`` times). SI units."""
+    """Sums over a stage's operators (each counted ``count`` times), and the time of its
+    GPU-to-GPU traffic (``communication_time_s``, 0 on one GPU), which ``time_s``
+    includes. SI units."""
 
     flops: float
     tensor_flops: float
@@ -76,6 +100,7 @@ class StageTotals:
     compute_time_s: float
     memory_time_s: float
     time_s: float
+    communication_time_s: float = 0.0
 
     @property
     def activation_store_bytes(self) -> float:
@@ -89,7 +114,8 @@ class StageTotals:
         return out
 
     @classmethod
-    def of(cls, rows: list[OperatorEstimate]) -> StageTotals:
+    def of(cls, rows: list[OperatorEstimate],
+           communication: list[CommunicationEstimate] = ()) -> StageTotals:
         sums = dict.fromkeys((f.name for f in fields(cls)), 0.0)
         for row in rows:
             n = row.op.count
@@ -100,6 +126,10 @@ class StageTotals:
             sums["compute_time_s"] += n * row.compute_time_s
             sums["memory_time_s"] += n * row.memory_time_s
             sums["time_s"] += n * row.time_s
+        for row in communication:
+            sums["communication_time_s"] += row.time_s
+        if communication:
+            sums["time_s"] += sums["communication_time_s"]
         return cls(**sums)
 
 
@@ -125,6 +155,13 @@ class Estimate:
     selection: SelectionSpec | None = DEFAULT_SELECTION
     shown_stages: tuple[str, ...] = ()
     request_operators: tuple[OperatorEstimate, ...] = ()
+    parallelism: Parallelism = SINGLE
+    communication: tuple[CommunicationEstimate, ...] = ()  # every stage of the request
+
+    @property
+    def rank_model(self) -> ModelSpec:
+        """The model as one tensor-parallel rank runs it (``model`` on one GPU)."""
+        return shard_model(self.model, self.parallelism)
 
     @property
     def all_operators(self) -> tuple[OperatorEstimate, ...]:
@@ -158,7 +195,9 @@ class Estimate:
         rows: dict[str, list[OperatorEstimate]] = {stage: [] for stage in self.stages}
         for row in self.all_operators:
             rows.setdefault(row.op.stage, []).append(row)
-        return {stage: StageTotals.of(stage_rows) for stage, stage_rows in rows.items()}
+        return {stage: StageTotals.of(stage_rows, [c for c in self.communication
+                                                   if c.transfer.stage == stage])
+                for stage, stage_rows in rows.items()}
 
     def stage_totals(self, stage: str) -> StageTotals:
         if stage not in self.stages:
@@ -176,7 +215,7 @@ class Estimate:
 
     @cached_property
     def _end_to_end(self) -> StageTotals:
-        return StageTotals.of(list(self.all_operators))
+        return StageTotals.of(list(self.all_operators), list(self.communication))
 
     @property
     def ttft_s(self) -> float:
@@ -238,6 +277,7 @@ def estimate(
     vision_quant: QuantPlan | None = None,
     vision_layers: str = "all",
     selection: SelectionSpec | None = DEFAULT_SELECTION,
+    parallelism: Parallelism | None = None,
 ) -> Estimate:
     """Roofline estimate of ``workload`` on ``model`` and ``hardware``.
 
@@ -249,10 +289,16 @@ def estimate(
     and projector run at ``vision_quant`` (16-bit by default). ``vision_layers``: "all" encoder layers (what
     transformers runs) or "feature" (stop at the layer LLaVA reads). ``selection``: what
     freePruner's selection reads when pruning is active (None: leave its cost out).
+    ``parallelism``: tensor / pipeline parallel degrees (parallel.py; default one GPU).
     """
     quant = quant or QuantPlan()
     if isinstance(accounting, str):
         accounting = get_accounting(accounting)
+    parallelism = parallelism or SINGLE
+    if not parallelism.is_single:
+        check_parallelism(model, parallelism, accounting.name)
+        link(hardware)  # refuse a profile without an interconnect before any work
+    rank = shard_model(model, parallelism)
     settings = PipelineSettings(quant, accounting, flash_attention, hardware.onchip_buffer_bytes,
                                 vision_quant or QuantPlan(), vision_layers, selection)
     shown = check_stages(model, workload, selection, stages)
@@ -260,9 +306,9 @@ def estimate(
     rows: list[OperatorEstimate] = []
     for stage in every:
         if stage == "decode" and workload.num_decode_steps != 1:
-            rows += _decode_steps(model, workload, settings, hardware)
+            rows += _decode_steps(rank, workload, settings, hardware)
             continue
-        ops = stage_ops(stage, model, workload, settings)
+        ops = stage_ops(stage, rank, workload, settings)
         check_exact(ops, _describe(workload))
         for op in ops:
             timing = time_op(op, hardware)
@@ -271,9 +317,29 @@ def estimate(
     result = Estimate(model, workload, quant, hardware, accounting, flash_attention, shown_rows,
                       every, settings.vision_quant, vision_layers, selection,
                       shown if stages is not None else (),
-                      tuple(rows) if len(shown_rows) != len(rows) else ())
+                      tuple(rows) if len(shown_rows) != len(rows) else (), parallelism,
+                      communication_rows(model, workload, quant, parallelism, hardware, every))
     check_result(result)
     return result
+
+
+def communication_rows(model: ModelSpec, workload: Workload, quant: QuantPlan,
+                       parallelism: Parallelism, hardware: HardwareProfile,
+                       stages: tuple[str, ...]) -> tuple[CommunicationEstimate, ...]:
+    """The traffic of the request's LLM passes: the prefill over the prompt, and each decode
+    step over one token (every step sends the same bytes); none on one GPU."""
+    if parallelism.is_single:
+        return ()
+    passes = {"prefill": (workload.num_prompt_tokens, 1), "decode": (1, workload.num_decode_steps)}
+    rows = []
+    for stage in stages:
+        if stage not in passes or passes[stage][1] == 0:
+            continue
+        tokens, num_passes = passes[stage]
+        for t in transfers(model, parallelism, stage, tokens, workload.batch_size,
+                           quant.act_bytes_per_element):
+            rows.append(CommunicationEstimate(t, num_passes, num_passes * float(t.time_s(hardware))))
+    return tuple(rows)
 
 
 def _describe(workload: Workload) -> str:

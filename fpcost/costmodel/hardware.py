@@ -24,6 +24,9 @@ EFFICIENCY_RANGE = (1e-6, 1e3)
 # "cpu" profiles are written by calibration: tensor_* then means the measured matrix rate,
 # vector_* the measured element-wise rate.
 DEVICE_TYPES = ("gpu", "cpu")
+# The link between the GPUs of one server that tensor- and pipeline-parallel traffic takes
+# (parallel.py); "none": the device is not linked to others (parallelism is refused).
+INTERCONNECT_KINDS = ("nvlink3", "nvlink4", "pcie4", "pcie5", "none")
 
 
 @dataclass(frozen=True)
@@ -72,6 +75,12 @@ class HardwareProfile:
     # sdpa_attention_forward and the CPU flash kernel's per-call setup, fitted with the
     # attention efficiency); None: no such term. Used by the runtime execution profiles only.
     sdpa_call_s: float | None = None
+    # The GPU-to-GPU link (``INTERCONNECT_KINDS``), its bandwidth per direction per GPU and
+    # the fixed latency of one transfer step (one hop of a ring collective, or one send);
+    # None: not given (tensor / pipeline parallelism is then refused on this profile).
+    interconnect_kind: str | None = None
+    interconnect_bandwidth_bytes_per_s: float | None = None
+    interconnect_latency_s: float | None = None
 
     def __post_init__(self) -> None:
         if self.device_type not in DEVICE_TYPES:
@@ -91,11 +100,16 @@ class HardwareProfile:
             _check_positive(self.name, name, getattr(self, name))
         for name in ("tensor_int4_ops_per_s", "tensor_fp8_flops_per_s", "tensor_tf32_flops_per_s",
                      "tensor_fp32_flops_per_s", "cache_bandwidth_bytes_per_s", "cache_bytes",
-                     "weight_bandwidth_bytes_per_s"):
+                     "weight_bandwidth_bytes_per_s", "interconnect_bandwidth_bytes_per_s"):
             value = getattr(self, name)
             if value is not None:
                 _check_positive(self.name, name, value)
-        for name in ("kernel_launch_s", "sdpa_call_s"):
+        if self.interconnect_kind is not None and self.interconnect_kind not in INTERCONNECT_KINDS:
+            raise HardwareError(
+                f"profile {self.name!r}: interconnect kind {self.interconnect_kind!r} is unknown; "
+                f"valid: {', '.join(INTERCONNECT_KINDS)}"
+            )
+        for name in ("kernel_launch_s", "sdpa_call_s", "interconnect_latency_s"):
             if getattr(self, name) is not None:
                 _check_positive(self.name, name, getattr(self, name), LAUNCH_RANGE_S)
         for op_class, factor in self.efficiency.items():

@@ -16,6 +16,15 @@ fragmentation and workspace buffers are not counted):
   and writes — its input and output tensors, the s × s scores when attention is unfused —
   plus the stage's residual stream held for the residual add (batch × tokens × hidden; none
   in the projector). Weights and the KV cache are counted apart, above.
+
+With tensor / pipeline parallelism (parallel.py) every figure is one GPU's: the busiest one,
+the pipeline stage whose weights + KV cache are largest (ties: the earliest). A stage holds
+its decoder layers' shards and KV cache; the first stage also the embedding shard, the
+vision tower(s) and projector (whole: replicated on every tensor-parallel rank); the last
+the final norm and the LM head shard (with tied embeddings and more than one stage, its own
+copy of the embedding shard). The peak activations are one rank's, the largest over every
+operator of the request, counted on every stage (an upper bound for the stages without
+that operator). Fits and the largest batch are per GPU.
 """
 
 from __future__ import annotations
@@ -26,7 +35,8 @@ from dataclasses import dataclass, replace
 from .errors import WorkloadError
 from .estimate import Estimate
 from .families import family_of
-from .params import parameter_counts
+from .parallel import SINGLE, Parallelism, shard_model, stage_layers
+from .params import RMS_NORM_PARAMS_PER_CHANNEL, parameter_counts
 from .pipeline import PipelineSettings, applicable_stages, stage_ops, workload_layout
 from .quant import QuantPlan
 from .spec import ModelSpec
@@ -44,6 +54,9 @@ class MemoryFootprint:
     peak_activation_operator: str
     device_memory_bytes: float
     max_batch_size: int
+    num_gpus: int = 1
+    pipeline_stage: int = 0  # the busiest GPU's stage (0-based)
+    layers_per_stage: tuple[int, ...] = ()  # () on one GPU
 
     @property
     def total_weight_bytes(self) -> float:
@@ -67,6 +80,9 @@ class MemoryFootprint:
             "device_memory_bytes": self.device_memory_bytes,
             "fits": self.fits,
             "max_batch_size": self.max_batch_size,
+            "num_gpus": self.num_gpus,
+            **({"pipeline_stage": self.pipeline_stage,
+                "layers_per_stage": list(self.layers_per_stage)} if self.num_gpus > 1 else {}),
         }
 
 
@@ -77,10 +93,66 @@ def weight_bytes_by_part(model: ModelSpec, quant: QuantPlan, vision_quant: Quant
             for part, count in counts.items() if part != "total"}
 
 
-def kv_cache_bytes(model: ModelSpec, workload: Workload, quant: QuantPlan) -> float:
+def kv_cache_bytes(model: ModelSpec, workload: Workload, quant: QuantPlan,
+                   num_layers: int | None = None) -> float:
+    """The KV cache of ``num_layers`` decoder layers (default all) at the final context."""
     llm = model.llm
-    return (workload.batch_size * workload.num_final_context_tokens * llm.num_hidden_layers
+    layers = llm.num_hidden_layers if num_layers is None else num_layers
+    return (workload.batch_size * workload.num_final_context_tokens * layers
             * KV_TENSORS * llm.kv_size * quant.kv_bytes_per_element)
+
+
+def stage_weight_bytes(model: ModelSpec, parallelism: Parallelism, quant: QuantPlan,
+                       vision_quant: QuantPlan) -> list[dict[str, float]]:
+    """Weight bytes by part on one GPU of each pipeline stage (module docstring)."""
+    rank = shard_model(model, parallelism)
+    llm = rank.llm
+    parts = weight_bytes_by_part(rank, quant, vision_quant)
+    embed = llm.vocab_size * llm.hidden_size  # the vocabulary-parallel shard
+    head = 0 if llm.tie_word_embeddings else embed
+    norm = RMS_NORM_PARAMS_PER_CHANNEL * llm.hidden_size
+    per_layer, rest = divmod(parameter_counts(rank)["llm"] - embed - head - norm,
+                             llm.num_hidden_layers)
+    if rest:  # the family counts something per LLM that is not a layer: say so, never guess
+        raise WorkloadError(f"{model.name}: the LLM's parameters do not split into equal layers; "
+                            "pipeline parallelism cannot place them")
+    layers = stage_layers(llm.num_hidden_layers, parallelism.pipeline)
+    last = len(layers) - 1
+    out = []
+    for k, num_layers in enumerate(layers):
+        params = num_layers * per_layer + (embed if k == 0 else 0)
+        if k == last:
+            params += norm + (head if head or last == 0 else embed)  # tied: a copy on the last
+        stage = {part: (params * quant.weight_bytes_per_element if part == "llm"
+                        else value if k == 0 else 0.0)
+                 for part, value in parts.items()}
+        out.append(stage)
+    return out
+
+
+def gpu_footprints(model: ModelSpec, workload: Workload, settings: PipelineSettings,
+                   parallelism: Parallelism) -> list[tuple[dict[str, float], float]]:
+    """(weight bytes by part, KV cache bytes) of one GPU of each pipeline stage."""
+    rank = shard_model(model, parallelism)
+    layers = stage_layers(model.llm.num_hidden_layers, parallelism.pipeline)
+    weights = stage_weight_bytes(model, parallelism, settings.quant, settings.vision_quant)
+    return [(w, kv_cache_bytes(rank, workload, settings.quant, n))
+            for w, n in zip(weights, layers, strict=True)]
+
+
+def kv_bytes_per_token(model: ModelSpec, parallelism: Parallelism, quant: QuantPlan) -> float:
+    """KV-cache bytes one token of context takes on the GPU that holds the most of it (the
+    stage with the most layers): layers × K and V × KV heads per GPU × head size × kv bytes.
+    A serving simulator's block size × this is one cache block on that GPU."""
+    rank = shard_model(model, parallelism).llm
+    layers = max(stage_layers(rank.num_hidden_layers, parallelism.pipeline))
+    return layers * KV_TENSORS * rank.kv_size * quant.kv_bytes_per_element
+
+
+def busiest_stage(footprints: list[tuple[dict[str, float], float]]) -> int:
+    """The stage whose weights + KV cache are largest (the earliest of equals)."""
+    totals = [sum(w.values()) + kv for w, kv in footprints]
+    return totals.index(max(totals))
 
 
 def peak_activation(model: ModelSpec, workload: Workload, settings: PipelineSettings) -> tuple[float, str]:
@@ -108,21 +180,29 @@ def peak_activation(model: ModelSpec, workload: Workload, settings: PipelineSett
     return best, where
 
 
-def footprint_bytes(model: ModelSpec, workload: Workload, settings: PipelineSettings) -> float:
-    """Weights + KV cache at the final context + peak activations (module docstring)."""
+def footprint_bytes(model: ModelSpec, workload: Workload, settings: PipelineSettings,
+                    parallelism: Parallelism = SINGLE) -> float:
+    """Weights + KV cache at the final context + peak activations (module docstring) of
+    the busiest GPU."""
+    if not parallelism.is_single:
+        footprints = gpu_footprints(model, workload, settings, parallelism)
+        weights, kv = footprints[busiest_stage(footprints)]
+        peak = peak_activation(shard_model(model, parallelism), workload, settings)[0]
+        return sum(weights.values()) + kv + peak
     weights = sum(weight_bytes_by_part(model, settings.quant, settings.vision_quant).values())
     return (weights + kv_cache_bytes(model, workload, settings.quant)
             + peak_activation(model, workload, settings)[0])
 
 
 def max_batch_size(model: ModelSpec, workload: Workload, settings: PipelineSettings,
-                   memory_bytes: float) -> int:
+                   memory_bytes: float, parallelism: Parallelism = SINGLE) -> int:
     """The largest batch whose footprint fits ``memory_bytes`` (0 if not even one sample
     does). The footprint never shrinks as the batch grows, so a doubling then bisection
     search is exact; it stops at ``MAX_BATCH_SEARCH``."""
 
     def fits(batch: int) -> bool:
-        return footprint_bytes(model, replace(workload, batch_size=batch), settings) <= memory_bytes
+        return footprint_bytes(model, replace(workload, batch_size=batch), settings,
+                               parallelism) <= memory_bytes
 
     if not fits(1):
         return 0
@@ -140,16 +220,30 @@ def max_batch_size(model: ModelSpec, workload: Workload, settings: PipelineSetti
 
 
 def memory_footprint(result: Estimate) -> MemoryFootprint:
-    """The footprint of an estimate's request on its device."""
+    """The footprint of an estimate's request on its device (the busiest GPU in parallel)."""
     model, workload, settings = result.model, result.workload, result.settings
-    peak, where = peak_activation(model, workload, settings)
+    parallelism = result.parallelism
+    if parallelism.is_single:
+        peak, where = peak_activation(model, workload, settings)
+        weights = weight_bytes_by_part(model, settings.quant, settings.vision_quant)
+        kv, stage, layers = kv_cache_bytes(model, workload, settings.quant), 0, ()
+    else:
+        peak, where = peak_activation(shard_model(model, parallelism), workload, settings)
+        footprints = gpu_footprints(model, workload, settings, parallelism)
+        stage = busiest_stage(footprints)
+        weights, kv = footprints[stage]
+        layers = stage_layers(model.llm.num_hidden_layers, parallelism.pipeline)
     footprint = MemoryFootprint(
-        weight_bytes=weight_bytes_by_part(model, settings.quant, settings.vision_quant),
-        kv_cache_bytes=kv_cache_bytes(model, workload, settings.quant),
+        weight_bytes=weights,
+        kv_cache_bytes=kv,
         peak_activation_bytes=peak,
         peak_activation_operator=where,
         device_memory_bytes=result.hardware.memory_bytes,
-        max_batch_size=max_batch_size(model, workload, settings, result.hardware.memory_bytes),
+        max_batch_size=max_batch_size(model, workload, settings, result.hardware.memory_bytes,
+                                      parallelism),
+        num_gpus=parallelism.num_gpus,
+        pipeline_stage=stage,
+        layers_per_stage=layers,
     )
     values = {**footprint.weight_bytes, "kv_cache_bytes": footprint.kv_cache_bytes,
               "peak_activation_bytes": footprint.peak_activation_bytes,

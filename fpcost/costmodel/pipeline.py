@@ -41,22 +41,28 @@ __all__ = ["VisualLayout", "family_of", "workload_layout"]  # re-exported: calle
 
 
 def visual_layout(model: ModelSpec, image_size: tuple[int, int] | None = None,
-                  pixel_limits: tuple[int | None, int | None] | None = None) -> VisualLayout:
+                  pixel_limits: tuple[int | None, int | None] | None = None,
+                  num_frames: int | None = None) -> VisualLayout:
     """The unpruned vision side of one sample of ``model`` for an image of ``image_size``
-    (width, height) and, for a dynamic-resolution family, ``pixel_limits`` (min_pixels,
-    max_pixels; None: its defaults), as its family lays it out. Without limits the family
-    is called as (spec, image_size), so a family that takes no pixel limits need not
-    accept the argument."""
+    (width, height), or a video of ``num_frames`` such frames, and, for a dynamic-resolution
+    family, ``pixel_limits`` (min_pixels, max_pixels; None: its defaults), as its family lays
+    it out. Without limits and frames the family is called as (spec, image_size), so a
+    family that takes neither need not accept the arguments."""
     family = family_of(model)
+    extra = {} if num_frames is None else {"num_frames": num_frames}
+    if num_frames is not None and not family.has_vision:
+        raise WorkloadError(f"--frames {num_frames} changes nothing for {model.name}: it has no "
+                            "vision tower")
     if pixel_limits is None or tuple(pixel_limits) == (None, None):
-        return family.visual_layout(model, image_size)
-    return family.visual_layout(model, image_size, pixel_limits=pixel_limits)
+        return family.visual_layout(model, image_size, **extra)
+    return family.visual_layout(model, image_size, pixel_limits=pixel_limits, **extra)
 
 
 def workload_layout(model: ModelSpec, workload) -> VisualLayout:
-    """``visual_layout`` for the image and pixel limits of ``workload`` (a ``Workload`` or a
-    sweep's request grid)."""
-    return visual_layout(model, workload.image_size, workload.pixel_limits)
+    """``visual_layout`` for the image, pixel limits and frames of ``workload`` (a
+    ``Workload`` or a sweep's request grid)."""
+    return visual_layout(model, workload.image_size, workload.pixel_limits,
+                         workload.num_frames)
 
 
 def is_pruned(model: ModelSpec, workload: Workload) -> bool:
@@ -182,12 +188,14 @@ def make_workload(model: ModelSpec, *, tokens: int | None = None, visual_tokens:
                   keep_ratio: float | None = None, frame_tokens: tuple[int, ...] | None = None,
                   text_tokens: int = 40, batch: int = 1, image_size: tuple[int, int] | None = None,
                   output_tokens: int = 2, min_pixels: int | None = None,
-                  max_pixels: int | None = None) -> Workload:
+                  max_pixels: int | None = None, frames: int | None = None) -> Workload:
     """The workload that one way of giving the visual tokens describes, shared by the CLI and
     the Python API: ``tokens`` (the whole prompt), ``visual_tokens``, ``keep_ratio`` (of the
     unpruned count) or ``frame_tokens`` (a video's kept tokens per frame); by default every
     visual token the model produces for ``image_size`` (and ``min_pixels`` / ``max_pixels``,
-    which only a dynamic-resolution family takes)."""
+    which only a dynamic-resolution family takes); ``frames``: each sample a video of that
+    many frames (Qwen2-VL / Qwen2.5-VL, LLaVA-OneVision; a fixed-frame model accepts only its
+    own count)."""
     given = [name for name, value in (("tokens", tokens), ("visual_tokens", visual_tokens),
                                        ("keep_ratio", keep_ratio), ("frame_tokens", frame_tokens))
              if value is not None]
@@ -203,6 +211,8 @@ def make_workload(model: ModelSpec, *, tokens: int | None = None, visual_tokens:
                                 "dynamic-resolution models (Qwen2-VL, Qwen2.5-VL) resize within "
                                 "pixel limits")
     extra = {"num_output_tokens": output_tokens, "image_size": image_size, **limits}
+    if frames is not None:
+        extra["num_frames"] = frames
     unpruned = workload_layout(model, Workload(0, 1, **extra)).num_visual_tokens
     if tokens is not None:
         whole = Workload.from_total(tokens, unpruned, batch)

@@ -35,6 +35,7 @@ from .accounting import Accounting, get_accounting
 from .errors import ConfigError, WorkloadError
 from .families import family_of
 from .hardware import HardwareProfile
+from .parallel import SINGLE, Parallelism, check_parallelism, link, shard_model
 from .pipeline import ALL_STAGES, PRE_DECODE_STAGES, PipelineSettings, visual_layout
 from .presets import get_preset
 from .pruning import DEFAULT_SELECTION, SelectionSpec
@@ -45,6 +46,7 @@ from .sweep_ops import (  # noqa: F401  (build_ops, stage_totals: part of this m
     TOTALS,
     DeviceStack,
     RequestGrid,
+    add_communication,
     build_ops,
     check_largest,
     device_graphs,
@@ -86,6 +88,8 @@ def sweep(
     selection: SelectionSpec | None = DEFAULT_SELECTION,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
+    parallelism: Parallelism | None = None,
+    num_frames: int | None = None,
 ):
     """Roofline estimates of every configuration of a grid, as a pandas DataFrame.
 
@@ -103,7 +107,11 @@ def sweep(
     projector's plan, default 16-bit), ``vision_layers`` ("all" or "feature") and
     ``selection`` (what freePruner's selection reads; None leaves its cost out),
     ``min_pixels`` / ``max_pixels`` (the resize limits of a dynamic-resolution family,
-    Qwen2-VL and Qwen2.5-VL; refused when no model of the sweep uses them).
+    Qwen2-VL and Qwen2.5-VL; refused when no model of the sweep uses them), ``parallelism``
+    (tensor / pipeline degrees, parallel.py: one rank's operators; the prefill and decode
+    times include their traffic, also listed as ``<stage>_communication_time_s``, with
+    ``tensor_parallel``, ``pipeline_parallel`` and ``num_gpus`` columns; none of these
+    columns on one GPU) and ``num_frames`` (each sample a video of that many frames).
 
     Columns (SI units): model, hardware, quant, weight_bits, act_bits, kv_bits, accounting,
     flash_attention, keep_ratio, num_visual_tokens, num_text_tokens, num_prompt_tokens,
@@ -141,7 +149,13 @@ def sweep(
         raise WorkloadError("give either keep_ratios or num_visual_tokens, not both")
     # one Workload checks the shared settings as estimate() does (counts, image size)
     Workload(0, 1, num_output_tokens=num_output_tokens, image_size=image_size,
-             min_pixels=min_pixels, max_pixels=max_pixels)
+             min_pixels=min_pixels, max_pixels=max_pixels, num_frames=num_frames)
+    parallelism = parallelism or SINGLE
+    if not parallelism.is_single:
+        for model in models:
+            check_parallelism(model, parallelism, accounting.name)
+        for device in devices:
+            link(device)
     pixel_limits = (min_pixels, max_pixels)
     if pixel_limits != (None, None) and not any(family_of(m).uses_pixel_limits for m in models):
         flag = "--min-pixels" if min_pixels is not None else "--max-pixels"
@@ -155,9 +169,10 @@ def sweep(
         raise WorkloadError(f"vision layers {vision_layers!r} is unknown; valid: "
                             f"{', '.join(VISION_LAYER_MODES)}")
     shared = SharedSettings(num_text_tokens, num_output_tokens, image_size, vision_quant,
-                            vision_layers, selection, accounting, flash_attention, pixel_limits)
+                            vision_layers, selection, accounting, flash_attention, pixel_limits,
+                            parallelism, num_frames)
 
-    layouts = [visual_layout(m, image_size, pixel_limits) for m in models]
+    layouts = [visual_layout(m, image_size, pixel_limits, num_frames) for m in models]
     grids = [_visual_grid(m, layout, keep_ratios, num_visual_tokens, num_text_tokens)
              for m, layout in zip(models, layouts, strict=True)]
     total = count_configurations([len(v) for _, v in grids], len(devices), len(plans), len(batches))
@@ -166,7 +181,7 @@ def sweep(
             f"the sweep has {total:,} configurations, more than the limit of "
             f"{MAX_CONFIGURATIONS:,}; narrow it or pass force=True (--force)"
         )
-    check_memory(total, len(_column_order(stages)))
+    check_memory(total, len(_column_order(stages, parallelism)))
     check_decode_cells(shared, [len(v) + 1 for _, v in grids], len(devices), len(batches))
 
     with np.errstate(all="ignore"):  # a non-finite result is refused by check_frame below
@@ -178,7 +193,11 @@ def sweep(
     frame = pd.DataFrame(_concatenate(blocks))
     frame["accounting"] = accounting.name
     frame["flash_attention"] = bool(flash_attention)
-    frame = frame[_column_order(stages)]
+    if not parallelism.is_single:
+        frame["tensor_parallel"] = parallelism.tensor
+        frame["pipeline_parallel"] = parallelism.pipeline
+        frame["num_gpus"] = parallelism.num_gpus
+    frame = frame[_column_order(stages, parallelism)]
     check_frame(frame)
     return frame
 
@@ -196,6 +215,8 @@ class SharedSettings:
     accounting: Accounting
     flash_attention: bool
     pixel_limits: tuple[int | None, int | None] = (None, None)
+    parallelism: Parallelism = SINGLE
+    num_frames: int | None = None
 
     def pipeline(self, plan: QuantPlan, onchip_buffer_bytes: float) -> PipelineSettings:
         return PipelineSettings(plan, self.accounting, self.flash_attention, onchip_buffer_bytes,
@@ -234,12 +255,17 @@ def _model_totals(model, layout, visual, devices, plans, batches, stages, shared
     visual_grid = np.asarray(rows_visual, dtype=np.int64)[:, np.newaxis, np.newaxis]  # (V[+1], 1, 1)
     batch = np.asarray(batches, dtype=np.int64)[np.newaxis, :, np.newaxis]  # (1, B, 1)
     requests = RequestGrid(visual_grid, shared.num_text_tokens, batch, shared.num_output_tokens,
-                           shared.image_size, shared.pixel_limits)
+                           shared.image_size, shared.pixel_limits, shared.num_frames)
     largest = RequestGrid(max(rows_visual), shared.num_text_tokens, max(batches),
-                          shared.num_output_tokens, shared.image_size, shared.pixel_limits)
+                          shared.num_output_tokens, shared.image_size, shared.pixel_limits,
+                          shared.num_frames)
+    parallel = not shared.parallelism.is_single
+    rank = shard_model(model, shared.parallelism)  # one tensor-parallel rank's operators
     num_visual = len(visual)
     shape = (len(devices), len(plans), num_visual, len(batches))  # (H, Q, V, B)
     columns = {f"{stage}_{total}": np.zeros(shape) for stage in stages for total in TOTALS}
+    comm_stages = [s for s in ("prefill", "decode") if s in stages] if parallel else []
+    columns |= {f"{stage}_communication_time_s": np.zeros(shape) for stage in comm_stages}
     # TTFT is the whole request's: every pre-decode stage is built, whichever are shown
     built = tuple(s for s in ALL_STAGES if s in stages or s in PRE_DECODE_STAGES)
     if "prefill" in stages:
@@ -250,14 +276,19 @@ def _model_totals(model, layout, visual, devices, plans, batches, stages, shared
         def settings_for(buffer: float, plan=plan) -> PipelineSettings:
             return shared.pipeline(plan, buffer)
 
-        graphs = device_graphs(model, settings_for, built, requests, layout, devices,
+        graphs = device_graphs(rank, settings_for, built, requests, layout, devices,
                                shared.flash_attention)
         for indices, ops, stepped in graphs:
-            check_largest(model, settings_for(devices[indices[0]].onchip_buffer_bytes), built,
+            check_largest(rank, settings_for(devices[indices[0]].onchip_buffer_bytes), built,
                           largest, layout, f"the sweep of {model.name}")
             stack = DeviceStack([devices[i] for i in indices])
             grid_shape = (len(indices), len(rows_visual), len(batches))
             totals = stage_totals(ops, stepped, shared.num_decode_steps, stack, grid_shape)
+            if parallel:
+                comm = add_communication(model, shared, plan, [devices[i] for i in indices],
+                                          requests, totals, grid_shape)
+                for stage in comm_stages:
+                    columns[f"{stage}_communication_time_s"][indices, q] = comm[stage][:, :num_visual]
             for stage in totals:  # stages that build no operator here stay zero
                 if stage not in stages:
                     continue
@@ -276,11 +307,14 @@ def _model_totals(model, layout, visual, devices, plans, batches, stages, shared
     return {key: value.ravel() for key, value in columns.items()}
 
 
-def _column_order(stages) -> list[str]:
+def _column_order(stages, parallelism: Parallelism = SINGLE) -> list[str]:
     columns = ["model", "hardware", "quant", "weight_bits", "act_bits", "kv_bits", "accounting",
                "flash_attention", "keep_ratio", "num_visual_tokens", "num_text_tokens",
                "num_prompt_tokens", "batch_size"]
     columns += [f"{stage}_{total}" for stage in stages for total in TOTALS]
+    if not parallelism.is_single:
+        columns = columns[:13] + ["tensor_parallel", "pipeline_parallel", "num_gpus"] + columns[13:]
+        columns += [f"{s}_communication_time_s" for s in ("prefill", "decode") if s in stages]
     if "prefill" in stages:
         columns.append("prefill_speedup")
     return columns + ["ttft_s", "ttft_speedup"]

@@ -20,6 +20,7 @@ import numpy as np
 from .hardware import HardwareProfile
 from .layout import VisualLayout
 from .ops import NUMERIC_FIELDS, Op, check_exact
+from .parallel import communication_time_s
 from .pipeline import PipelineSettings, stage_ops
 from .roofline import time_op
 
@@ -44,6 +45,7 @@ class RequestGrid:
     num_output_tokens: int = 2
     image_size: tuple[int, int] | None = None
     pixel_limits: tuple[int | None, int | None] = (None, None)
+    num_frames: int | None = None
 
     @property
     def num_prompt_tokens(self):
@@ -194,3 +196,23 @@ def _equal(a, b) -> bool:
     if isinstance(a, np.ndarray) or isinstance(b, np.ndarray):
         return np.shape(a) == np.shape(b) and bool(np.all(a == b))
     return a == b
+
+
+def add_communication(model, shared, plan, devices, requests, totals: dict, grid_shape) -> dict:
+    """Add each LLM stage's traffic (parallel.py) to its ``time_s`` in ``totals``, in place
+    (``shared``: the sweep's ``SharedSettings``). Returns {stage: communication seconds of
+    shape (devices, visual tokens, batch)}: the prefill's pass over the prompt, and the
+    decode's steps (one token each, the same traffic every step)."""
+    passes = {"prefill": (requests.num_prompt_tokens, 1),
+              "decode": (1, shared.num_decode_steps)}
+    out = {}
+    for stage, (tokens, num_passes) in passes.items():
+        comm = np.zeros(grid_shape)
+        if stage in totals and num_passes:
+            for d, device in enumerate(devices):
+                seconds = communication_time_s(model, shared.parallelism, device, stage, tokens,
+                                               requests.batch_size, plan.act_bytes_per_element)
+                comm[d] = np.broadcast_to(num_passes * seconds, grid_shape[1:] + (1,))[..., 0]
+            totals[stage]["time_s"] = totals[stage]["time_s"] + comm
+        out[stage] = comm
+    return out

@@ -16,6 +16,8 @@ MAX_BATCH = 2**31 - 1
 # Generated tokens: every decode step is costed on its own (one array element per step):
 # 10 million, far beyond any context window, take a few seconds and ~1 GB; more is refused.
 MAX_OUTPUT_TOKENS = 10_000_000
+# --frames: frames of one video, far above any video model's (Qwen2-VL samples at 2 fps)
+MAX_FRAMES = 2**14
 # --min-pixels / --max-pixels: far above any image (2**40 pixels = a 1-megapixel-sided square)
 MAX_PIXEL_LIMIT = 2**40
 
@@ -50,7 +52,9 @@ class Workload:
     ``image_size`` (width, height in pixels) matters to LLaVA-NeXT's AnyRes and the
     dynamic-resolution families (Qwen2-VL, Qwen2.5-VL), whose image processor resizes
     within ``min_pixels`` .. ``max_pixels`` (None: the checkpoints' defaults);
-    ``frame_tokens`` are a video's per-frame kept counts (they sum to ``num_visual_tokens``).
+    ``frame_tokens`` are a video's per-frame kept counts (they sum to ``num_visual_tokens``);
+    ``num_frames`` makes each sample a video of that many frames for the families whose layout
+    takes a frame count (None: an image, or the model's fixed frames).
     """
 
     num_visual_tokens: int
@@ -61,6 +65,7 @@ class Workload:
     frame_tokens: tuple[int, ...] | None = None
     min_pixels: int | None = None
     max_pixels: int | None = None
+    num_frames: int | None = None
 
     def __post_init__(self) -> None:
         check_count("num_visual_tokens", self.num_visual_tokens, minimum=0)
@@ -74,6 +79,8 @@ class Workload:
             if not isinstance(self.image_size, tuple) or len(self.image_size) != 2:
                 raise WorkloadError(f"image_size = {self.image_size!r} must be a (width, height) pair")
             check_image_size(*self.image_size)
+        if self.num_frames is not None:
+            check_count("--frames", self.num_frames, maximum=MAX_FRAMES)
         for flag, value in (("--min-pixels", self.min_pixels), ("--max-pixels", self.max_pixels)):
             if value is not None:
                 check_count(flag, value, maximum=MAX_PIXEL_LIMIT)

@@ -12,6 +12,7 @@ Layout of a file (see docs/hardware.md)::
     [vector]      fp16_tflops, fp32_tflops
     [runtime]     kernel_launch_us?, cache_bandwidth_gb_per_s?, cache_mb?,
                   weight_bandwidth_gb_per_s?, sdpa_call_us?   (calibrated CPUs)
+    [interconnect] kind?, bandwidth_gb_per_s?, latency_us?   (GPU-to-GPU link, per direction)
     [efficiency]  matmul?, attention?, vector?, norm?     (fractions of the ceilings)
     [sources]     "<table>.<key>" = "where the number comes from"
     [provenance]  free-form strings (calibrated profiles: device, torch, threads, date)
@@ -27,6 +28,7 @@ from fpcost.costmodel.errors import HardwareError
 from fpcost.costmodel.hardware import (
     DEVICE_TYPES,
     EFFICIENCY_RANGE,
+    INTERCONNECT_KINDS,
     OPERATOR_CLASSES,
     HardwareProfile,
 )
@@ -80,20 +82,29 @@ NUMERIC_KEYS = (
     NumericKey("runtime", "sdpa_call_us", "sdpa_call_s", MICRO, "µs", False),
     NumericKey("runtime", "weight_bandwidth_gb_per_s", "weight_bandwidth_bytes_per_s", GIGA,
                "GB/s", False),
+    # [interconnect]: the GPU-to-GPU link, per direction (NVLink 4: 450 GB/s), and the fixed
+    # latency of one transfer step, 1 ns..1 s
+    NumericKey("interconnect", "bandwidth_gb_per_s", "interconnect_bandwidth_bytes_per_s", GIGA,
+               "GB/s", False),
+    NumericKey("interconnect", "latency_us", "interconnect_latency_s", MICRO, "µs", False),
 )
+# [interconnect]'s one string key, beside its numbers
+INTERCONNECT_KIND_KEY = "interconnect.kind"
 # Older spellings still read (never written): a key here may stand in for the NUMERIC_KEYS
 # entry with the same field, not beside it. capacity_gb is decimal: 40 means 40e9 B.
 LEGACY_KEYS = (NumericKey("memory", "capacity_gb", "memory_bytes", GIGA, "GB", False),)
-NUMERIC_TABLES = ("memory", "tensor", "vector", "runtime")
+NUMERIC_TABLES = ("memory", "tensor", "vector", "runtime", "interconnect")
 TOP_LEVEL_STRINGS = ("name", "description", "device_type")
 OPTIONAL_TABLES = ("efficiency", "sources", "provenance")
 TOP_LEVEL_KEYS = TOP_LEVEL_STRINGS + NUMERIC_TABLES + OPTIONAL_TABLES
 
 # Keys allowed in a file's [sources]: every number, including the efficiency factors.
 _EFFICIENCY_SOURCE_KEYS = tuple(f"efficiency.{op_class}" for op_class in OPERATOR_CLASSES)
-SOURCE_KEYS = tuple(k.dotted for k in NUMERIC_KEYS + LEGACY_KEYS) + _EFFICIENCY_SOURCE_KEYS
+SOURCE_KEYS = (tuple(k.dotted for k in NUMERIC_KEYS + LEGACY_KEYS) + (INTERCONNECT_KIND_KEY,)
+               + _EFFICIENCY_SOURCE_KEYS)
 # The same keys in ``HardwareProfile.sources``: SI field names, then "efficiency.<class>".
-PROFILE_SOURCE_KEYS = tuple(k.field for k in NUMERIC_KEYS) + _EFFICIENCY_SOURCE_KEYS
+PROFILE_SOURCE_KEYS = (tuple(k.field for k in NUMERIC_KEYS) + ("interconnect_kind",)
+                       + _EFFICIENCY_SOURCE_KEYS)
 
 
 def profile_from_toml_dict(data: Mapping[str, Any], origin: str) -> HardwareProfile:
@@ -115,7 +126,10 @@ def profile_from_toml_dict(data: Mapping[str, Any], origin: str) -> HardwareProf
     tables = {t: _table(origin, data, t) for t in NUMERIC_TABLES + OPTIONAL_TABLES}
     for table in NUMERIC_TABLES:
         valid = [k.key for k in NUMERIC_KEYS + LEGACY_KEYS if k.table == table]
+        if table == "interconnect":
+            valid.insert(0, "kind")
         _check_known(origin, table, tables[table], valid, "key")
+    interconnect_kind = _interconnect_kind(origin, tables["interconnect"])
 
     si_values: dict[str, float | None] = {}
     for nk in NUMERIC_KEYS:
@@ -152,6 +166,7 @@ def profile_from_toml_dict(data: Mapping[str, Any], origin: str) -> HardwareProf
             efficiency=efficiency_factors,
             sources=sources,
             provenance=provenance,
+            interconnect_kind=interconnect_kind,
             **si_values,
         )
     except HardwareError as exc:  # the dataclass's own checks, e.g. an efficiency bound
@@ -176,9 +191,14 @@ def profile_to_toml_dict(profile: HardwareProfile) -> dict[str, Any]:
             doc[nk.table][nk.key] = _file_number(value, nk.si_per_file_unit)
     if not doc["runtime"]:  # only calibrated profiles carry a launch time
         del doc["runtime"]
+    if profile.interconnect_kind is not None:
+        doc["interconnect"] = {"kind": profile.interconnect_kind, **doc["interconnect"]}
+    if not doc["interconnect"]:
+        del doc["interconnect"]
     if profile.efficiency:
         doc["efficiency"] = {k: _file_number(v, 1.0) for k, v in profile.efficiency.items()}
     by_field = {nk.field: nk.dotted for nk in NUMERIC_KEYS}
+    by_field["interconnect_kind"] = INTERCONNECT_KIND_KEY
     sources: dict[str, str] = {}
     for key, text in profile.sources.items():
         if key not in PROFILE_SOURCE_KEYS:
@@ -258,6 +278,7 @@ def _number_in_range(origin: str, table: str, key: str, value: Any, minimum: flo
 def _sources(origin: str, table: Mapping[str, Any]) -> dict[str, str]:
     _check_known(origin, "sources", table, SOURCE_KEYS, "source key")
     by_dotted = {nk.dotted: nk.field for nk in NUMERIC_KEYS + LEGACY_KEYS}
+    by_dotted[INTERCONNECT_KIND_KEY] = "interconnect_kind"
     sources = {}
     for dotted, text in table.items():
         if not isinstance(text, str) or not text.strip():
@@ -266,6 +287,29 @@ def _sources(origin: str, table: Mapping[str, Any]) -> dict[str, str]:
             )
         sources[by_dotted.get(dotted, dotted)] = text
     return sources
+
+
+def _interconnect_kind(origin: str, table: Mapping[str, Any]) -> str | None:
+    """[interconnect] kind: one of ``INTERCONNECT_KINDS``; required when the table gives a
+    bandwidth or latency; "none" (no link) takes neither."""
+    if not table:
+        return None
+    kind = table.get("kind")
+    if kind is None:
+        raise HardwareError(f"{origin}: [interconnect] kind is missing; valid: "
+                            f"{', '.join(INTERCONNECT_KINDS)}")
+    if not isinstance(kind, str) or kind not in INTERCONNECT_KINDS:
+        raise HardwareError(f"{origin}: [interconnect] kind = {show(kind)} is unknown; valid: "
+                            f"{', '.join(INTERCONNECT_KINDS)}")
+    numbers = [key for key in ("bandwidth_gb_per_s", "latency_us") if key in table]
+    if kind == "none" and numbers:
+        raise HardwareError(f"{origin}: [interconnect] kind = \"none\" (no link) takes no "
+                            f"{' or '.join(numbers)}")
+    missing = [key for key in ("bandwidth_gb_per_s", "latency_us") if key not in table]
+    if kind != "none" and missing:
+        raise HardwareError(f"{origin}: [interconnect] {' and '.join(missing)} missing for kind "
+                            f"{kind!r}")
+    return kind
 
 
 def _provenance(origin: str, table: Mapping[str, Any]) -> dict[str, str]:

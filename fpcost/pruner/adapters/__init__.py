@@ -30,6 +30,7 @@ from fpcost.pruner.adapters.common import PrunedGeneration
 from fpcost.pruner.adapters.llava import generate_llava
 from fpcost.pruner.adapters.llava_next import generate_llava_next
 from fpcost.pruner.adapters.rebuild import RebuiltPrompt, Segment, rebuild_prompt
+from fpcost.pruner.adapters.stages import StageClock
 from fpcost.pruner.adapters.video_llava import generate_video_llava
 from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import KeepAllPruner as KeepAll
@@ -41,6 +42,7 @@ __all__ = [
     "RebuiltPrompt",
     "SUPPORTED_MODELS",
     "Segment",
+    "StageClock",
     "generate_pruned",
     "rebuild_prompt",
 ]
@@ -81,6 +83,7 @@ def generate_pruned(
     pruner,
     *,
     budget: int | None = None,
+    stage_clock: StageClock | None = None,
     **generate_kwargs,
 ) -> PrunedGeneration:
     """Generate with the visual tokens of ``inputs`` pruned by ``pruner``.
@@ -90,7 +93,10 @@ def generate_pruned(
     also ``pixel_values_videos``; LLaVA-NeXT also ``image_sizes``). ``pruner``: any
     ``TokenPruner``. ``budget``: LLaVA-NeXT only, the visual tokens kept per image.
     ``generate_kwargs`` go to ``model.generate`` unchanged (e.g. ``max_new_tokens``,
-    ``do_sample=False``). Returns the new tokens and the per-sample kept counts.
+    ``do_sample=False``). ``stage_clock``: a ``StageClock`` that every adapter fills with
+    the seconds of its "vision", "projector" and "llm" stages and the pruner's
+    ``selection_time_s`` (``stages.py``); None (the default) times nothing. Returns the new
+    tokens and the per-sample kept counts.
     """
     adapter = adapter_for(model)
     unknown = set(inputs) - _ACCEPTED_INPUTS - _IGNORED_INPUTS
@@ -101,9 +107,11 @@ def generate_pruned(
     if "input_ids" not in inputs:
         raise PruningError("inputs need input_ids with the processor's visual placeholders")
     if adapter is generate_llava_next:
-        return adapter(model, inputs, pruner, budget=budget, **generate_kwargs)
+        return adapter(
+            model, inputs, pruner, budget=budget, stage_clock=stage_clock, **generate_kwargs
+        )
     if budget is not None:
         raise PruningError(f"budget applies to LLaVA-NeXT only, not {type(model).__name__}")
     if adapter is generate_llava and inputs.get("pixel_values") is None:
         raise PruningError("LLaVA inputs need pixel_values")
-    return adapter(model, inputs, pruner, **generate_kwargs)
+    return adapter(model, inputs, pruner, stage_clock=stage_clock, **generate_kwargs)

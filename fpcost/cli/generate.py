@@ -173,7 +173,7 @@ def _stage_rows(rows: list[dict]) -> list[dict]:
               help="Timed rounds (after one warm-up); runs are interleaved, medians shown.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A hardware profile of this device (fpcost calibrate --output FILE) for "
-                   "the predicted speedup; without it nothing is predicted.")
+                   "the predicted stages and speedups; without it nothing is predicted.")
 @format_option
 def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, profile_path,
              output_format):

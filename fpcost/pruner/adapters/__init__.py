@@ -15,6 +15,11 @@ Example::
     result.num_kept         # LLM visual tokens per sample after pruning
     result.input_length     # prompt length the LLM read (shrinks with pruning)
 
+    clock = StageClock(model.device)   # optional: seconds per stage of one call
+    generate_pruned(model, inputs, pruner, stage_clock=clock, max_new_tokens=32)
+    clock.times_s           # {"vision": s, "projector": s, "llm": s}
+    clock.selection_time_s  # the pruner's own, inside "vision"
+
 With ``KeepAll()`` (or ``get_pruner("keep-all")``) the result equals plain ``generate``
 token for token (tests/pruner/test_adapters_*.py).
 """

@@ -30,6 +30,7 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from fpcost.costmodel.quant import QuantPlan
 from fpcost.pruner.timing import cpu_name
 from tests.cli_helpers import one_line_error, run_cli
 
@@ -153,6 +154,15 @@ def test_freepruner_keeps_fewer_and_the_numbers_are_finite(capsys, checkpoint, t
         assert sum(predicted) == pytest.approx(run["predicted_total_s"], rel=1e-9)
         assert run["predicted_decode_s"] > 0  # 3 decode steps
     assert unpruned["predicted_selection_s"] == 0.0 < quarter["predicted_selection_s"]
+    # the float32 checkpoint is predicted at 32 bits throughout, tower and projector too
+    from fpcost.api import estimate
+
+    plan = QuantPlan.uniform(32)
+    expected = estimate(model=str(directory), hardware=str(profile), quant=plan, vision_quant=plan,
+                        visual_tokens=4, text_tokens=4, output_tokens=4)
+    for stage in STAGES:
+        expected_s = expected.stage_totals(stage).time_s
+        assert quarter[f"predicted_{stage}_s"] == pytest.approx(expected_s, rel=1e-12), stage
     assert quarter["predicted_prefill_s"] < unpruned["predicted_prefill_s"]
 
 

@@ -1,12 +1,12 @@
 """``fpcost generate``: one image and prompt through a user's checkpoint, unpruned and pruned.
 
-Prints both answers, the kept visual-token counts, the measured times (TTFT, decode, total:
-the adapters run vision tower, selection and projector inside one call, so those stages are
-not timed one by one) and the measured speedup, next to fpcost's predicted speedup for the
-same workload. The prediction needs ``--profile``, a profile of *this* device (``fpcost
-calibrate --output FILE``): a profile of another device type or another device is refused,
-so CPU measurements are never set beside GPU predictions. Without ``--profile`` the
-predicted columns are left empty (null in JSON).
+Prints both answers, the kept visual-token counts, the measured time of each stage
+(vision, selection, projector, prefill, decode; see ``fpcost.pruner.generate``), TTFT,
+total and the measured speedups, each next to fpcost's prediction for the same workload
+(the cost model's stages of that request). The prediction needs ``--profile``, a profile of
+*this* device (``fpcost calibrate --output FILE``): a profile of another device type or
+another device is refused, so CPU measurements are never set beside GPU predictions.
+Without ``--profile`` the predicted columns are left empty (null in JSON and CSV).
 """
 
 from __future__ import annotations
@@ -18,8 +18,17 @@ import click
 
 from fpcost.cli.bounds import BoundedInt
 from fpcost.cli.prune import METHOD_NAMES
-from fpcost.cli.render import Column, emit_json, render_table, scaled, stdout_console
+from fpcost.cli.render import (
+    Column,
+    emit_csv,
+    emit_json,
+    format_option,
+    render_table,
+    scaled,
+    stdout_console,
+)
 from fpcost.costmodel.errors import WorkloadError
+from fpcost.costmodel.pipeline import ALL_STAGES as STAGES  # the measured stages too
 from fpcost.costmodel.units import MILLI
 
 MAX_NEW_TOKENS = 4096
@@ -39,10 +48,22 @@ COLUMNS = (
     Column("num_kept", "kept"),
     Column("num_prompt_tokens", "prompt"),
     Column("ttft_s", "TTFT (ms)", scaled(MILLI, 1)),
-    Column("decode_s", "decode (ms)", scaled(MILLI, 1)),
+    Column("predicted_ttft_s", "pred. TTFT", scaled(MILLI, 1)),
     Column("total_s", "total (ms)", scaled(MILLI, 1)),
-    Column("measured_speedup", "measured", _speedup),
-    Column("predicted_speedup", "predicted", _speedup),
+    Column("predicted_total_s", "pred. total", scaled(MILLI, 1)),
+    Column("measured_ttft_speedup", "TTFT speedup", _speedup),
+    Column("predicted_ttft_speedup", "pred.", _speedup),
+    Column("measured_speedup", "total speedup", _speedup),
+    Column("predicted_speedup", "pred.", _speedup),
+)
+# the stage table: two rows per run, measured then predicted (ms)
+STAGE_COLUMNS = (
+    Column("label", "run", justify="left"),
+    Column("kind", "", justify="left"),
+    *(Column(stage, stage, scaled(MILLI, 2)) for stage in STAGES),
+    Column("other", "other", scaled(MILLI, 2)),
+    Column("ttft", "TTFT", scaled(MILLI, 2)),
+    Column("total", "total", scaled(MILLI, 2)),
 )
 
 
@@ -74,10 +95,14 @@ def _profile_of_this_device(profile_path: Path):
 
 
 def _predictions(model_dir: Path, profile, runs, dtype: str,
-                 layout: dict[str, object]) -> list[tuple[float, float]]:
-    """Predicted (total, TTFT) in s of each run's workload on ``profile``; ``layout``: the
-    image's ``estimate`` keywords (``layout_options``). Refused when the cost model lays the
-    image out in another number of visual tokens than the model made."""
+                 layout: dict[str, object]) -> list[dict[str, float]]:
+    """Each run's predicted seconds on ``profile``: every stage of ``STAGES`` (0 for a stage
+    the request does not run: selection unpruned, decode of one new token), TTFT and total,
+    for the checkpoint's config, the run's kept visual tokens, the measured text tokens and
+    new tokens. ``layout``: the image's ``estimate`` keywords (``layout_options``). Refused
+    when the cost model lays the image out in another number of visual tokens than the model
+    made. Tower and projector at the model's dtype too (the estimate's default for them is
+    16-bit: a float32 tower predicted at the bfloat16 peak came out 3.6x fast)."""
     from fpcost.api import estimate
     from fpcost.costmodel.quant import QuantPlan
     from fpcost.pruner.timing import DTYPE_BITS
@@ -93,11 +118,50 @@ def _predictions(model_dir: Path, profile, runs, dtype: str,
                             f"{unpruned.num_visual_tokens}; no prediction")
     predicted = []
     for run in runs:
-        est = estimate(model=str(model_dir), hardware=profile, quant=quant,
+        est = estimate(model=str(model_dir), hardware=profile, quant=quant, vision_quant=quant,
                        visual_tokens=run.num_kept, text_tokens=text_tokens,
                        output_tokens=run.num_new_tokens, **layout)
-        predicted.append((est.end_to_end().time_s, est.ttft_s))
+        stages = {stage: est.stage_totals(stage).time_s if stage in est.stages else 0.0
+                  for stage in STAGES}
+        predicted.append({**stages, "ttft": est.ttft_s, "total": est.end_to_end().time_s})
     return predicted
+
+
+def _run_row(run, predicted: dict[str, float] | None, base, base_predicted) -> dict:
+    """One run's JSON / CSV row: the keys scripts read since the first release, then
+    ``<stage>_s`` measured and ``predicted_<stage>_s`` for every stage."""
+    row = {
+        "label": run.label, "method": run.method, "ratio": run.ratio, "answer": run.answer,
+        "num_visual_tokens": run.num_visual_tokens, "num_kept": run.num_kept,
+        "num_prompt_tokens": run.num_prompt_tokens, "num_new_tokens": run.num_new_tokens,
+        "ttft_s": run.ttft_s, "decode_s": run.decode_s, "total_s": run.total_s,
+        "measured_speedup": base.total_s / run.total_s,
+        "measured_ttft_speedup": base.ttft_s / run.ttft_s,
+        "predicted_total_s": None, "predicted_ttft_s": None,
+        "predicted_speedup": None, "predicted_ttft_speedup": None,
+    }
+    for stage in STAGES:
+        row[f"{stage}_s"] = run.stage_s[stage]
+        row[f"predicted_{stage}_s"] = None if predicted is None else predicted[stage]
+    row["other_s"] = run.stage_s["other"]
+    if predicted is not None:
+        row["predicted_total_s"], row["predicted_ttft_s"] = predicted["total"], predicted["ttft"]
+        row["predicted_speedup"] = base_predicted["total"] / predicted["total"]
+        row["predicted_ttft_speedup"] = base_predicted["ttft"] / predicted["ttft"]
+    return row
+
+
+def _stage_rows(rows: list[dict]) -> list[dict]:
+    """The stage table's rows: per run, the measured times, then the predicted ones."""
+    out = []
+    for row in rows:
+        measured = {stage: row[f"{stage}_s"] for stage in STAGES}
+        predicted = {stage: row[f"predicted_{stage}_s"] for stage in STAGES}
+        out.append({"label": row["label"], "kind": "measured", **measured,
+                    "other": row["other_s"], "ttft": row["ttft_s"], "total": row["total_s"]})
+        out.append({"label": "", "kind": "predicted", **predicted, "other": None,
+                    "ttft": row["predicted_ttft_s"], "total": row["predicted_total_s"]})
+    return out
 
 
 @click.command()
@@ -120,9 +184,8 @@ def _predictions(model_dir: Path, profile, runs, dtype: str,
               help="Timed rounds (after one warm-up); runs are interleaved, medians shown.")
 @click.option("--profile", "profile_path", type=click.Path(dir_okay=False, path_type=Path),
               help="A hardware profile of this device (fpcost calibrate --output FILE) for "
-                   "the predicted speedup; without it nothing is predicted.")
-@click.option("--format", "output_format", type=click.Choice(("table", "json")), default="table",
-              show_default=True, help="Output as a rich table or JSON.")
+                   "the predicted stages and speedups; without it nothing is predicted.")
+@format_option
 def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, profile_path,
              output_format):
     """Generate an answer for IMAGE and --prompt with every visual token and pruned, and
@@ -152,35 +215,30 @@ def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, 
         layout = layout_options(checkpoint, picture)
         predicted = _predictions(model_dir, profile, runs, dtype, layout)
         about = {"profile": profile.name, "device": dev.name, "threads": dev.num_threads}
-    rows = []
-    for i, run in enumerate(runs):
-        row = {
-            "label": run.label, "method": run.method, "ratio": run.ratio, "answer": run.answer,
-            "num_visual_tokens": run.num_visual_tokens, "num_kept": run.num_kept,
-            "num_prompt_tokens": run.num_prompt_tokens, "num_new_tokens": run.num_new_tokens,
-            "ttft_s": run.ttft_s, "decode_s": run.decode_s, "total_s": run.total_s,
-            "measured_speedup": runs[0].total_s / run.total_s,
-            "measured_ttft_speedup": runs[0].ttft_s / run.ttft_s,
-            "predicted_total_s": None, "predicted_ttft_s": None,
-            "predicted_speedup": None, "predicted_ttft_speedup": None,
-        }
-        if predicted is not None:
-            row["predicted_total_s"], row["predicted_ttft_s"] = predicted[i]
-            row["predicted_speedup"] = predicted[0][0] / predicted[i][0]
-            row["predicted_ttft_speedup"] = predicted[0][1] / predicted[i][1]
-        rows.append(row)
+    base_predicted = None if predicted is None else predicted[0]
+    rows = [_run_row(run, None if predicted is None else predicted[i], runs[0], base_predicted)
+            for i, run in enumerate(runs)]
     payload = {"model": str(model_dir), "model_type": checkpoint.model_type, "dtype": dtype,
                "max_new_tokens": max_new_tokens, "repeats": repeats,
-               "timing": "median of interleaved rounds; TTFT = generate(max_new_tokens=1), "
-                         "decode = total - TTFT",
+               "timing": "median of interleaved rounds; TTFT = generate(max_new_tokens=1); "
+                         "stages: vision = tower pass - selection, selection = the pruner's "
+                         "selection_time_s, projector, prefill = the TTFT run's LLM, "
+                         "decode = the total run's LLM - the TTFT run's LLM, "
+                         "other = the rest of the total run",
                "prediction": about or None, "runs": rows}
     if output_format == "json":
         emit_json(payload)
         return
-    caption = ("speedups are unpruned total / run total; TTFT includes vision, selection, "
+    if output_format == "csv":
+        emit_csv(rows)
+        return
+    caption = ("speedups are unpruned / run (TTFT, total); TTFT includes vision, selection, "
                "projector and prefill. ")
     caption += (f"predicted on profile {about['profile']!r} ({about['device']})" if about
                 else "predicted: none (give --profile, a profile of this device)")
     render_table(rows, COLUMNS, title=f"{checkpoint.model_type} ({dtype})", caption=caption)
+    render_table(_stage_rows(rows), STAGE_COLUMNS, title="stages (ms), measured and predicted",
+                 caption="medians over the rounds, each stage apart; other: the run's time "
+                         "outside the stages (not predicted)")
     for row in rows:
         stdout_console.print(f"{row['label']}: {row['answer']!r}")

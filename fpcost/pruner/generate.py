@@ -4,14 +4,31 @@ unpruned and pruned.
 ``load_checkpoint(dir)`` loads a ``save_pretrained`` directory (model + processor);
 ``run_generate(...)`` generates greedily with every visual token and then with each pruner,
 through the same adapter (``fpcost.pruner.adapters.generate_pruned``; keep-all equals plain
-``generate`` token for token), and times each run.
+``generate`` token for token), and times each run, stage by stage.
 
-What is timed, and how: the adapters run vision tower, selection, projector and the LLM in
-one call, so the stages are not timed one by one. Each run is timed twice with
-``time.perf_counter`` (CUDA synchronised): ``generate(max_new_tokens=1)`` gives the time to
-the first token (TTFT: vision + selection + projector + prefill + first token), and
-``generate(max_new_tokens=N)`` the total; decode = total − TTFT. Runs are interleaved
-(unpruned, pruned, unpruned, …) ``repeats`` times after one warm-up, and the median is kept.
+What is timed, and how: each run is timed twice with ``time.perf_counter`` (CUDA
+synchronised), ``generate(max_new_tokens=1)`` (TTFT) and ``generate(max_new_tokens=N)``
+(total), each with a ``StageClock`` that the adapter fills (``adapters/stages.py``). Stages:
+
+- ``vision``: the tower's pass (pixels to the device, hooks included) minus the pruner's
+  ``selection_time_s``;
+- ``selection``: the pruner's ``selection_time_s`` (hooks + scoring + choosing, by the
+  pruner's own clock); 0 for keep-all (the unpruned run), None if the adapter reported none
+  (it is then inside ``vision``);
+- ``projector``: feature layer, gathering the kept tokens, projector, packing / newlines;
+- ``prefill``: the TTFT run's "llm" stage (prompt rebuilt, embedded, prefill and the first
+  token's sampling);
+- ``decode``: the total run's "llm" minus the TTFT run's "llm" (the N − 1 further steps);
+- ``other``: the rest of the total run (input checks at the adapter's entry; and the noise
+  when the total run's "llm" differs from the TTFT run's by other than its decode).
+
+vision, selection and projector come from the total run, so within one round
+vision + selection + projector + prefill + decode + other = total (``stage_times``), unless
+the TTFT run's prefill outlasts the whole total run's "llm" (then ``other`` is 0 and the
+stages add up to a little more than the total).
+Runs are interleaved (unpruned, pruned, unpruned, …) ``repeats`` times after one warm-up,
+and every figure is the median over the rounds, separately (medians of stages need not add
+up to the median total exactly).
 """
 
 from __future__ import annotations
@@ -23,7 +40,9 @@ from pathlib import Path
 
 import torch
 
+from fpcost.costmodel.pipeline import ALL_STAGES
 from fpcost.pruner.adapters import generate_pruned
+from fpcost.pruner.adapters.stages import StageClock
 from fpcost.pruner.anchoring import model_anchored_layers
 from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import get_pruner
@@ -40,9 +59,16 @@ class Checkpoint:
     model_type: str
 
 
+# the measured stages of a run: the cost model's stages of one request, in pipeline order
+STAGES = ALL_STAGES
+
+
 @dataclass(frozen=True)
 class GenerateRun:
-    """One generation: label ("unpruned" or "freepruner 0.25"), answer, counts, times (s)."""
+    """One generation: label ("unpruned" or "freepruner 0.25"), answer, counts, times (s).
+
+    ``stage_s``: median seconds of each of ``STAGES`` and of "other" (see the module doc;
+    "selection" is None when the adapter did not report the pruner's time)."""
 
     label: str
     method: str
@@ -54,10 +80,11 @@ class GenerateRun:
     num_new_tokens: int
     ttft_s: float
     total_s: float
+    stage_s: dict[str, float | None]
 
     @property
     def decode_s(self) -> float:
-        return max(self.total_s - self.ttft_s, 0.0)
+        return self.stage_s["decode"]
 
 
 def _first_line(exc: BaseException) -> str:
@@ -182,15 +209,52 @@ def _sync(device: torch.device) -> None:
 
 
 def _timed(model, inputs, pruner, max_new_tokens: int):
+    """One ``generate_pruned`` call: its result, wall seconds and filled ``StageClock``."""
     device = next(model.parameters()).device
+    clock = StageClock(device)
     _sync(device)
     start = time.perf_counter()
     with torch.no_grad():
         result = generate_pruned(
-            model, inputs, pruner, max_new_tokens=max_new_tokens, do_sample=False
+            model, inputs, pruner, max_new_tokens=max_new_tokens, do_sample=False,
+            stage_clock=clock,
         )
     _sync(device)
-    return result, time.perf_counter() - start
+    return result, time.perf_counter() - start, clock
+
+
+def stage_times(
+    first: StageClock, full: StageClock, full_s: float, selects: bool, num_new_tokens: int
+) -> dict[str, float | None]:
+    """Seconds per stage of one round (module doc) from the clocks of the TTFT run
+    (``first``) and the total run (``full``: ``full_s`` wall seconds, ``num_new_tokens``
+    generated). ``selects``: False for keep-all, whose "selection" is 0 (its bookkeeping
+    stays in "vision"). A run of one new token has no decode (0, not the two prefills'
+    difference); a decode shorter than the noise between the two prefills is 0, and that
+    difference then shows in "other", so the stages still add up to ``full_s``."""
+    missing = [name for name in ("vision", "projector", "llm") if name not in full.times_s]
+    if "llm" not in first.times_s or missing:
+        raise PruningError(
+            f"the adapter timed no {', '.join(missing or ['llm'])} stage; "
+            "it must wrap its stages in stages.timed()"
+        )
+    selection = full.selection_time_s if selects else 0.0
+    prefill = first.times_s["llm"]
+    decode = max(full.times_s["llm"] - prefill, 0.0) if num_new_tokens > 1 else 0.0
+    vision = max(full.times_s["vision"] - (selection or 0.0), 0.0)
+    counted = vision + (selection or 0.0) + full.times_s["projector"] + prefill + decode
+    return {
+        "vision": vision,
+        "selection": selection,
+        "projector": full.times_s["projector"],
+        "prefill": prefill,
+        "decode": decode,
+        "other": max(full_s - counted, 0.0),
+    }
+
+
+def _median(values: list[float | None]) -> float | None:
+    return None if any(v is None for v in values) else statistics.median(values)
 
 
 def run_generate(
@@ -218,19 +282,25 @@ def run_generate(
     ]
     ttft: list[list[float]] = [[] for _ in configs]
     total: list[list[float]] = [[] for _ in configs]
+    stages: list[list[dict[str, float | None]]] = [[] for _ in configs]
     results = [None] * len(configs)
     model = checkpoint.model
     for round_ in range(repeats + 1):  # round 0 warms up and is not kept
         for i, pruner in enumerate(pruners):
-            _, first_s = _timed(model, inputs, pruner, 1)
-            result, all_s = _timed(model, inputs, pruner, max_new_tokens)
+            _, first_s, first_clock = _timed(model, inputs, pruner, 1)
+            result, all_s, all_clock = _timed(model, inputs, pruner, max_new_tokens)
             if round_:
                 ttft[i].append(first_s)
                 total[i].append(all_s)
+                selects = configs[i][1] != "keep-all"
+                steps = int(result.sequences.shape[1])
+                stages[i].append(stage_times(first_clock, all_clock, all_s, selects, steps))
             results[i] = result
     tokenizer = checkpoint.processor.tokenizer
     runs = []
-    for (label, name, ratio), result, firsts, alls in zip(configs, results, ttft, total, strict=True):
+    for (label, name, ratio), result, firsts, alls, rounds in zip(
+        configs, results, ttft, total, stages, strict=True
+    ):
         runs.append(
             GenerateRun(
                 label=label,
@@ -243,6 +313,7 @@ def run_generate(
                 num_new_tokens=int(result.sequences.shape[1]),
                 ttft_s=statistics.median(firsts),
                 total_s=statistics.median(alls),
+                stage_s={key: _median([r[key] for r in rounds]) for key in rounds[0]},
             )
         )
     return runs

@@ -1,8 +1,11 @@
 """``fpcost generate`` on a tiny LLaVA saved with save_pretrained, with a processor built
 locally (a WordLevel tokenizer, CLIPImageProcessorPil, LlavaProcessor): no hub."""
 
+import csv
+import io
 import json
 import math
+import time
 
 import numpy as np
 import pytest
@@ -27,15 +30,19 @@ from transformers import (
     PreTrainedTokenizerFast,
 )
 
+from fpcost.costmodel.quant import QuantPlan
 from fpcost.pruner.timing import cpu_name
 from tests.cli_helpers import one_line_error, run_cli
 
 SPECIAL = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "<image>": IMAGE_TOKEN_ID}
 PROMPT = "w5 w6 w7 w8"
+STAGES = ("vision", "selection", "projector", "prefill", "decode")
 RUN_KEYS = {"label", "method", "ratio", "answer", "num_visual_tokens", "num_kept",
             "num_prompt_tokens", "num_new_tokens", "ttft_s", "decode_s", "total_s",
             "measured_speedup", "measured_ttft_speedup", "predicted_total_s",
-            "predicted_ttft_s", "predicted_speedup", "predicted_ttft_speedup"}
+            "predicted_ttft_s", "predicted_speedup", "predicted_ttft_speedup",
+            *(f"{stage}_s" for stage in STAGES), *(f"predicted_{stage}_s" for stage in STAGES),
+            "other_s"}
 FAST = ("--max-new-tokens", "4", "--repeats", "1", "--format", "json")
 
 
@@ -141,6 +148,22 @@ def test_freepruner_keeps_fewer_and_the_numbers_are_finite(capsys, checkpoint, t
     # fewer visual tokens: less predicted work, hence a predicted speedup above 1
     assert unpruned["predicted_speedup"] == 1.0
     assert quarter["predicted_speedup"] > half["predicted_speedup"] > 1.0
+    for run in payload["runs"]:  # the predicted stages are the cost model's, summing as it does
+        predicted = [run[f"predicted_{stage}_s"] for stage in STAGES]
+        assert sum(predicted[:-1]) == pytest.approx(run["predicted_ttft_s"], rel=1e-9)
+        assert sum(predicted) == pytest.approx(run["predicted_total_s"], rel=1e-9)
+        assert run["predicted_decode_s"] > 0  # 3 decode steps
+    assert unpruned["predicted_selection_s"] == 0.0 < quarter["predicted_selection_s"]
+    # the float32 checkpoint is predicted at 32 bits throughout, tower and projector too
+    from fpcost.api import estimate
+
+    plan = QuantPlan.uniform(32)
+    expected = estimate(model=str(directory), hardware=str(profile), quant=plan, vision_quant=plan,
+                        visual_tokens=4, text_tokens=4, output_tokens=4)
+    for stage in STAGES:
+        expected_s = expected.stage_totals(stage).time_s
+        assert quarter[f"predicted_{stage}_s"] == pytest.approx(expected_s, rel=1e-12), stage
+    assert quarter["predicted_prefill_s"] < unpruned["predicted_prefill_s"]
 
 
 def test_llava_next(capsys, next_checkpoint):
@@ -164,6 +187,87 @@ def test_table_output(capsys, checkpoint):
     words = " ".join(out.split())
     assert "unpruned" in words and "freepruner" in words and "predicted: none" in words
     assert words.count("unpruned: '") == 1 and words.count("freepruner: '") == 1
+    assert "stages (ms), measured and predicted" in words
+    header = " ".join(out.replace("┃", " ").split())
+    assert "vision selection projector prefill decode other TTFT total" in header
+    assert words.count("│ measured │") == 2 and words.count("│ predicted │") == 2
+
+
+SLEEP_S = 0.025
+
+
+def _sleep(module, args):
+    time.sleep(SLEEP_S)
+
+
+@pytest.fixture
+def slow_checkpoint(monkeypatch):
+    """The checkpoint loaded with a SLEEP_S sleep before each projector and LLM forward, so
+    that those stages outlast a loaded machine's noise in the tiny model; one intra-op
+    thread (two threads on a busy 2-core machine stall for up to a second per call)."""
+    from fpcost.pruner import generate as generate_module
+    from fpcost.pruner.adapters.common import find_module
+
+    load = generate_module.load_checkpoint
+
+    def load_slowly(directory):
+        checkpoint = load(directory)
+        for name in ("multi_modal_projector", "language_model"):
+            find_module(checkpoint.model, name).register_forward_pre_hook(_sleep)
+        return checkpoint
+
+    monkeypatch.setattr(generate_module, "load_checkpoint", load_slowly)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+def test_the_stages_add_up_to_ttft_and_total(capsys, checkpoint, slow_checkpoint):
+    directory, image = checkpoint
+    payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                         "--ratio", "0.5", "--max-new-tokens", "3", "--repeats", "3",
+                         "--format", "json")
+    unpruned, half = payload["runs"]
+    assert unpruned["selection_s"] == 0.0 < half["selection_s"]
+    for run in payload["runs"]:
+        stages = {stage: run[f"{stage}_s"] for stage in STAGES}
+        assert stages["vision"] > 0 and stages["decode"] > 0
+        assert stages["projector"] >= SLEEP_S and stages["prefill"] >= SLEEP_S
+        # a stage is part of one call: its median is at most that call's median
+        assert stages["prefill"] <= run["ttft_s"]
+        assert max(stages.values()) <= run["total_s"]
+        before_decode = sum(stages.values()) - stages["decode"]
+        assert before_decode == pytest.approx(run["ttft_s"], rel=0.3)
+        assert sum(stages.values()) + run["other_s"] == pytest.approx(run["total_s"], rel=0.3)
+        assert run["decode_s"] == stages["decode"]  # the old key, the decode stage
+
+
+def test_one_round_adds_up_exactly(capsys, checkpoint):
+    """With one round the medians are that round's times: the stages and "other" are the
+    total run split up (or, if the TTFT run's prefill outlasted its whole LLM stage, a
+    little more)."""
+    directory, image = checkpoint
+    payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT, *FAST)
+    for run in payload["runs"]:
+        parts = sum(run[f"{stage}_s"] for stage in STAGES) + run["other_s"]
+        if run["other_s"] > 0:
+            assert parts == pytest.approx(run["total_s"], rel=1e-9)
+        else:
+            assert parts >= run["total_s"]
+
+
+def test_csv_output(capsys, checkpoint):
+    directory, image = checkpoint
+    code, out, err = run_cli(capsys, "generate", image, "--model", directory, "--prompt", PROMPT,
+                             "--max-new-tokens", "2", "--repeats", "1", "--format", "csv")
+    assert code == 0, err
+    rows = list(csv.DictReader(io.StringIO(out)))
+    assert [row["label"] for row in rows] == ["unpruned", "freepruner"]
+    assert set(rows[0]) == RUN_KEYS
+    for row in rows:
+        for stage in STAGES:
+            assert float(row[f"{stage}_s"]) >= 0 and row[f"predicted_{stage}_s"] == ""
 
 
 def test_a_gpu_profile_is_refused_on_a_cpu(capsys, checkpoint):

@@ -148,6 +148,7 @@ def test_pruned_run_and_the_qwen_prediction(capsys, checkpoint, tmp_path):
     # the prediction is the Qwen cost model of this config.json for this image's layout
     for run in payload["runs"]:
         est = fpcost.estimate(str(directory), profile, quant=QuantPlan.uniform(32),
+                              vision_quant=QuantPlan.uniform(32),
                               visual_tokens=run["num_kept"], text_tokens=6, output_tokens=4,
                               image_size=IMAGE_HW[::-1], min_pixels=MIN_PIXELS,
                               max_pixels=MAX_PIXELS)
@@ -186,7 +187,8 @@ def test_the_prediction_follows_the_processors_pixel_limits(capsys, checkpoint, 
         torch.set_num_threads(threads)
     unpruned = payload["runs"][0]
     assert unpruned["num_visual_tokens"] == 20
-    est = fpcost.estimate(str(other), profile, quant=QuantPlan.uniform(32), visual_tokens=20,
+    est = fpcost.estimate(str(other), profile, quant=QuantPlan.uniform(32),
+                          vision_quant=QuantPlan.uniform(32), visual_tokens=20,
                           text_tokens=6, output_tokens=4, image_size=IMAGE_HW[::-1],
                           min_pixels=16 * 784, max_pixels=MAX_PIXELS)
     assert est.workload.num_visual_tokens == 20

@@ -16,6 +16,11 @@ Example::
     result.num_kept         # LLM visual tokens per sample after pruning
     result.input_length     # prompt length the LLM read (shrinks with pruning)
 
+    clock = StageClock(model.device)   # optional: seconds per stage of one call
+    generate_pruned(model, inputs, pruner, stage_clock=clock, max_new_tokens=32)
+    clock.times_s           # {"vision": s, "projector": s, "llm": s}
+    clock.selection_time_s  # the pruner's own, inside "vision"
+
 With ``KeepAll()`` (or ``get_pruner("keep-all")``) the result equals plain ``generate``
 token for token (tests/pruner/test_adapters_*.py).
 """
@@ -33,6 +38,7 @@ from fpcost.pruner.adapters.llava_next import generate_llava_next
 from fpcost.pruner.adapters.llava_onevision import generate_llava_onevision
 from fpcost.pruner.adapters.qwen_vl import generate_qwen_vl
 from fpcost.pruner.adapters.rebuild import RebuiltPrompt, Segment, rebuild_prompt
+from fpcost.pruner.adapters.stages import StageClock
 from fpcost.pruner.adapters.video_llava import generate_video_llava
 from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import KeepAllPruner as KeepAll
@@ -44,6 +50,7 @@ __all__ = [
     "RebuiltPrompt",
     "SUPPORTED_MODELS",
     "Segment",
+    "StageClock",
     "generate_pruned",
     "rebuild_prompt",
 ]
@@ -92,6 +99,7 @@ def generate_pruned(
     pruner,
     *,
     budget: int | None = None,
+    stage_clock: StageClock | None = None,
     **generate_kwargs,
 ) -> PrunedGeneration:
     """Generate with the visual tokens of ``inputs`` pruned by ``pruner``.
@@ -103,7 +111,10 @@ def generate_pruned(
     ``TokenPruner``. ``budget``: LLaVA-NeXT and LLaVA-OneVision images only, the visual
     tokens kept per image.
     ``generate_kwargs`` go to ``model.generate`` unchanged (e.g. ``max_new_tokens``,
-    ``do_sample=False``). Returns the new tokens and the per-sample kept counts.
+    ``do_sample=False``). ``stage_clock``: a ``StageClock`` that every adapter fills with
+    the seconds of its "vision", "projector" and "llm" stages and the pruner's
+    ``selection_time_s`` (``stages.py``); None (the default) times nothing. Returns the new
+    tokens and the per-sample kept counts.
     """
     adapter = adapter_for(model)
     unknown = set(inputs) - _ACCEPTED_INPUTS - _IGNORED_INPUTS
@@ -114,11 +125,13 @@ def generate_pruned(
     if "input_ids" not in inputs:
         raise PruningError("inputs need input_ids with the processor's visual placeholders")
     if adapter in (generate_llava_next, generate_llava_onevision):
-        return adapter(model, inputs, pruner, budget=budget, **generate_kwargs)
+        return adapter(
+            model, inputs, pruner, budget=budget, stage_clock=stage_clock, **generate_kwargs
+        )
     if budget is not None:
         raise PruningError(
             f"budget applies to LLaVA-NeXT and LLaVA-OneVision only, not {type(model).__name__}"
         )
     if adapter is generate_llava and inputs.get("pixel_values") is None:
         raise PruningError("LLaVA inputs need pixel_values")
-    return adapter(model, inputs, pruner, **generate_kwargs)
+    return adapter(model, inputs, pruner, stage_clock=stage_clock, **generate_kwargs)

@@ -18,6 +18,7 @@ import torch
 from torch import nn
 
 from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
+from fpcost.pruner.adapters.stages import StageClock, record_selection, timed
 from fpcost.pruner.api import EncoderOutput, Selection
 from fpcost.pruner.errors import PruningError
 
@@ -123,14 +124,21 @@ def select_strategy(model: nn.Module) -> str:
     return strategy
 
 
-def run_pruner(pruner, vision_model: nn.Module, pixel_values: torch.Tensor) -> EncoderOutput:
-    """Run ``pruner`` once and check its output against the contract in ``api.py``."""
+def run_pruner(
+    pruner,
+    vision_model: nn.Module,
+    pixel_values: torch.Tensor,
+    stage_clock: StageClock | None = None,
+) -> EncoderOutput:
+    """Run ``pruner`` once and check its output against the contract in ``api.py``; its
+    ``selection_time_s`` goes to ``stage_clock`` (the caller times the pass as "vision")."""
     encoded = pruner.encode_and_select(vision_model, pixel_values)
     if not isinstance(encoded, EncoderOutput):
         raise PruningError(
             f"{type(pruner).__name__}.encode_and_select returned {type(encoded).__name__}, "
             "not EncoderOutput"
         )
+    record_selection(stage_clock, encoded.selection_time_s)
     batch = pixel_values.shape[0]
     selection = encoded.selection
     if len(encoded.hidden_states) == 0:
@@ -270,19 +278,21 @@ def generate_from_segments(
     features: Mapping[int, torch.Tensor],
     generate_kwargs: Mapping[str, object],
     selections: dict[str, Selection],
+    stage_clock: StageClock | None = None,
 ) -> PrunedGeneration:
     """The end every adapter shares: rebuild the prompt with each segment's kept count of
     placeholders (left-padded), scatter ``features`` into them, ``generate``, and report the
-    counts per sample."""
-    prompt = rebuild_prompt(
-        inputs["input_ids"],
-        inputs.get("attention_mask"),
-        segments,
-        pad_token_id(model, generate_kwargs),
-    )
-    sequences, raw = embed_and_generate(
-        model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs
-    )
+    counts per sample. All of it is the "llm" stage of ``stage_clock``."""
+    with timed(stage_clock, "llm"):
+        prompt = rebuild_prompt(
+            inputs["input_ids"],
+            inputs.get("attention_mask"),
+            segments,
+            pad_token_id(model, generate_kwargs),
+        )
+        sequences, raw = embed_and_generate(
+            model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs
+        )
     return PrunedGeneration(
         sequences=sequences,
         input_ids=prompt.input_ids,

@@ -26,6 +26,7 @@ from fpcost.pruner.adapters.common import (
     run_pruner,
 )
 from fpcost.pruner.adapters.rebuild import Segment
+from fpcost.pruner.adapters.stages import StageClock, timed
 from fpcost.pruner.api import Selection
 
 
@@ -35,13 +36,16 @@ def project_images(
     pixel_values: torch.Tensor,
     pruner,
     keep_prefix: bool | None = None,
+    stage_clock: StageClock | None = None,
 ) -> tuple[list[int], list[int], torch.Tensor, Selection]:
     """Prune and project a batch of images (or frames) (B, C, H, W) through ``tower``.
 
     Returns, per image, the tokens the model would pass on and the tokens kept, the
     projected kept features of all images concatenated (sum K_b, D_text), and the selection.
     ``keep_prefix=None`` follows the model's image path (drop CLS under "default");
-    Video-LLaVA frames pass ``True``.
+    Video-LLaVA frames pass ``True``. ``stage_clock``: the tower pass with the pruner is
+    "vision"; reading the feature layer, gathering the kept tokens and the projector are
+    "projector".
     """
     if pixel_values.dim() != 4:
         raise PruningError(
@@ -49,8 +53,11 @@ def project_images(
             f"got {tuple(pixel_values.shape)}"
         )
     weight = next(tower.parameters())
-    with torch.no_grad():
-        encoded = run_pruner(pruner, tower, pixel_values.to(weight.device, weight.dtype))
+    with torch.no_grad(), timed(stage_clock, "vision"):
+        encoded = run_pruner(
+            pruner, tower, pixel_values.to(weight.device, weight.dtype), stage_clock
+        )
+    with torch.no_grad(), timed(stage_clock, "projector"):
         layers = feature_layers(model)
         features = layer_features(encoded, layers)  # (B, N_tokens, D')
         selection = encoded.selection
@@ -68,21 +75,32 @@ def generate_llava(
     model: nn.Module,
     inputs: Mapping[str, torch.Tensor],
     pruner,
+    *,
+    stage_clock: StageClock | None = None,
     **generate_kwargs,
 ) -> PrunedGeneration:
     """Greedy or sampled ``generate`` with each image's tokens pruned by ``pruner``.
 
     ``inputs``: ``input_ids`` (B, L) with the processor's placeholders expanded,
     ``attention_mask`` (B, L) optional, ``pixel_values`` (num_images, C, H, W), one image
-    per ``<image>`` run in prompt order.
+    per ``<image>`` run in prompt order. ``stage_clock``: times "vision", "projector" and
+    "llm" (``stages.py``); None times nothing.
     """
     if inputs.get("image_sizes") is not None:
         raise PruningError("LLaVA with image_sizes (Pixtral-style towers) is not supported")
     pixel_values = inputs["pixel_values"]
     tower = find_module(model, "vision_tower")
-    num_tokens, num_kept, projected, selection = project_images(model, tower, pixel_values, pruner)
+    num_tokens, num_kept, projected, selection = project_images(
+        model, tower, pixel_values, pruner, stage_clock=stage_clock
+    )
     token_id = config_token_id(model, "image_token_id", "image_token_index")
     segments = [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
     return generate_from_segments(
-        model, inputs, segments, {token_id: projected}, generate_kwargs, {"image": selection}
+        model,
+        inputs,
+        segments,
+        {token_id: projected},
+        generate_kwargs,
+        {"image": selection},
+        stage_clock,
     )

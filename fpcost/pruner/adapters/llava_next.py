@@ -48,6 +48,7 @@ from fpcost.pruner.adapters.common import (
     select_strategy,
 )
 from fpcost.pruner.adapters.rebuild import Segment
+from fpcost.pruner.adapters.stages import StageClock, timed
 from fpcost.pruner.api import Selection
 from fpcost.pruner.budget import budget_order
 
@@ -153,12 +154,17 @@ def generate_llava_next(
     inputs: Mapping[str, torch.Tensor],
     pruner,
     budget: int | None = None,
+    *,
+    stage_clock: StageClock | None = None,
     **generate_kwargs,
 ) -> PrunedGeneration:
     """``generate`` with each AnyRes image cut to ``budget`` visual tokens (see module doc).
 
     ``inputs``: ``input_ids`` (B, L), optional ``attention_mask`` (B, L), ``pixel_values``
     (num_images, max_crops, C, H, W) and ``image_sizes`` (num_images, 2) as (height, width).
+    ``stage_clock`` (``stages.py``): the crops' tower pass with the pruner is "vision"; the
+    packed-position choice, the projector and the newline table are "projector";
+    ``generate`` is "llm". None times nothing.
     """
     if budget is not None and (
         isinstance(budget, bool) or not isinstance(budget, int) or budget < 1
@@ -178,8 +184,9 @@ def generate_llava_next(
 
     if budget is not None and callable(getattr(pruner, "with_complete_rows", None)):
         pruner = pruner.with_complete_rows()  # an exact budget order for any K (module doc)
-    with torch.no_grad():
-        encoded = run_pruner(pruner, tower, crops.to(weight.device, weight.dtype))
+    with torch.no_grad(), timed(stage_clock, "vision"):
+        encoded = run_pruner(pruner, tower, crops.to(weight.device, weight.dtype), stage_clock)
+    with torch.no_grad(), timed(stage_clock, "projector"):
         selection: Selection = encoded.selection
         if encoded.merged_features is not None:
             raise PruningError(
@@ -224,5 +231,11 @@ def generate_llava_next(
         Segment(token_id, s.numel(), p.numel()) for s, p in zip(sources, picked, strict=True)
     ]
     return generate_from_segments(
-        model, inputs, segments, {token_id: image_features}, generate_kwargs, {"image": selection}
+        model,
+        inputs,
+        segments,
+        {token_id: image_features},
+        generate_kwargs,
+        {"image": selection},
+        stage_clock,
     )

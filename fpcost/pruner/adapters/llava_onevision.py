@@ -206,7 +206,7 @@ def _patch_features(model: nn.Module, tower: nn.Module, pixels: torch.Tensor, pr
     (U, N, D') and the selection."""
     weight = next(tower.parameters())
     with timed(clock, "vision"), torch.no_grad():
-        encoded = run_pruner(pruner, tower, pixels.to(weight.device, weight.dtype))
+        encoded = run_pruner(pruner, tower, pixels.to(weight.device, weight.dtype), clock)
     if encoded.merged_features is not None:
         raise PruningError(
             "merging pruners are not supported on LLaVA-OneVision: its packing selects "

@@ -44,7 +44,7 @@ from fpcost.pruner.adapters.common import (
     find_module,
 )
 from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
-from fpcost.pruner.adapters.stages import timed
+from fpcost.pruner.adapters.stages import record_selection, timed
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values of get_rope_index
 
@@ -75,7 +75,7 @@ def _checked(selected, grid_thw: torch.Tensor, merge: int, kind: str):
     return selected
 
 
-def _select(visual, pruner, selector, pixels, grid_thw, kind):
+def _select(visual, pruner, selector, pixels, grid_thw, kind, stage_clock=None):
     if (pixels is None) != (grid_thw is None):
         name = "pixel_values" if kind == "image" else "pixel_values_videos"
         grid = "image_grid_thw" if kind == "image" else "video_grid_thw"
@@ -86,6 +86,7 @@ def _select(visual, pruner, selector, pixels, grid_thw, kind):
     grid_thw = grid_thw.to(weight.device)
     with torch.no_grad():
         selected = selector(pruner, visual, pixels.to(weight.device, weight.dtype), grid_thw)
+    record_selection(stage_clock, getattr(selected, "selection_time_s", None))
     return _checked(selected, grid_thw, visual.spatial_merge_size, kind)
 
 
@@ -199,9 +200,9 @@ def generate_qwen_vl(
     video_id = config_token_id(model, "video_token_id")
     with timed(stage_clock, "vision"):
         images = _select(visual, pruner, selector, inputs.get("pixel_values"),
-                         inputs.get("image_grid_thw"), "image")
+                         inputs.get("image_grid_thw"), "image", stage_clock)
         videos = _select(visual, pruner, selector, inputs.get("pixel_values_videos"),
-                         inputs.get("video_grid_thw"), "video")
+                         inputs.get("video_grid_thw"), "video", stage_clock)
     if images is None and videos is None:
         raise PruningError("Qwen-VL inputs need pixel_values with image_grid_thw "
                            "or pixel_values_videos with video_grid_thw")

@@ -12,6 +12,11 @@ call except the timed ones of ``fpcost generate``) that is a no-op. Stage names:
 
 Each stage is bracketed by a device synchronisation (CUDA), so queued kernels are counted in
 the stage that launched them. Repeated names add up (several images in one call).
+
+The pruner's own ``selection_time_s`` (``EncoderOutput.selection_time_s``: hooks + scoring +
+choosing, by the pruner's clock) is handed to ``record_selection(clock, seconds)`` by the
+adapter that ran the pruner (``common.run_pruner`` does it); ``selection_time_s`` stays None
+when an adapter reported none, so the caller can tell "not reported" from "zero".
 """
 
 from __future__ import annotations
@@ -36,6 +41,7 @@ class StageClock:
     def __init__(self, device: torch.device | None = None):
         self.device = device
         self.times_s: dict[str, float] = {}
+        self.selection_time_s: float | None = None  # the pruner's, inside "vision"
 
     @contextmanager
     def stage(self, name: str) -> Iterator[None]:
@@ -48,6 +54,13 @@ class StageClock:
         finally:
             _sync(self.device)
             self.times_s[name] = self.times_s.get(name, 0.0) + time.perf_counter() - start
+
+
+def record_selection(clock: StageClock | None, seconds: float | None) -> None:
+    """Add a pruner's ``selection_time_s`` to ``clock`` (summed over calls); no-op without a
+    clock. ``seconds=None`` (a pruner that does not time itself) counts as 0 s."""
+    if clock is not None:
+        clock.selection_time_s = (clock.selection_time_s or 0.0) + float(seconds or 0.0)
 
 
 def timed(clock: StageClock | None, name: str) -> AbstractContextManager[None]:

@@ -25,12 +25,15 @@ from fpcost.pruner.adapters.common import (
 )
 from fpcost.pruner.adapters.llava import project_images
 from fpcost.pruner.adapters.rebuild import Segment
+from fpcost.pruner.adapters.stages import StageClock
 
 
 def generate_video_llava(
     model: nn.Module,
     inputs: Mapping[str, torch.Tensor],
     pruner,
+    *,
+    stage_clock: StageClock | None = None,
     **generate_kwargs,
 ) -> PrunedGeneration:
     """``generate`` with image and frame tokens pruned by ``pruner``.
@@ -39,6 +42,8 @@ def generate_video_llava(
     processor's placeholders expanded; ``pixel_values`` (or the older name
     ``pixel_values_images``) (num_images, C, H, W) and/or ``pixel_values_videos``
     (num_videos, F, C, H, W). Units in the result: one per image, one per frame.
+    ``stage_clock``: both towers' passes add up in "vision", both projections in "projector",
+    and ``generate`` is "llm" (``stages.py``); None times nothing.
     """
     images = inputs.get("pixel_values")
     if images is None:
@@ -54,7 +59,7 @@ def generate_video_llava(
         token_id = config_token_id(model, "image_token_id", "image_token_index")
         tower = find_module(model, "image_tower")
         num_tokens, num_kept, features[token_id], selections["image"] = project_images(
-            model, tower, images, pruner
+            model, tower, images, pruner, stage_clock=stage_clock
         )
         segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
     if videos is not None:
@@ -67,8 +72,10 @@ def generate_video_llava(
         tower = find_module(model, "video_tower")
         frames = videos.flatten(0, 1)  # (num_videos * F, C, H, W), video-major like the model
         num_tokens, num_kept, features[token_id], selections["video"] = project_images(
-            model, tower, frames, pruner, keep_prefix=True
+            model, tower, frames, pruner, keep_prefix=True, stage_clock=stage_clock
         )
         segments += [Segment(token_id, n, k) for n, k in zip(num_tokens, num_kept, strict=True)]
 
-    return generate_from_segments(model, inputs, segments, features, generate_kwargs, selections)
+    return generate_from_segments(
+        model, inputs, segments, features, generate_kwargs, selections, stage_clock
+    )

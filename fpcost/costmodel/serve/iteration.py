@@ -113,12 +113,14 @@ def part_ops(model: ModelSpec, settings: PipelineSettings, part: str, **counts) 
     raise ValueError(f"unknown iteration part {part!r}")
 
 
-def _summed(op: Op) -> Op:
-    """An operator whose fields are arrays (one element per request) as one batched kernel:
-    each FLOP and byte term summed."""
+def _summed(op: Op, num_requests: int) -> Op:
+    """An operator whose fields are arrays (one element per request; a term that does not
+    depend on the context is a scalar, the same for each) as one batched kernel: each FLOP
+    and byte term summed over the requests."""
     import numpy as np
 
-    return replace(op, **{name: float(np.sum(getattr(op, name))) for name in NUMERIC_FIELDS})
+    return replace(op, **{name: float(np.broadcast_to(getattr(op, name), (num_requests,)).sum())
+                          for name in NUMERIC_FIELDS})
 
 
 def iteration_ops(model: ModelSpec, batch: IterationBatch, settings: PipelineSettings) -> list[Op]:
@@ -134,7 +136,8 @@ def iteration_ops(model: ModelSpec, batch: IterationBatch, settings: PipelineSet
         ops += part_ops(model, settings, "tokens", num_tokens=batch.num_tokens, stage=stage)
     if batch.decode_kv_tokens:
         kv = np.asarray(batch.decode_kv_tokens, dtype=np.int64)
-        ops += [_summed(op) for op in part_ops(model, settings, "decode_attention", kv_tokens=kv)]
+        ops += [_summed(op, len(kv))
+                for op in part_ops(model, settings, "decode_attention", kv_tokens=kv)]
     for chunk in batch.prefill_chunks:
         ops += part_ops(model, settings, "prefill_attention", query_tokens=chunk.num_query_tokens,
                         kv_tokens=chunk.num_kv_tokens)

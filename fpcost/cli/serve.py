@@ -139,8 +139,12 @@ def serve(model_name, config_path, hardware_name, bits, quant_text, rate, num_re
                                    ".json name)")
     payload = scenario.payload(rate, slo_ttft, slo_tpot, search_rate, slo_target)
     if plot_path is not None:
-        rates = (parse_ratios_any(plot_rates) if plot_rates is not None
-                 else [payload["settings"]["rate"] * f for f in (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2)])
+        centre = payload["settings"]["rate"]
+        if plot_rates is None and centre is None:
+            raise click.UsageError("no rate met the SLOs, so --plot has no default rates; give "
+                                   "--plot-rates R,R,...")
+        rates = (parse_rates(plot_rates) if plot_rates is not None
+                 else [centre * f for f in (0.25, 0.5, 0.75, 1, 1.25, 1.5, 2)])
         _plot(scenario, rates, plot_path, slo_ttft, slo_tpot)
     if output_format == "json":
         text = serve_json(payload)
@@ -156,7 +160,7 @@ def serve(model_name, config_path, hardware_name, bits, quant_text, rate, num_re
         stderr_console.print(f"wrote {output}")
 
 
-def parse_ratios_any(text: str) -> list[float]:
+def parse_rates(text: str) -> list[float]:
     """``--plot-rates``: comma-separated rates, each finite and > 0."""
     rates = []
     for part in text.split(","):

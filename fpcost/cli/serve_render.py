@@ -25,7 +25,8 @@ def _servers(payload: dict) -> dict[str, dict]:
     """name -> {summary, kv_cache, mean_visual_tokens?}, in the payload's order."""
     names = [n for n in ("unpruned", "pruned") if n in payload]
     if not names:
-        return {"server": {"summary": payload["summary"], "kv_cache": payload["kv_cache"]}}
+        return {"server": {"summary": payload["summary"], "kv_cache": payload["kv_cache"],
+                           "mean_visual_tokens": payload["mean_visual_tokens"]}}
     return {n: payload[n] for n in names}
 
 
@@ -98,7 +99,8 @@ def render_serve(payload: dict) -> None:
         row = {"what": label}
         for name, flat in flats.items():
             if key is None:
-                row[name] = f"{flat.get('num_completed')} / {flat.get('num_requests')}"
+                row[name] = ("—" if flat.get("num_requests") is None
+                             else f"{flat['num_completed']} / {flat['num_requests']}")
             elif key in ("ttft", "tpot", "latency"):
                 row[name] = " / ".join(_ms(flat.get(f"{key}_{p}_s")) for p in ("p50", "p90", "p99"))
             else:
@@ -117,6 +119,11 @@ def render_serve(payload: dict) -> None:
     for name, entry in servers.items():
         for item in (entry["summary"] or {}).get("rejected", [])[:5]:
             caption += f"\n{name}: request {item['request']} rejected: {item['reason']}"
+    for name, found in payload.get("max_rate", {}).items():
+        if found["max_rate_requests_per_s"] is None:
+            caption += (f"\n{name}: no rate down to {found['trials'][-1]['rate']:.2g} requests/s "
+                        f"met the SLOs for {found['target_attainment']:.0%} of requests (one "
+                        "request alone misses them)")
     for note in s["notes"]:
         caption += f"\n{note}"
     render_table(rows, [Column("what", "fpcost serve", justify="left"),

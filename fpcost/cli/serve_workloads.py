@@ -123,12 +123,13 @@ class Scenario:
             "settings": self._settings(main_rate, slo_ttft, slo_tpot, search, target),
             "summary": runs[self.main.name].summary if runs[self.main.name] else None,
             "kv_cache": self.main.server.capacity.as_dict(),
+            "mean_visual_tokens": _mean_visual(self.main),
         }
         if len(self.variants) > 1:
             for variant in self.variants:
                 run = runs[variant.name]
                 payload[variant.name] = {
-                    "mean_visual_tokens": _mean_visual(variant, run),
+                    "mean_visual_tokens": _mean_visual(variant),
                     "kv_cache": variant.server.capacity.as_dict(),
                     "summary": run.summary if run else None}
         if search:
@@ -164,7 +165,7 @@ class Scenario:
         }
 
 
-def _mean_visual(variant: Variant, run) -> float:
+def _mean_visual(variant: Variant) -> float:
     """Mean visual tokens per request of the variant (the same at every rate)."""
     if variant.requests is not None:
         counts = [r.workload.num_visual_tokens for r in variant.requests]

@@ -143,3 +143,37 @@ def test_trace_excludes_rate(tmp_path, capsys):
     path.write_text("arrival_time_s\n0\n")
     code, _, err = run_cli(capsys, "serve", "--trace", path, "--rate", "1")
     one_line_error(code, err, "do not combine it with --rate")
+
+
+def test_trace_image_sizes_set_visual_tokens(tmp_path, capsys):
+    """LLaVA-NeXT: a row's image size sets its AnyRes layout's tokens, as estimate's would."""
+    path = tmp_path / "t.jsonl"
+    path.write_text(json.dumps({"arrival_time_s": 0, "image_size": "1344x336"}) + "\n"
+                    + json.dumps({"arrival_time_s": 100, "image_size": "336x336"}) + "\n")
+    data = serve_json(capsys, "--model", "llava-next-7b", "--trace", path, "--output-tokens", "2")
+    expected = []
+    for size in ("1344x336", "336x336"):
+        code, out, _ = run_cli(capsys, "estimate", "--model", "llava-next-7b", "--image-size", size,
+                               "--flash-attention", "--format", "json")
+        expected.append(json.loads(out)["workload"]["num_visual_tokens"])
+    assert data["mean_visual_tokens"] == sum(expected) / 2 and expected[0] != expected[1]
+
+
+def test_tokens_from_video_samples_whole_videos(tmp_path, capsys):
+    path = tmp_path / "v.json"
+    path.write_text(json.dumps({"fpcost_prune_version": 1, "images": [
+        {"image": f"f{i}.png", "num_tokens": 256, "num_kept": 100} for i in range(8)]}))
+    data = serve_json(capsys, "--model", "video-llava-7b", "--tokens-from", path, "--rate", "1",
+                      "--num-requests", "10", "--output-tokens", "4")
+    assert data["pruned"]["mean_visual_tokens"] == 800 and data["unpruned"]["mean_visual_tokens"] == 2048
+
+
+def test_no_rate_meeting_the_slos_is_said(capsys):
+    code, out, _ = run_cli(capsys, "serve", "--max-rate", "--slo-ttft", "0.001",
+                           "--num-requests", "5", "--format", "json")
+    data = json.loads(out)
+    assert code == 0 and data["summary"] is None
+    assert data["max_rate"]["server"]["max_rate_requests_per_s"] is None
+    code, _, err = run_cli(capsys, "serve", "--max-rate", "--slo-ttft", "0.001",
+                           "--num-requests", "5", "--plot", "x.png")
+    one_line_error(code, err, "give --plot-rates")

@@ -88,3 +88,29 @@ def test_a_new_request_runs_its_vision_side_once(a6000):
     assert cost.vision_time_s(w, 2) < 2 * cost.vision_time_s(w, 1)
     assert {op.stage for op in iteration_ops(spec, IterationBatch((), (), ((w, 1),)), s)} == {
         "vision", "projector"}
+
+
+def test_a_transform_applies_to_both_paths(a6000):
+    """A parallelism-like rewrite (every part's FLOPs and bytes halved, plus one all-reduce-like
+    operator per layer whose bytes grow with the tokens) reaches the fast path and the
+    op-by-op path alike."""
+    from dataclasses import replace as change
+
+    from fpcost.costmodel.ops import NUMERIC_FIELDS, Op
+
+    def shard(part, ops):
+        halved = [change(op, **{f: getattr(op, f) / 2 for f in NUMERIC_FIELDS}) for op in ops]
+        if part == "tokens":
+            tokens = ops[0].act_read_bytes / (4096 * 2)  # q_proj reads tokens × hidden × 2 B
+            halved.append(Op("decode", "decoder", "all_reduce", "vector", "fp16", "fp16", 32,
+                             act_read_bytes=tokens * 4096 * 2, act_write_bytes=tokens * 4096 * 2))
+        return halved
+
+    spec = get_preset("llava-1.5-7b")
+    s = settings_for(a6000)
+    batch = IterationBatch((700, 900, 30), (PrefillChunk(500, 800, True),),
+                           ((make_workload(spec), 2),))
+    plain = ops_time_s(iteration_ops(spec, batch, s), a6000)
+    reference = ops_time_s(iteration_ops(spec, batch, s, shard), a6000)
+    fast = IterationCost(spec, s, a6000, shard).time_s(batch)
+    assert fast == pytest.approx(reference, rel=1e-12) and reference != pytest.approx(plain)

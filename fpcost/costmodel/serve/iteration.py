@@ -20,8 +20,9 @@ with one request at a time an iteration is exactly the estimate's prefill (with 
 one of its decode steps. The context a decode step attends to follows the estimate's
 convention: step i of a request reads a cache of prompt + i tokens (LLM-Viewer's).
 
-``iteration_ops`` is the one definition of what an iteration runs (a parallelism transform
-wraps it, or ``part_ops`` under it). ``IterationCost`` times iterations fast: the
+``iteration_ops`` is the one definition of what an iteration runs; a parallelism transform
+(``OpsTransform``: part name and operators in, operators out) rewrites each part in it and
+in ``IterationCost`` alike. ``IterationCost`` times iterations fast: the
 ``tokens`` and ``lm_head`` parts are memoised per count, prefill attention per (chunk,
 context), the vision side per (workload, count), and decode attention in closed form: every
 FLOP and byte of a decode step's attention is affine in the context length (checked
@@ -123,26 +124,35 @@ def _summed(op: Op, num_requests: int) -> Op:
                           for name in NUMERIC_FIELDS})
 
 
-def iteration_ops(model: ModelSpec, batch: IterationBatch, settings: PipelineSettings) -> list[Op]:
+# A rewrite of one part's operators, e.g. to shard them across GPUs and add the collectives:
+# (part name, operators) -> operators. It must keep decode attention affine in the context.
+OpsTransform = Callable[[str, list[Op]], list[Op]]
+
+
+def iteration_ops(model: ModelSpec, batch: IterationBatch, settings: PipelineSettings,
+                  ops_transform: OpsTransform | None = None) -> list[Op]:
     """Every operator one iteration runs (module docstring), op by op: the reference that
-    ``IterationCost`` must equal."""
+    ``IterationCost`` must equal. ``ops_transform`` rewrites each part's operators."""
     import numpy as np
+
+    def part(name: str, **counts) -> list[Op]:
+        ops = part_ops(model, settings, name, **counts)
+        return ops_transform(name, ops) if ops_transform is not None else ops
 
     stage = "prefill" if batch.prefill_chunks else "decode"
     ops: list[Op] = []
     for workload, count in batch.vision:
-        ops += part_ops(model, settings, "vision", workload=workload, count=count)
+        ops += part("vision", workload=workload, count=count)
     if batch.num_tokens:
-        ops += part_ops(model, settings, "tokens", num_tokens=batch.num_tokens, stage=stage)
+        ops += part("tokens", num_tokens=batch.num_tokens, stage=stage)
     if batch.decode_kv_tokens:
         kv = np.asarray(batch.decode_kv_tokens, dtype=np.int64)
-        ops += [_summed(op, len(kv))
-                for op in part_ops(model, settings, "decode_attention", kv_tokens=kv)]
+        ops += [_summed(op, len(kv)) for op in part("decode_attention", kv_tokens=kv)]
     for chunk in batch.prefill_chunks:
-        ops += part_ops(model, settings, "prefill_attention", query_tokens=chunk.num_query_tokens,
-                        kv_tokens=chunk.num_kv_tokens)
+        ops += part("prefill_attention", query_tokens=chunk.num_query_tokens,
+                    kv_tokens=chunk.num_kv_tokens)
     if batch.num_emitting:
-        ops += part_ops(model, settings, "lm_head", num_emitting=batch.num_emitting, stage=stage)
+        ops += part("lm_head", num_emitting=batch.num_emitting, stage=stage)
     return ops
 
 
@@ -169,12 +179,12 @@ class _AffineOp:
 class IterationCost:
     """Fast iteration times, equal to ``ops_time_s(iteration_ops(...))`` to float rounding
     (tests/serve check it). ``ops_transform`` (default none) rewrites every part's operators
-    in both paths alike, e.g. to shard them across GPUs."""
+    as ``iteration_ops`` does, e.g. to shard them across GPUs."""
 
     def __init__(self, model: ModelSpec, settings: PipelineSettings, hardware: HardwareProfile,
-                 ops_transform: Callable[[list[Op]], list[Op]] | None = None):
+                 ops_transform: OpsTransform | None = None):
         self.model, self.settings, self.hardware = model, settings, hardware
-        self._transform = ops_transform or (lambda ops: ops)
+        self._transform = ops_transform or (lambda part, ops: ops)
         self._tokens: dict[tuple[int, str], float] = {}
         self._lm_head: dict[tuple[int, str], float] = {}
         self._prefill_attention: dict[tuple[int, int], float] = {}
@@ -194,7 +204,7 @@ class IterationCost:
                                     "length; fpcost serve cannot split its iterations")
 
     def _part(self, part: str, **counts) -> list[Op]:
-        return self._transform(part_ops(self.model, self.settings, part, **counts))
+        return self._transform(part, part_ops(self.model, self.settings, part, **counts))
 
     def _fit_decode_attention(self) -> list[_AffineOp]:
         """Per operator, the per-request and per-context-token coefficients of decode

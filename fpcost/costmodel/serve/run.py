@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from ..hardware import HardwareProfile
-from ..ops import Op
 from ..pipeline import PipelineSettings
 from ..spec import ModelSpec
 from .capacity import KVCapacity, ServerSettings, kv_capacity
-from .iteration import IterationCost
+from .iteration import IterationCost, OpsTransform
 from .metrics import summarize
 from .requests import Request
 from .scheduler import SimulationResult, simulate
@@ -32,7 +30,7 @@ class Server:
 
     def __init__(self, model: ModelSpec, hardware: HardwareProfile, settings: PipelineSettings,
                  server: ServerSettings | None = None,
-                 ops_transform: Callable[[list[Op]], list[Op]] | None = None):
+                 ops_transform: OpsTransform | None = None):
         self.model, self.hardware, self.settings = model, hardware, settings
         self.server = server or ServerSettings()
         self.capacity: KVCapacity = kv_capacity(model, hardware, settings, self.server)

@@ -12,7 +12,7 @@ from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.anyres import parse_image_size
 from fpcost.costmodel.families import family_of
 from fpcost.costmodel.pipeline import PipelineSettings
-from fpcost.costmodel.pruning import DEFAULT_SELECTION
+from fpcost.costmodel.pruning import DEFAULT_SELECTION, FREE_METHODS, UNMODELLED_METHODS
 from fpcost.costmodel.serve.capacity import (
     DEFAULT_GPU_MEMORY_UTILIZATION,
     DEFAULT_MAX_NUM_BATCHED_TOKENS,
@@ -38,6 +38,8 @@ from .options import (
 )
 from .render import FORMATS, stderr_console
 from .serve_render import render_serve, serve_csv, serve_json
+
+METHODS = ("freepruner", *(m for m in FREE_METHODS if m != "keep-all"), *UNMODELLED_METHODS)
 
 
 def _positive_seconds(ctx, param, value):
@@ -66,6 +68,10 @@ def _positive_seconds(ctx, param, value):
 @click.option("--keep-ratio", type=float, default=None,
               help="Also serve the pruned model, keeping this fraction in (0, 1] of each request's "
                    "visual tokens; both servers are reported side by side.")
+@click.option("--method", type=click.Choice(METHODS), default=None,
+              help="With --keep-ratio: the pruning method whose selection the pruned server runs "
+                   "[default: freepruner, its selection costed as in estimate; random / uniform read "
+                   "no attention map (no selection cost); cls / prumerge+ cost not modelled].")
 @click.option("--trace", type=InputPath(path_type=Path), default=None,
               help="Requests from a JSONL or CSV trace (docs/serving.md gives the columns) "
                    "instead of Poisson arrivals.")
@@ -104,7 +110,7 @@ def _positive_seconds(ctx, param, value):
 @click.option("--plot-rates", default=None, metavar="R,R,...",
               help="--plot: the arrival rates [default: 0.25 .. 2 x --rate].")
 def serve(model_name, config_path, hardware_name, bits, quant_text, rate, num_requests, seed,
-          output_tokens, text_tokens, image_size, keep_ratio, trace, tokens_from, slo_ttft,
+          output_tokens, text_tokens, image_size, keep_ratio, method, trace, tokens_from, slo_ttft,
           slo_tpot, slo_target, search_rate, chunked_prefill, max_num_batched_tokens,
           max_num_seqs, gpu_memory_utilization, flash_attention, accounting, output_format,
           output, plot_path, plot_rates):
@@ -119,6 +125,9 @@ def serve(model_name, config_path, hardware_name, bits, quant_text, rate, num_re
     check_keep_ratio(keep_ratio)
     _check_combinations(rate, trace, tokens_from, keep_ratio, search_rate, slo_ttft, slo_tpot,
                         plot_path, plot_rates)
+    if method is not None and keep_ratio is None:
+        raise click.UsageError("--method chooses the pruned server's selection: give --keep-ratio "
+                               "too (--tokens-from files carry their own method)")
     if rate is not None:
         check_rate(rate)
     size = _image_size(model, image_size)
@@ -130,6 +139,7 @@ def serve(model_name, config_path, hardware_name, bits, quant_text, rate, num_re
 
     scenario = Scenario.build(model, hardware, settings, server, text_tokens=text_tokens,
                               output_tokens=output_tokens, image_size=size, keep_ratio=keep_ratio,
+                              method=method,
                               trace=trace, tokens_from=tokens_from, num_requests=num_requests,
                               seed=seed)
     if output is not None and output_format == "table":

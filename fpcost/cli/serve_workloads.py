@@ -15,6 +15,7 @@ from pathlib import Path
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.families import family_of
 from fpcost.costmodel.pipeline import make_workload
+from fpcost.costmodel.pruning import selection_from_file
 from fpcost.costmodel.serve.requests import Request, poisson_requests, sample_indices
 from fpcost.costmodel.serve.run import Server
 from fpcost.costmodel.serve.search import max_rate
@@ -65,16 +66,21 @@ class Scenario:
 
     @classmethod
     def build(cls, model, hardware, settings, server, *, text_tokens, output_tokens, image_size,
-              keep_ratio, trace, tokens_from, num_requests, seed) -> Scenario:
+              keep_ratio, trace, tokens_from, num_requests, seed, method=None) -> Scenario:
         notes: list[str] = []
         plain = Server(model, hardware, settings, server)
+        pruner = plain
+        if method not in (None, "freepruner"):  # freepruner: estimate's default selection
+            chosen = selection_from_file(method, {}, None, family_of(model).tower_depth(model), 0)
+            pruner = Server(model, hardware, replace(settings, selection=chosen.spec), server)
+            notes.append(f"pruned server: {chosen.description}")
         if trace is not None:
             rows = parse_trace(_read_trace(trace), str(trace))
             base = trace_requests(rows, str(trace), model, text_tokens, output_tokens)
             variants = [Variant("unpruned" if keep_ratio else "server", plain, [], requests=base)]
             if keep_ratio is not None:
                 pruned = trace_requests(rows, str(trace), model, text_tokens, output_tokens, keep_ratio)
-                variants.append(Variant("pruned", plain, [], requests=pruned))
+                variants.append(Variant("pruned", pruner, [], requests=pruned))
             return cls(model, hardware, settings, server, variants, f"trace {trace}",
                        len(base), seed, text_tokens, output_tokens, notes)
         unpruned = make_workload(model, text_tokens=text_tokens, image_size=image_size,
@@ -86,7 +92,7 @@ class Scenario:
         elif keep_ratio is not None:
             pruned = make_workload(model, keep_ratio=keep_ratio, text_tokens=text_tokens,
                                    image_size=image_size, output_tokens=output_tokens)
-            variants = [Variant("unpruned", plain, [unpruned]), Variant("pruned", plain, [pruned])]
+            variants = [Variant("unpruned", plain, [unpruned]), Variant("pruned", pruner, [pruned])]
         else:
             variants = [Variant("server", plain, [unpruned])]
         return cls(model, hardware, settings, server, variants, "poisson", num_requests, seed,

@@ -177,3 +177,14 @@ def test_no_rate_meeting_the_slos_is_said(capsys):
     code, _, err = run_cli(capsys, "serve", "--max-rate", "--slo-ttft", "0.001",
                            "--num-requests", "5", "--plot", "x.png")
     one_line_error(code, err, "give --plot-rates")
+
+
+def test_method_without_a_selection_cost_is_no_slower(capsys):
+    """random reads no attention map: its pruned server skips freePruner's selection stage."""
+    common = ("--rate", "30", "--num-requests", "200", "--keep-ratio", "0.5")
+    free = serve_json(capsys, *common)["pruned"]["summary"]
+    rand = serve_json(capsys, *common, "--method", "random")
+    assert "random: reads no attention map" in rand["settings"]["notes"][0]
+    assert rand["pruned"]["summary"]["mean_latency_s"] < free["mean_latency_s"]
+    code, _, err = run_cli(capsys, "serve", "--rate", "1", "--method", "random")
+    one_line_error(code, err, "give --keep-ratio")

@@ -154,7 +154,7 @@ def simulate(requests: list[Request], cost: IterationCost, server: ServerSetting
         scheduled: list[tuple[_State, int]] = []
         num_decodes = decode_context = 0
         chunks: list[PrefillChunk] = []
-        vision: Counter = Counter()
+        vision: Counter | None = None  # made when a prefill starts (most iterations: none)
         preempted = False
         index = 0
         while index < len(running) and budget > 0:
@@ -162,7 +162,7 @@ def simulate(requests: list[Request], cost: IterationCost, server: ServerSetting
             num_new = r.prompt + r.generated - r.computed
             if chunked and num_new > budget:
                 num_new = budget
-            need = _blocks(r.computed + num_new, bs) - r.blocks
+            need = -(-(r.computed + num_new) // bs) - r.blocks  # blocks, rounded up
             self_preempted = False
             while need > free:  # preempt the newest running request, by recompute
                 victim = running.pop()
@@ -197,7 +197,7 @@ def simulate(requests: list[Request], cost: IterationCost, server: ServerSetting
                         num_new = budget
                     elif scheduled:
                         break
-                need = _blocks(num_new, bs)
+                need = -(-num_new // bs)
                 if need > free:
                     break
                 waiting.popleft()
@@ -206,11 +206,14 @@ def simulate(requests: list[Request], cost: IterationCost, server: ServerSetting
                 r.blocks = need
                 scheduled.append((r, num_new))
                 budget -= num_new
+                if vision is None:
+                    vision = Counter()
                 vision[r.workload] += 1
                 chunks.append(PrefillChunk(num_new, num_new, num_new == r.prompt + r.generated))
         if not scheduled:  # cannot happen after the rejections; never loop forever
             raise RuntimeError("the scheduler made no progress; this is a bug in fpcost serve")
-        dt = cost.parts_time_s(num_decodes, decode_context, chunks, tuple(vision.items()))
+        dt = cost.parts_time_s(num_decodes, decode_context, chunks,
+                               tuple(vision.items()) if vision else ())
         t_end = t + dt
         kv_area += (num_blocks - free) * dt
         busy += dt

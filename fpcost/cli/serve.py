@@ -42,6 +42,12 @@ from .serve_render import render_serve, serve_csv, serve_json
 METHODS = ("freepruner", *(m for m in FREE_METHODS if m != "keep-all"), *UNMODELLED_METHODS)
 
 
+def _fraction(ctx, param, value):
+    if not 0 < value <= 1:
+        raise click.BadParameter(f"{value!r} is not a fraction in (0, 1]")
+    return value
+
+
 def _positive_seconds(ctx, param, value):
     if value is not None and not 0 < value < float("inf"):
         raise click.BadParameter(f"{value!r} must be a finite number of seconds > 0")
@@ -83,6 +89,7 @@ def _positive_seconds(ctx, param, value):
 @click.option("--slo-tpot", type=float, default=None, callback=_positive_seconds,
               help="Time-per-output-token SLO in seconds.")
 @click.option("--slo-target", type=float, default=DEFAULT_TARGET, show_default=True,
+              callback=_fraction,
               help="--max-rate: the fraction of requests that must meet every SLO.")
 @click.option("--max-rate", "search_rate", is_flag=True,
               help="Search the highest Poisson rate whose SLO attainment reaches --slo-target "

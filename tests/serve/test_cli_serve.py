@@ -112,6 +112,7 @@ def test_output_file_and_plot(tmp_path, capsys):
     (["--rate", "1", "--image-size", "640x480"], "changes nothing for llava-1.5-7b"),
     (["--rate", "1", "--hardware", "rtx4090", "--model", "llava-1.5-13b"], "leaves no KV cache"),
     (["--rate", "1", "--gpu-memory-utilization", "0"], "--gpu-memory-utilization 0.0 must be in"),
+    (["--max-rate", "--slo-ttft", "1", "--slo-target", "1.5"], "1.5 is not a fraction in (0, 1]"),
 ])
 def test_bad_input_is_one_line(capsys, args, fragment):
     code, _, err = run_cli(capsys, "serve", *args)

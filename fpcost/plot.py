@@ -229,3 +229,29 @@ def sweep_figure(frame, title: str | None = None) -> Figure:
     fig.suptitle(title or "Prefill vs. kept visual tokens" + (f" — {', '.join(fixed)}" if fixed else ""),
                  fontsize=12)
     return fig
+
+
+def serve_figure(points: Mapping[str, list], title: str | None = None) -> Figure:
+    """Latency (left) and TTFT (right) percentiles p50 / p90 / p99 against the arrival rate,
+    one colour per server (``points``: name -> [(rate, ``fpcost serve`` summary), ...]);
+    p50 solid, p90 dashed, p99 dotted. A rate where nothing completed is left out."""
+    fig = Figure(figsize=(11, 4.6), dpi=DPI, layout="constrained")
+    ax_latency, ax_ttft = fig.subplots(1, 2, sharex=True)
+    styles = {"p50": "-", "p90": "--", "p99": ":"}
+    for i, (name, runs) in enumerate(points.items()):
+        color = f"C{i}"
+        for ax, key in ((ax_latency, "latency_s"), (ax_ttft, "ttft_s")):
+            for p, ls in styles.items():
+                pairs = [(rate, s[key][p]) for rate, s in runs if s.get(key)]
+                if not pairs:
+                    continue
+                ax.plot([r for r, _ in pairs], [v / MILLI for _, v in pairs], color=color, ls=ls,
+                        marker=LINE_MARKERS[i % len(LINE_MARKERS)], ms=4, label=f"{name} {p}")
+    for ax, what in ((ax_latency, "End-to-end latency"), (ax_ttft, "Time to first token")):
+        ax.set_xlabel("Arrival rate (requests/s)")
+        ax.set_ylabel(f"{what} (ms)")
+        ax.set_yscale("log")
+        ax.grid(True, color="0.9", lw=0.6)
+        ax.legend(fontsize=8)
+    fig.suptitle(title or "Served latency against arrival rate", fontsize=12)
+    return fig

@@ -29,6 +29,7 @@ SUBCOMMANDS = {
     "calibrate": "fpcost.cli.calibrate:calibrate",
     "validate": "fpcost.cli.validate:validate",
     "generate": "fpcost.cli.generate:generate",
+    "serve": "fpcost.cli.serve:serve",
 }
 
 EXIT_USAGE = 2

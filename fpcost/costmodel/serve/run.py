@@ -1,0 +1,49 @@
+"""A simulated server built once (KV capacity, iteration costs) and run on request lists."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ..hardware import HardwareProfile
+from ..pipeline import PipelineSettings
+from ..spec import ModelSpec
+from .capacity import KVCapacity, ServerSettings, kv_capacity
+from .iteration import IterationCost, OpsTransform
+from .metrics import summarize
+from .requests import Request
+from .scheduler import SimulationResult, simulate
+
+
+@dataclass(frozen=True)
+class ServeRun:
+    """One simulated run: its requests' timeline and the summary of it."""
+
+    result: SimulationResult
+    summary: dict
+
+
+class Server:
+    """``model`` served on ``hardware`` with ``settings`` (quantization, accounting,
+    FlashAttention, vision settings) under the scheduler's ``server`` settings. The KV
+    capacity and the iteration-cost caches are built once and shared by every run (e.g. the
+    runs of a ``--max-rate`` search)."""
+
+    def __init__(self, model: ModelSpec, hardware: HardwareProfile, settings: PipelineSettings,
+                 server: ServerSettings | None = None,
+                 ops_transform: OpsTransform | None = None):
+        self.model, self.hardware, self.settings = model, hardware, settings
+        self.server = server or ServerSettings()
+        self.capacity: KVCapacity = kv_capacity(model, hardware, settings, self.server)
+        self.cost = IterationCost(model, settings, hardware, ops_transform)
+
+    def run(self, requests: list[Request], slo_ttft_s: float | None = None,
+            slo_tpot_s: float | None = None) -> ServeRun:
+        result = simulate(requests, self.cost, self.server, self.capacity.num_blocks)
+        return ServeRun(result, summarize(result, slo_ttft_s, slo_tpot_s))
+
+
+def serve(model: ModelSpec, hardware: HardwareProfile, requests: list[Request],
+          settings: PipelineSettings, server: ServerSettings | None = None,
+          slo_ttft_s: float | None = None, slo_tpot_s: float | None = None) -> ServeRun:
+    """Simulate ``requests`` on a fresh ``Server``."""
+    return Server(model, hardware, settings, server).run(requests, slo_ttft_s, slo_tpot_s)

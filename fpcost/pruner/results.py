@@ -102,14 +102,19 @@ def results_document(
     encoder: str,
     method: str,
     params: dict[str, Any],
-    image_size: int,
+    image_size: int | None,
     patch_size: int,
+    shared_settings: bool = True,
 ) -> dict[str, Any]:
     """The results file's JSON object (schema in the module docstring). ``settings`` at the
-    top level is the images' common settings (one encoder and image size: the same for all)."""
+    top level is the images' common settings (one encoder and image size: the same for all).
+    ``shared_settings=False`` (dynamic resolution, e.g. Qwen-VL: k follows each image's token
+    count): the top-level ``settings`` is null when the images' differ; each row has its own."""
     settings = [r.settings for r in results]
     if any(s != settings[0] for s in settings[1:]):
-        raise PruningError("images of one results file must share their settings")
+        if shared_settings:
+            raise PruningError("images of one results file must share their settings")
+        settings = [None]
     return {
         "fpcost_prune_version": RESULTS_VERSION,
         "encoder": encoder,

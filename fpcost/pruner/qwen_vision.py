@@ -207,8 +207,9 @@ def _select(pruner, visual, grid_thw, images, capture, layers_found, merge):
             local = torch.arange(image.num_merged)
         else:
             local = order[image.merged_start:image.merged_start + image.num_merged] - image.merged_start
-        attention = ImageAttention(capture.qk, capture.segments, layers_found, image.start, stop,
-                                   local, merge**2, getattr(pruner, "head_reduce", "mean"))
+        qk, segments = (capture.qk, capture.segments) if capture is not None else ({}, {})
+        attention = ImageAttention(qk, segments, layers_found, image.start, stop, local,
+                                   merge**2, getattr(pruner, "head_reduce", "mean"))
         picks.append(_select_image(pruner, attention, image, windowed, generator))
     return [p.kept[0] for p in picks], _combine(picks)
 

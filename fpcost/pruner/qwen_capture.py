@@ -218,26 +218,32 @@ class ImageAttention:
     def rows(self, layer: int, rows: torch.Tensor | None) -> torch.Tensor:
         """(R, M) fp32: the head-aggregated attention rows of merged tokens ``rows`` (R,)
         (original indices; None = all), each averaged over the token's 4 query patches and,
-        per key token, its 4 key patches; zero outside the query's segment (window)."""
+        per key token, its 4 key patches; zero outside the query's segment (window). A merged
+        token's patches share one segment (segments hold whole merged tokens), so each
+        segment's rows are pooled as soon as they are computed: memory (R, M), not (4R, S)."""
         found = self.layers_found[layer]
         q, k = self.qk[layer]
+        unit = self.unit
         rows = torch.arange(self.num_merged) if rows is None else rows
-        tower_rows = self.position[rows]  # (R,)
-        patch_rows = (tower_rows[:, None] * self.unit + torch.arange(self.unit)).flatten()  # (4R,)
-        out = torch.zeros(patch_rows.numel(), self.stop - self.start, dtype=torch.float32,
-                          device=q.device)  # (4R, S_img)
+        tower_rows = self.position[rows]  # (R,) tower positions of the wanted tokens
+        out = torch.zeros(rows.numel(), self.num_merged, dtype=torch.float32,
+                          device=q.device)  # (R, M) tower-order columns
         for a, b in self._segments(layer):
-            a_img, b_img = a - self.start, b - self.start
-            inside = ((patch_rows >= a_img) & (patch_rows < b_img)).nonzero().squeeze(-1)
+            if (a - self.start) % unit or (b - a) % unit:
+                raise PruningError(f"vision block {layer}'s attention segment [{a}, {b}) splits "
+                                   f"a merged token of {unit} patches")
+            first, last = (a - self.start) // unit, (b - self.start) // unit  # merged range
+            inside = ((tower_rows >= first) & (tower_rows < last)).nonzero().squeeze(-1)  # (r,)
             if inside.numel() == 0:
                 continue
-            local = (patch_rows[inside] - a_img).to(q.device)
+            local = ((tower_rows[inside] - first)[:, None] * unit
+                     + torch.arange(unit)).flatten().to(q.device)  # (4r,) patch rows
             attn = attention_rows(q[None, a:b], k[None, a:b], local, found.num_heads,
-                                  found.scale, self.head_reduce)  # (1, r, b - a)
-            out[inside.to(out.device), a_img:b_img] = attn[0]
+                                  found.scale, self.head_reduce)[0]  # (4r, b - a)
+            pooled = attn.view(inside.numel(), unit, last - first, unit).mean(dim=(1, 3))
+            out[inside.to(out.device), first:last] = pooled  # (r, merged in segment)
         check_finite(out[None], layer)
-        pooled = out.view(rows.numel(), self.unit, self.num_merged, self.unit).mean(dim=(1, 3))
-        return self._to_original(pooled)  # (R, M)
+        return self._to_original(out)  # (R, M)
 
     def map(self, layer: int) -> torch.Tensor:
         """(M, M) the whole merged map of ``layer``, rows and columns in original order."""

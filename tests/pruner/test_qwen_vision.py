@@ -131,10 +131,20 @@ def _captured(tower, pixels, grid, layers):
     return capture, found
 
 
+def _video_and_image(two_images):
+    """A 4-frame video as the tower takes it (t = 2 temporal patches of 8 x 12 patches, random
+    pixels: the video processor needs torchvision) packed before an image."""
+    image_pixels, image_grid = processed(two_images[1:])
+    generator = torch.Generator().manual_seed(0)
+    video = torch.randn(2 * 8 * 12, image_pixels.shape[1], generator=generator)
+    return torch.cat([video, image_pixels]), torch.cat([torch.tensor([[2, 8, 12]]), image_grid])
+
+
+@pytest.mark.parametrize("inputs", ["images", "video"])
 @pytest.mark.parametrize("kind", KINDS)
-def test_scores_equal_the_layers_attention_including_windows(kind, two_images):
+def test_scores_equal_the_layers_attention_including_windows(kind, inputs, two_images):
     tower = visual(qwen_model(kind))
-    pixels, grid = processed(two_images)
+    pixels, grid = processed(two_images) if inputs == "images" else _video_and_image(two_images)
     layers = range(len(tower.blocks))
     capture, found = _captured(tower, pixels, grid, layers)
     order = window_order(tower, grid)
@@ -144,8 +154,8 @@ def test_scores_equal_the_layers_attention_including_windows(kind, two_images):
         attn, reference_order, cu = _reference(tower, pixels, grid, layer)
         if order is not None:
             assert torch.equal(order, reference_order)
-        if layer in windowed:  # windows matter on these images: more segments than images
-            assert len(cu) - 1 > len(two_images)
+        slices = int(grid[:, 0].sum())  # a video attends within each temporal slice
+        assert len(cu) - 1 > slices if layer in windowed else len(cu) - 1 == slices
         start = merged_start = 0
         for t, h, w in grid.tolist():
             n_patches, m = t * h * w, t * h * w // 4
@@ -166,6 +176,8 @@ def test_scores_equal_the_layers_attention_including_windows(kind, two_images):
             assert torch.allclose(got.map(layer).double(), expected_map, atol=1e-6)
             rows = torch.tensor([m - 1, 0, m // 2])
             assert torch.allclose(got.rows(layer, rows).double(), expected_map[rows], atol=1e-6)
+            if t > 1:  # nothing crosses temporal slices: token 0's row ends with its slice
+                assert torch.all(got.rows(layer, torch.tensor([0]))[0, m // t:] == 0)
             start += n_patches
             merged_start += m
 

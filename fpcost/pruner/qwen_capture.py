@@ -224,7 +224,7 @@ class ImageAttention:
         found = self.layers_found[layer]
         q, k = self.qk[layer]
         unit = self.unit
-        rows = torch.arange(self.num_merged) if rows is None else rows
+        rows = torch.arange(self.num_merged) if rows is None else rows.cpu()
         tower_rows = self.position[rows]  # (R,) tower positions of the wanted tokens
         out = torch.zeros(rows.numel(), self.num_merged, dtype=torch.float32,
                           device=q.device)  # (R, M) tower-order columns

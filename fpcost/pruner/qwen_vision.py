@@ -96,6 +96,9 @@ class _Image:
 
 def check_method(pruner) -> None:
     """``PruningError`` for a method the Qwen towers cannot run (no CLS token)."""
+    if isinstance(pruner, FreePruner) and pruner.config.include_cls:
+        raise PruningError("--include-cls: Qwen2-VL / Qwen2.5-VL vision towers have no CLS "
+                           "token; leave it out")
     if isinstance(pruner, (FreePruner, RandomPruner, UniformPruner, KeepAllPruner)):
         return
     name = getattr(pruner, "name", type(pruner).__name__)
@@ -135,16 +138,26 @@ def _images(grid_thw: torch.Tensor, pixel_values: torch.Tensor, merge: int) -> l
     return images
 
 
-def window_order(visual: nn.Module, grid_thw: torch.Tensor) -> torch.Tensor | None:
+def window_order(visual: nn.Module, grid_thw: torch.Tensor,
+                 segments: dict[int, torch.Tensor] | None = None) -> torch.Tensor | None:
     """Qwen2.5-VL: ``window_index`` (sum of merged tokens,), the original merged index at each
     tower position, as the tower computes it (transformers' ``get_vision_window_index``);
-    None for a tower without windows (Qwen2-VL)."""
-    if getattr(visual, "fullatt_block_indexes", None) is None:
+    None for a tower without windows (Qwen2-VL). ``segments``: captured ``cu_seqlens`` by
+    layer; those of windowed layers must be the windows computed here (``PruningError``
+    otherwise: the tower's order would not be the one the scores are mapped back with)."""
+    full = getattr(visual, "fullatt_block_indexes", None)
+    if full is None:
         return None
     from transformers.vision_utils import get_vision_window_index
 
-    index, _ = get_vision_window_index(grid_thw.cpu(), spatial_merge_size=visual.spatial_merge_size,
-                                       window_size=visual.window_size, patch_size=visual.patch_size)
+    index, windows = get_vision_window_index(
+        grid_thw.cpu(), spatial_merge_size=visual.spatial_merge_size,
+        window_size=visual.window_size, patch_size=visual.patch_size)
+    for layer, captured in (segments or {}).items():
+        if layer not in full and not torch.equal(captured, windows.to(torch.int64)):
+            raise PruningError(f"vision block {layer} attended within other windows than "
+                               "transformers' get_vision_window_index gives; cannot map its "
+                               "scores back to the merged tokens' order")
     return index.to(torch.int64)
 
 
@@ -197,7 +210,7 @@ def select_merged(pruner, visual: nn.Module, pixel_values: torch.Tensor,
 
 
 def _select(pruner, visual, grid_thw, images, capture, layers_found, merge):
-    order = window_order(visual, grid_thw)
+    order = window_order(visual, grid_thw, capture.segments if capture is not None else None)
     windowed = windowed_layers(visual, len(layers_found))
     picks = []
     generator = torch.Generator().manual_seed(pruner.seed) if isinstance(pruner, RandomPruner) else None

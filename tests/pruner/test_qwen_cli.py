@@ -118,6 +118,7 @@ def test_estimate_refuses_a_file_whose_counts_do_not_match(capsys, checkpoints, 
     (["--complementary-layer", "9"], "--complementary-layer 9 is out of range"),
     (["--start-layer", "-1", "--end-layer", "-2"], "select no layer"),
     (["--image-size", "224"], "--image-size does not apply to Qwen2-VL"),
+    (["--include-cls"], "--include-cls: Qwen2-VL / Qwen2.5-VL vision towers have no CLS"),
     (["--min-pixels", "300000"], "--min-pixels 300000 is larger than --max-pixels"),
 ])
 def test_bad_inputs_exit_2_with_one_line(capsys, checkpoints, image_files, args, fragment, tmp_path):

@@ -182,11 +182,12 @@ def test_scores_equal_the_layers_attention_including_windows(kind, inputs, two_i
             merged_start += m
 
 
-@pytest.mark.parametrize("kind", KINDS)
-def test_selection_equals_the_rule_on_reference_maps(kind, two_images):
+@pytest.mark.parametrize(("kind", "direction"), [(kind, "row") for kind in KINDS]
+                         + [("qwen2_5_vl", "column")])
+def test_selection_equals_the_rule_on_reference_maps(kind, direction, two_images):
     tower = visual(qwen_model(kind))
     pixels, grid = processed(two_images[:1])
-    config = FreePrunerConfig()
+    config = FreePrunerConfig(direction=direction)
     num_layers = len(tower.blocks)
     maps = {layer: _reference(tower, pixels, grid, layer) for layer in
             config.layers_needed(num_layers)}
@@ -206,10 +207,10 @@ def test_selection_equals_the_rule_on_reference_maps(kind, two_images):
 
     comp = config.layers_needed(num_layers)[-1]
     degree = torch.stack([degrees(layer) for layer in config.pivotal_layers(num_layers)])[:, None]
+    vectors = merged_map(comp) if direction == "row" else merged_map(comp).T  # column p as row p
     expected = select_from_scores(
-        config, degree, lambda rows: merged_map(comp)[None] if rows is None
-        else merged_map(comp)[rows][None])
-    got = select_merged(get_pruner("freepruner"), tower, pixels, grid)
+        config, degree, lambda rows: vectors[None] if rows is None else vectors[rows][None])
+    got = select_merged(get_pruner("freepruner", direction=direction), tower, pixels, grid)
     assert torch.equal(got.kept[0], expected.kept[0])
     assert torch.equal(got.selection.pivotal[0], expected.pivotal[0])
 
@@ -302,3 +303,13 @@ def test_qwen2_5_vl_default_layers_are_windowed():
     assert defaults.layers_needed(32) == (28, 29, 30)
     assert set(defaults.layers_needed(32)) <= set(windowed_layers(released, 32))
     assert len(find_qwen_attention_layers(released)) == 32
+
+
+def test_windows_other_than_transformers_are_refused(two_images):
+    """The scores are mapped back with get_vision_window_index's order: a windowed layer whose
+    captured segments differ from its windows (another transformers version) is an error."""
+    tower = visual(qwen_model("qwen2_5_vl"))
+    _, grid = processed(two_images[:1])
+    assert window_order(tower, grid, {2: torch.tensor([0, 5])}) is not None  # 2: full attention
+    with pytest.raises(PruningError, match="vision block 0 attended within other windows"):
+        window_order(tower, grid, {0: torch.tensor([0, 5])})

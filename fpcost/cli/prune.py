@@ -93,7 +93,8 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     "model_path",
     metavar="PATH_OR_ID",
     help="save_pretrained directory (CLIP / SigLIP / DINOv2 vision model, or a LLaVA, "
-    "LLaVA-NeXT, Video-LLaVA, LLaVA-OneVision checkpoint: its vision tower), or a cached "
+    "LLaVA-NeXT, Video-LLaVA, LLaVA-OneVision, Qwen2-VL, Qwen2.5-VL checkpoint: its vision "
+    "tower), or a cached "
     "hub id.",
 )
 @click.option(
@@ -166,6 +167,18 @@ def _overlay_paths(images: list[Path], directory: Path) -> list[Path]:
     help=f"Input side in px, at most {MAX_IMAGE_SIZE} (DINOv2 only).  [default: 336 for dinov2-s14]",
 )
 @click.option(
+    "--min-pixels",
+    type=BoundedInt(1, INT32_MAX),
+    help="Qwen2-VL / Qwen2.5-VL only: smallest resized area in px².  "
+    "[default: the checkpoint's, else 3136]",
+)
+@click.option(
+    "--max-pixels",
+    type=BoundedInt(1, INT32_MAX),
+    help="Qwen2-VL / Qwen2.5-VL only: largest resized area in px².  "
+    "[default: the checkpoint's, else 12845056]",
+)
+@click.option(
     "--overlay",
     "overlay_dir",
     type=click.Path(path_type=Path, file_okay=False),
@@ -197,6 +210,8 @@ def prune(
     head_reduce,
     include_cls,
     image_size,
+    min_pixels,
+    max_pixels,
     overlay_dir,
     output_file,
     output_format,
@@ -261,6 +276,25 @@ def prune(
             )
     params = {key: value for key, value in params.items() if value is not None}
     pruner = get_pruner(method, **params)  # parameter errors before any model is loaded
+
+    from fpcost.pruner.qwen_encoder import qwen_model_type
+
+    if model_path is not None and qwen_model_type(model_path):
+        if image_size is not None:
+            raise click.UsageError("--image-size does not apply to Qwen2-VL / Qwen2.5-VL "
+                                   "(dynamic resolution); use --min-pixels / --max-pixels")
+        from fpcost.cli.prune_qwen import prune_qwen
+
+        overlays = None
+        if overlay_dir is not None:
+            overlay_dir.mkdir(parents=True, exist_ok=True)
+            overlays = _overlay_paths(list(images), overlay_dir)
+        prune_qwen(images, model_path, method, pruner, params, min_pixels, max_pixels, overlays,
+                   output_file, output_format)
+        return
+    for flag, value in (("--min-pixels", min_pixels), ("--max-pixels", max_pixels)):
+        if value is not None:
+            raise click.UsageError(f"{flag} applies to Qwen2-VL / Qwen2.5-VL checkpoints only")
 
     # Layers, budget and count from the encoder's config before its weights load, then again
     # against the loaded encoder (the config may leave some unsettled), before any image.

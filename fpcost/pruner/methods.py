@@ -21,6 +21,7 @@ reads (driver.py), and reports ``selection_time_s`` (capture + scoring + choosin
 from __future__ import annotations
 
 import inspect
+from collections.abc import Callable
 from dataclasses import fields, replace
 
 import torch
@@ -115,47 +116,71 @@ class FreePruner(_Pruner):
         ).view(len(pivotal_layers), run.batch, n)  # (L, B, N)
         for i, layer in enumerate(pivotal_layers):
             check_finite(degrees[i], layer)
-        pivot_entry = pivotal_entry(degrees)  # (B, N)
-        scores = degrees.mean(dim=0)  # (B, N)
-        k_value = config.resolve_k(n)
         comp_q, comp_k = run.qk[comp_layer]
         comp_heads, comp_scale = run.geometry(comp_layer)
 
-        def entries(depth: int) -> torch.Tensor:
-            """Complementary entries, exact for every k <= depth (rows of P(depth))."""
-            if config.direction == "column" or depth >= n:
-                vectors = outlier_vectors(
-                    run.map(comp_layer), torch.arange(n), p, config.direction,
-                    config.include_cls,
+        def vectors(rows: torch.Tensor | None) -> torch.Tensor:
+            """(B, R, T') the complementary layer's vectors of patch rows ``rows`` (R,);
+            None: every patch, from the whole map."""
+            if rows is None:
+                return outlier_vectors(
+                    run.map(comp_layer), torch.arange(n), p, config.direction, config.include_cls
                 )  # (B, N, T'), every patch's vector
-                rows = torch.arange(n)
-            else:
-                rows = (pivot_entry <= depth).any(dim=0).nonzero().squeeze(-1)  # (R,)
-                attn = attention_rows(
-                    comp_q, comp_k, p + rows, comp_heads, comp_scale, config.head_reduce
-                )  # (B, R, T)
-                check_finite(attn, comp_layer)
-                vectors = attn if config.include_cls else attn[:, :, p:]
-            outliers = outlier_matrix(vectors, n, config.iqr_factor)  # (B, R, N)
-            return complementary_entry(outliers, pivot_entry[:, rows])  # (B, N)
+            attn = attention_rows(
+                comp_q, comp_k, p + rows, comp_heads, comp_scale, config.head_reduce
+            )  # (B, R, T)
+            check_finite(attn, comp_layer)
+            return attn if config.include_cls else attn[:, :, p:]
 
-        depth = n if self.complete_rows else k_value
-        comp_entry = entries(depth)
-        if config.budget is not None and depth < n:
-            if config.budget > n:
-                raise PruningError(
-                    f"budget ({config.budget}) exceeds the number of patch tokens ({n})"
-                )
-            needed = int(
-                budget_entry(admission(pivot_entry, comp_entry), scores, config.budget).max()
-            )
-            if needed > depth:  # the budget reaches past the rows computed: compute them all
-                comp_entry = entries(n)
-        selection = select_from_entries(
-            pivot_entry, comp_entry, scores, k_value, config.budget, config.min_keep
-        )
+        selection = select_from_scores(config, degrees, vectors, self.complete_rows)
         selection.settings = config.settings(run.num_layers, n)
         return selection, None, None
+
+
+def select_from_scores(
+    config: FreePrunerConfig,
+    degrees: torch.Tensor,
+    vectors: Callable[[torch.Tensor | None], torch.Tensor],
+    complete_rows: bool = False,
+) -> Selection:
+    """freePruner's choice (pivotal ∪ complementary, adaptive or a fixed budget) from the
+    pivotal layers' contribution degrees ``degrees`` (L, B, N), checked finite, and
+    ``vectors(rows)``: the complementary layer's attention vectors (B, R, T') of the token
+    rows ``rows`` (R,) (rows A[p, :] or columns A[:, p] as ``config.direction`` says; the
+    last N entries are the tokens), or of every token in order when ``rows`` is None.
+    Tokens are whatever the caller scores: patches (``FreePruner``) or merged tokens
+    (``qwen_vision``). Only the rows the adaptive k or the budget needs are asked for; every
+    row for "column" or ``complete_rows``. ``settings`` is left to the caller."""
+    n = degrees.shape[-1]
+    pivot_entry = pivotal_entry(degrees)  # (B, N)
+    scores = degrees.mean(dim=0)  # (B, N)
+    k_value = config.resolve_k(n)
+
+    def entries(depth: int) -> torch.Tensor:
+        """Complementary entries, exact for every k <= depth (rows of P(depth))."""
+        if config.direction == "column" or depth >= n:
+            rows, found = torch.arange(n), vectors(None)  # (B, N, T')
+        else:
+            rows = (pivot_entry <= depth).any(dim=0).nonzero().squeeze(-1)  # (R,)
+            found = vectors(rows)  # (B, R, T')
+        outliers = outlier_matrix(found, n, config.iqr_factor)  # (B, R, N)
+        return complementary_entry(outliers, pivot_entry[:, rows])  # (B, N)
+
+    depth = n if complete_rows else k_value
+    comp_entry = entries(depth)
+    if config.budget is not None and depth < n:
+        if config.budget > n:
+            raise PruningError(
+                f"budget ({config.budget}) exceeds the number of patch tokens ({n})"
+            )
+        needed = int(
+            budget_entry(admission(pivot_entry, comp_entry), scores, config.budget).max()
+        )
+        if needed > depth:  # the budget reaches past the rows computed: compute them all
+            comp_entry = entries(n)
+    return select_from_entries(
+        pivot_entry, comp_entry, scores, k_value, config.budget, config.min_keep
+    )
 
 
 class _CountedBaseline(_Pruner):

@@ -102,14 +102,19 @@ def results_document(
     encoder: str,
     method: str,
     params: dict[str, Any],
-    image_size: int,
+    image_size: int | None,
     patch_size: int,
+    shared_settings: bool = True,
 ) -> dict[str, Any]:
     """The results file's JSON object (schema in the module docstring). ``settings`` at the
-    top level is the images' common settings (one encoder and image size: the same for all)."""
+    top level is the images' common settings (one encoder and image size: the same for all).
+    ``shared_settings=False`` (dynamic resolution, e.g. Qwen-VL: k follows each image's token
+    count): the top-level ``settings`` is null when the images' differ; each row has its own."""
     settings = [r.settings for r in results]
     if any(s != settings[0] for s in settings[1:]):
-        raise PruningError("images of one results file must share their settings")
+        if shared_settings:
+            raise PruningError("images of one results file must share their settings")
+        settings = [None]
     return {
         "fpcost_prune_version": RESULTS_VERSION,
         "encoder": encoder,
@@ -143,6 +148,9 @@ class ResultsFile:
     encoder: str | None
     image_size: int | None
     patch_size: int | None
+    # dynamic resolution (Qwen-VL): the resize bounds fpcost prune used, px² (None: not recorded)
+    min_pixels: int | None = None
+    max_pixels: int | None = None
 
 
 def read_results(path: Path | str) -> list[dict[str, Any]]:
@@ -192,6 +200,8 @@ def read_results_file(path: Path | str) -> ResultsFile:
         total = _count(where, i, "num_tokens", entry.get("num_tokens"), 1, None)
         kept = _count(where, i, "num_kept", entry.get("num_kept"), 1, total)
         row = {"image": str(entry.get("image", i)), "num_tokens": total, "num_kept": kept}
+        if entry.get("image_size") is not None:  # dynamic resolution: the file's width, height
+            row["image_size"] = _size(where, i, entry["image_size"])
         if entry.get("settings") is not None:
             row["settings"] = _object(where, f"images[{i}].settings", entry["settings"])
         rows.append(row)
@@ -206,7 +216,18 @@ def read_results_file(path: Path | str) -> ResultsFile:
         encoder=document.get("encoder") if isinstance(document.get("encoder"), str) else None,
         image_size=_optional_int(document.get("image_size")),
         patch_size=_optional_int(document.get("patch_size")),
+        min_pixels=_optional_int(document.get("min_pixels")),
+        max_pixels=_optional_int(document.get("max_pixels")),
     )
+
+
+def _size(where: str, i: int, value: Any) -> tuple[int, int]:
+    """An image's recorded (width, height): two integers >= 1."""
+    if not (isinstance(value, list) and len(value) == 2 and all(
+            isinstance(v, int) and not isinstance(v, bool) and v >= 1 for v in value)):
+        raise PruningError(f"{where}: images[{i}].image_size = {_brief(value)} must be "
+                           "[width, height], integers >= 1")
+    return value[0], value[1]
 
 
 def _count(where: str, i: int, key: str, value: Any, minimum: int, maximum: int | None) -> int:

@@ -206,7 +206,10 @@ def test_deterministic(data):
 @SETTINGS
 @given(st.data())
 def test_per_sample_independent_of_batch(data):
-    case = data.draw(attention_case())
+    # tie-free inputs: on uniform maps every score ties exactly in exact arithmetic, and the
+    # float reductions of a (B, ...) batch and of one sample round differently by an ulp,
+    # which decides the tie (found by hypothesis: uniform 3x3 maps, budget 1, {0} vs {1})
+    case = data.draw(attention_case(regimes=("random", "onehot"), dtype=torch.float64))
     config = data.draw(freepruner_config(case))
     together = _as_sets(_select(case, config))
     for b in range(case.batch):

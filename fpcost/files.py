@@ -175,6 +175,16 @@ def _resolve(path: str | os.PathLike[str], label: str) -> _Target:
     raise OutputError(f"cannot write {label}: it is {kind}, not a file")
 
 
+def is_stream(path: str | os.PathLike[str]) -> bool:
+    """Whether ``path`` names a stream rather than a file: an open descriptor (/dev/stdout,
+    /dev/fd/N), a character device (/dev/null) or a FIFO. A stream has no file name to
+    check a suffix on."""
+    try:
+        return _resolve(path, os.fspath(path)).kind in ("descriptor", "stream")
+    except OutputError:
+        return False
+
+
 def _descriptor_alias(text: str) -> int | None:
     """The descriptor number if ``text`` (or a symlink on its way) names one of this
     process's open descriptors (/dev/stdout, /dev/fd/3, /proc/self/fd/1), else None."""

@@ -1,7 +1,10 @@
 """fpcost plot: the commands write PNG files; without matplotlib, a one-line error."""
 
+import os
 import re
+import stat
 import sys
+import threading
 
 import pytest
 
@@ -74,3 +77,17 @@ def test_missing_matplotlib_is_a_one_line_error(capsys, tmp_path, monkeypatch):
     code, _, err = run_cli(capsys, "plot", "roofline", "--output", str(tmp_path / "r.png"))
     assert code == 2
     assert err == "Error: fpcost plot needs matplotlib: pip install 'fpcost[plot]'\n"
+
+
+def test_plot_writes_to_a_stream_without_a_png_suffix(capsys, tmp_path):
+    pytest.importorskip("matplotlib")
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    received = []
+    reader = threading.Thread(target=lambda: received.append(fifo.read_bytes()))
+    reader.start()
+    code, _, err = run_cli(capsys, "plot", "roofline", "--output", str(fifo))
+    reader.join(timeout=60)
+    assert code == 0, err
+    assert received and received[0].startswith(b"\x89PNG\r\n\x1a\n")
+    assert stat.S_ISFIFO(os.stat(fifo).st_mode)  # still the FIFO, not replaced by a file

@@ -11,6 +11,7 @@ import click
 from fpcost.costmodel.families import family_of
 from fpcost.costmodel.units import MILLI
 from fpcost.costmodel.workload import visual_tokens_for_ratio
+from fpcost.files import is_stream
 
 from .files import output_path_callback, write_atomic
 from .options import (
@@ -47,8 +48,9 @@ def _plotting():
 
 
 def _save(fig, output: Path) -> None:
-    if output.suffix.lower() != ".png":
-        raise click.BadParameter(f"{output} must end in .png", param_hint="--output")
+    if output.suffix.lower() != ".png" and not is_stream(output):
+        raise click.BadParameter(f"{output} must end in .png (or be a stream such as "
+                                 "/dev/stdout)", param_hint="--output")
     write_atomic(output, _plotting().png_bytes(fig))
     stderr_console.print(f"wrote {output}")
 

@@ -101,20 +101,25 @@ def attention_from_qk(
     return aggregate_heads(torch.softmax(logits, dim=-1), head_reduce)  # (B, R, T)
 
 
-class _ProjectionHooks:
-    """Forward hooks on the q and k projections of ``self.layers`` (resolved indices into
-    ``self.attention_layers``), attached on ``__enter__`` and always removed on exit. A
-    subclass gives ``_hook_for(index, role)``, the hook for one projection."""
+class LayerHooks:
+    """Hooks on the attention layers ``self.layers`` (resolved indices into
+    ``self.attention_layers``), attached on ``__enter__`` and always removed on exit.
+    ``_attach(index)`` registers one layer's hooks; by default forward hooks on its q and k
+    projections, each from the subclass's ``_hook_for(index, role)``. Qwen's fused-qkv capture
+    (qwen_capture.py) overrides ``_attach``."""
 
     _handles: list
     _pending: dict
 
+    def _attach(self, index: int) -> list:
+        layer = self.attention_layers[index]
+        return [layer.q_proj.register_forward_hook(self._hook_for(index, "q")),
+                layer.k_proj.register_forward_hook(self._hook_for(index, "k"))]
+
     def __enter__(self):
         try:
             for i in self.layers:
-                layer = self.attention_layers[i]
-                self._handles.append(layer.q_proj.register_forward_hook(self._hook_for(i, "q")))
-                self._handles.append(layer.k_proj.register_forward_hook(self._hook_for(i, "k")))
+                self._handles.extend(self._attach(i))
         except BaseException:
             self.remove()
             raise
@@ -131,7 +136,7 @@ class _ProjectionHooks:
         self._pending.clear()
 
 
-class AttentionCapture(_ProjectionHooks):
+class AttentionCapture(LayerHooks):
     """Context manager: head-aggregated attention of chosen layers of one model instance.
 
     ``layers``: encoder layer indices (negative allowed; None = all). After a forward pass
@@ -206,7 +211,7 @@ class AttentionCapture(_ProjectionHooks):
 
 
 
-class QKCapture(_ProjectionHooks):
+class QKCapture(LayerHooks):
     """Context manager: the q and k projections of chosen layers of one model instance,
     exactly as the forward pass computes them; the hooks only keep references (no compute),
     so the selection can score all its layers at once afterwards (``scoring.py``).

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 import torch
 from torch import nn
 
+from fpcost.pruner.capture import LayerHooks
 from fpcost.pruner.errors import PruningError
 from fpcost.pruner.scoring import attention_rows, contribution_degrees
 from fpcost.pruner.selection import check_finite, resolve_layer
@@ -92,7 +93,7 @@ def apply_vision_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -
     return ((x * cos) + (_rotate_half(x) * sin)).to(dtype)  # (S, H, D)
 
 
-class QwenQKCapture:
+class QwenQKCapture(LayerHooks):
     """Context manager: for each resolved layer of ``layers``, after one tower forward,
     ``qk[i]`` = (q, k), each (S, H·D) after the rotary embedding, in the model's dtype, and
     ``segments[i]`` the (S_segments + 1,) ``cu_seqlens`` that layer attended within.
@@ -109,26 +110,10 @@ class QwenQKCapture:
         self._pending: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
         self._handles: list[torch.utils.hooks.RemovableHandle] = []
 
-    def __enter__(self) -> QwenQKCapture:
-        try:
-            for i in self.layers:
-                layer = self.attention_layers[i]
-                self._handles.append(layer.module.register_forward_pre_hook(
-                    self._pre_hook(i), with_kwargs=True))
-                self._handles.append(layer.qkv.register_forward_hook(self._qkv_hook(layer)))
-        except BaseException:
-            self.remove()
-            raise
-        return self
-
-    def __exit__(self, *exc_info) -> None:
-        self.remove()
-
-    def remove(self) -> None:
-        for handle in self._handles:
-            handle.remove()
-        self._handles.clear()
-        self._pending.clear()
+    def _attach(self, index: int) -> list:
+        layer = self.attention_layers[index]
+        return [layer.module.register_forward_pre_hook(self._pre_hook(index), with_kwargs=True),
+                layer.qkv.register_forward_hook(self._qkv_hook(layer))]
 
     def _pre_hook(self, index: int):
         def hook(_module, args, kwargs):

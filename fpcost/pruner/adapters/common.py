@@ -17,7 +17,13 @@ from dataclasses import dataclass, field
 import torch
 from torch import nn
 
-from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
+from fpcost.pruner.adapters.rebuild import (
+    RebuiltPrompt,
+    Segment,
+    pad_token_id,
+    per_sample,
+    rebuild_prompt,
+)
 from fpcost.pruner.adapters.stages import StageClock, record_selection, timed
 from fpcost.pruner.api import EncoderOutput, Selection
 from fpcost.pruner.errors import PruningError
@@ -293,6 +299,18 @@ def generate_from_segments(
         sequences, raw = embed_and_generate(
             model, prompt.input_ids, prompt.attention_mask, features, generate_kwargs
         )
+    return pruned_generation(prompt, segments, sequences, raw, selections)
+
+
+def pruned_generation(
+    prompt: RebuiltPrompt,
+    segments: Sequence[Segment],
+    sequences: torch.Tensor,
+    raw: object | None,
+    selections: dict[str, Selection],
+) -> PrunedGeneration:
+    """The result record of a ``generate`` on ``prompt``, with each sample's counts before and
+    after pruning from the segments it holds."""
     return PrunedGeneration(
         sequences=sequences,
         input_ids=prompt.input_ids,

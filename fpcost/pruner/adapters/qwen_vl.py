@@ -42,8 +42,9 @@ from fpcost.pruner.adapters.common import (
     config_token_id,
     embed_and_generate,
     find_module,
+    pruned_generation,
 )
-from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, per_sample, rebuild_prompt
+from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, rebuild_prompt
 from fpcost.pruner.adapters.stages import record_selection, timed
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values of get_rope_index
@@ -241,12 +242,4 @@ def generate_qwen_vl(
             model, prompt.input_ids, prompt.attention_mask, features,
             {**generate_kwargs, "position_ids": position_ids.to(device)},
         )
-    return PrunedGeneration(
-        sequences=sequences,
-        input_ids=prompt.input_ids,
-        attention_mask=prompt.attention_mask,
-        num_tokens_per_unit=per_sample([s.num_tokens for s in segments], prompt.segments),
-        num_kept_per_unit=per_sample([s.num_kept for s in segments], prompt.segments),
-        generate_output=raw,
-        selections=selections,
-    )
+    return pruned_generation(prompt, segments, sequences, raw, selections)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.families import family_of
+from fpcost.costmodel.parallel import SINGLE, Parallelism, stage_layers
 from fpcost.costmodel.pipeline import make_workload
 from fpcost.costmodel.pruning import selection_from_file
 from fpcost.costmodel.serve.requests import Request, poisson_requests, sample_indices
@@ -23,6 +24,7 @@ from fpcost.costmodel.serve.trace import parse_trace, trace_requests
 from fpcost.costmodel.workload import Workload
 
 from .options import read_tokens_document
+from .parallel_options import VISION_PLACEMENT
 from .tokens_from import _selection, check_geometry
 
 
@@ -63,16 +65,19 @@ class Scenario:
     text_tokens: int
     output_tokens: int
     notes: list[str]
+    parallelism: Parallelism = SINGLE
 
     @classmethod
     def build(cls, model, hardware, settings, server, *, text_tokens, output_tokens, image_size,
-              keep_ratio, trace, tokens_from, num_requests, seed, method=None) -> Scenario:
+              keep_ratio, trace, tokens_from, num_requests, seed, method=None,
+              parallelism: Parallelism = SINGLE) -> Scenario:
         notes: list[str] = []
-        plain = Server(model, hardware, settings, server)
+        plain = Server(model, hardware, settings, server, parallelism)
         pruner = plain
         if method not in (None, "freepruner"):  # freepruner: estimate's default selection
             chosen = selection_from_file(method, {}, None, family_of(model).tower_depth(model), 0)
-            pruner = Server(model, hardware, replace(settings, selection=chosen.spec), server)
+            pruner = Server(model, hardware, replace(settings, selection=chosen.spec), server,
+                            parallelism)
             notes.append(f"pruned server: {chosen.description}")
         if trace is not None:
             rows = parse_trace(_read_trace(trace), str(trace))
@@ -82,13 +87,14 @@ class Scenario:
                 pruned = trace_requests(rows, str(trace), model, text_tokens, output_tokens, keep_ratio)
                 variants.append(Variant("pruned", pruner, [], requests=pruned))
             return cls(model, hardware, settings, server, variants, f"trace {trace}",
-                       len(base), seed, text_tokens, output_tokens, notes)
+                       len(base), seed, text_tokens, output_tokens, notes, parallelism)
         unpruned = make_workload(model, text_tokens=text_tokens, image_size=image_size,
                                  output_tokens=output_tokens)
         if tokens_from is not None:
             variants = [Variant("unpruned", plain, [unpruned]),
                         _file_variant(model, hardware, settings, server, tokens_from, text_tokens,
-                                      output_tokens, image_size, num_requests, seed, notes)]
+                                      output_tokens, image_size, num_requests, seed, notes,
+                                      parallelism)]
         elif keep_ratio is not None:
             pruned = make_workload(model, keep_ratio=keep_ratio, text_tokens=text_tokens,
                                    image_size=image_size, output_tokens=output_tokens)
@@ -96,7 +102,7 @@ class Scenario:
         else:
             variants = [Variant("server", plain, [unpruned])]
         return cls(model, hardware, settings, server, variants, "poisson", num_requests, seed,
-                   text_tokens, output_tokens, notes)
+                   text_tokens, output_tokens, notes, parallelism)
 
     @property
     def main(self) -> Variant:
@@ -130,6 +136,8 @@ class Scenario:
             "summary": runs[self.main.name].summary if runs[self.main.name] else None,
             "kv_cache": self.main.server.capacity.as_dict(),
             "mean_visual_tokens": _mean_visual(self.main),
+            "server": server_payload(self.model, self.hardware, self.parallelism,
+                                     self.main.server.capacity.pipeline_stage),
         }
         if len(self.variants) > 1:
             for variant in self.variants:
@@ -171,6 +179,28 @@ class Scenario:
         }
 
 
+PIPELINE_MODEL = ("one batch in flight: an iteration runs through every pipeline stage (the sum "
+                  "of their times plus the stage sends) before the next starts, as vLLM V1's "
+                  "EngineCore.step; vLLM's batch queue of several micro-batches is not modelled")
+
+
+def server_payload(model, hardware, parallelism: Parallelism, kv_stage: int) -> dict:
+    """The JSON ``server`` object: the GPU split and how the simulator runs it."""
+    p = parallelism
+    out = {"tensor_parallel": p.tensor, "pipeline_parallel": p.pipeline, "num_gpus": p.num_gpus,
+           "layers_per_stage": list(stage_layers(model.llm.num_hidden_layers, p.pipeline))}
+    if not p.is_single:
+        out.update({
+            "vision": VISION_PLACEMENT,
+            "pipeline": PIPELINE_MODEL,
+            "kv_cache": "per GPU; every GPU holds the blocks of the stage fitting the fewest "
+                        f"(stage {kv_stage + 1}), as vLLM's smallest num_blocks among ranks",
+            "interconnect": {"kind": hardware.interconnect_kind,
+                             "bandwidth_bytes_per_s": hardware.interconnect_bandwidth_bytes_per_s,
+                             "latency_s": hardware.interconnect_latency_s}})
+    return out
+
+
 def _mean_visual(variant: Variant) -> float:
     """Mean visual tokens per request of the variant (the same at every rate)."""
     if variant.requests is not None:
@@ -183,7 +213,7 @@ def _mean_visual(variant: Variant) -> float:
 
 
 def _file_variant(model, hardware, settings, server, path, text_tokens, output_tokens,
-                  image_size, num_requests, seed, notes) -> Variant:
+                  image_size, num_requests, seed, notes, parallelism=SINGLE) -> Variant:
     """The pruned server of ``--tokens-from``: one workload per image (per video)."""
     document = read_tokens_document(path)
     per_image = check_geometry(model, document, image_size)
@@ -203,7 +233,7 @@ def _file_variant(model, hardware, settings, server, path, text_tokens, output_t
         workloads.append(Workload(sum(kept), text_tokens, 1, output_tokens, image_size,
                                   tuple(kept) if frames > 1 else None))
     pruned_settings = replace(settings, selection=chosen.spec)
-    server_ = Server(model, hardware, pruned_settings, server)
+    server_ = Server(model, hardware, pruned_settings, server, parallelism)
     if not family_of(model).has_vision:  # check_geometry refuses these; kept for clarity
         raise WorkloadError(f"--tokens-from needs a vision model, not {model.name}")
     return Variant("pruned", server_, workloads, sample_indices(num_requests, len(workloads), seed))

@@ -9,12 +9,9 @@ import click
 
 from fpcost.cli.bounds import INT32_MAX, BoundedInt
 from fpcost.costmodel.estimate import Estimate
-from fpcost.costmodel.parallel import Parallelism, stage_layers
+from fpcost.costmodel.parallel import VISION_PLACEMENT, Parallelism, stage_layers
 from fpcost.costmodel.units import GIGA
 from fpcost.costmodel.workload import MAX_FRAMES
-
-VISION_PLACEMENT = ("vision tower and projector replicated on every tensor-parallel rank "
-                    "(vLLM's --mm-encoder-tp-mode data), on the first pipeline stage")
 
 
 def split_options(func):

@@ -14,9 +14,10 @@ from pathlib import Path
 
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.families import family_of
-from fpcost.costmodel.parallel import SINGLE, Parallelism, stage_layers
+from fpcost.costmodel.parallel import SINGLE, Parallelism
 from fpcost.costmodel.pipeline import make_workload
 from fpcost.costmodel.pruning import selection_from_file
+from fpcost.costmodel.serve.parallel import server_payload
 from fpcost.costmodel.serve.requests import Request, poisson_requests, sample_indices
 from fpcost.costmodel.serve.run import Server
 from fpcost.costmodel.serve.search import max_rate
@@ -24,7 +25,6 @@ from fpcost.costmodel.serve.trace import parse_trace, trace_requests
 from fpcost.costmodel.workload import Workload
 
 from .options import read_tokens_document
-from .parallel_options import VISION_PLACEMENT
 from .tokens_from import _selection, check_geometry
 
 
@@ -177,28 +177,6 @@ class Scenario:
             "summary_of": self.main.name,
             "notes": self.notes,
         }
-
-
-PIPELINE_MODEL = ("one batch in flight: an iteration runs through every pipeline stage (the sum "
-                  "of their times plus the stage sends) before the next starts, as vLLM V1's "
-                  "EngineCore.step; vLLM's batch queue of several micro-batches is not modelled")
-
-
-def server_payload(model, hardware, parallelism: Parallelism, kv_stage: int) -> dict:
-    """The JSON ``server`` object: the GPU split and how the simulator runs it."""
-    p = parallelism
-    out = {"tensor_parallel": p.tensor, "pipeline_parallel": p.pipeline, "num_gpus": p.num_gpus,
-           "layers_per_stage": list(stage_layers(model.llm.num_hidden_layers, p.pipeline))}
-    if not p.is_single:
-        out.update({
-            "vision": VISION_PLACEMENT,
-            "pipeline": PIPELINE_MODEL,
-            "kv_cache": "per GPU; every GPU holds the blocks of the stage fitting the fewest "
-                        f"(stage {kv_stage + 1}), as vLLM's smallest num_blocks among ranks",
-            "interconnect": {"kind": hardware.interconnect_kind,
-                             "bandwidth_bytes_per_s": hardware.interconnect_bandwidth_bytes_per_s,
-                             "latency_s": hardware.interconnect_latency_s}})
-    return out
 
 
 def _mean_visual(variant: Variant) -> float:

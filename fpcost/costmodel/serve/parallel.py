@@ -28,9 +28,14 @@ is a lower bound (pipeline parallelism here buys memory: KV cache, weights per G
 
 from __future__ import annotations
 
+from ..hardware import HardwareProfile
 from ..ops import Op
-from ..parallel import GATHER, Parallelism, Transfer, transfers
+from ..parallel import GATHER, VISION_PLACEMENT, Parallelism, Transfer, stage_layers, transfers
 from ..spec import ModelSpec
+
+PIPELINE_MODEL = ("one batch in flight: an iteration runs through every pipeline stage (the sum "
+                  "of their times plus the stage sends) before the next starts, as vLLM V1's "
+                  "EngineCore.step; vLLM's batch queue of several micro-batches is not modelled")
 
 
 def parallel_transform(model: ModelSpec, parallelism: Parallelism, act_bytes_per_element: float):
@@ -49,3 +54,22 @@ def parallel_transform(model: ModelSpec, parallelism: Parallelism, act_bytes_per
         return ops
 
     return transform
+
+
+def server_payload(model: ModelSpec, hardware: HardwareProfile, parallelism: Parallelism,
+                   kv_stage: int) -> dict:
+    """The JSON ``server`` object: the GPU split and, on more than one GPU, how the
+    simulator runs it (``kv_stage``: the stage whose GPU fits the fewest KV blocks)."""
+    p = parallelism
+    out = {"tensor_parallel": p.tensor, "pipeline_parallel": p.pipeline, "num_gpus": p.num_gpus,
+           "layers_per_stage": list(stage_layers(model.llm.num_hidden_layers, p.pipeline))}
+    if not p.is_single:
+        out.update({
+            "vision": VISION_PLACEMENT,
+            "pipeline": PIPELINE_MODEL,
+            "kv_cache": "per GPU; every GPU holds the blocks of the stage fitting the fewest "
+                        f"(stage {kv_stage + 1}), as vLLM's smallest num_blocks among ranks",
+            "interconnect": {"kind": hardware.interconnect_kind,
+                             "bandwidth_bytes_per_s": hardware.interconnect_bandwidth_bytes_per_s,
+                             "latency_s": hardware.interconnect_latency_s}})
+    return out

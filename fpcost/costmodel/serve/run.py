@@ -23,6 +23,27 @@ class ServeRun:
     result: SimulationResult
     summary: dict
 
+    def request_records(self) -> list[dict]:
+        """One dict per submitted request, in arrival order (seconds; None where a rejected
+        request has no time): arrival, first token, completion, TTFT, TPOT (None under two
+        output tokens), latency, output tokens, preemptions, and why it was rejected."""
+        r = self.result
+        why = dict(r.rejected)
+        rows = []
+        for i, (arrival, first, end) in enumerate(zip(r.arrival_s, r.first_token_s,
+                                                      r.completion_s, strict=True)):
+            tokens = r.num_output_tokens[i]
+            done = end is not None
+            rows.append({
+                "request": i, "arrival_s": arrival, "first_token_s": first, "completion_s": end,
+                "ttft_s": first - arrival if done else None,
+                "tpot_s": (end - first) / (tokens - 1) if done and tokens > 1 else None,
+                "latency_s": end - arrival if done else None,
+                "num_output_tokens": tokens,
+                "num_preemptions": r.num_preemptions_per_request[i],
+                "rejected": why.get(i)})
+        return rows
+
 
 class Server:
     """``model`` served on ``hardware`` with ``settings`` (quantization, accounting,

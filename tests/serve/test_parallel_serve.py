@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from fpcost.costmodel.errors import HardwareError, WorkloadError
 from fpcost.costmodel.estimate import estimate
-from fpcost.costmodel.memory import weight_bytes_by_part
+from fpcost.costmodel.memory import kv_bytes_per_token, stage_weight_bytes, weight_bytes_by_part
 from fpcost.costmodel.parallel import Parallelism, Transfer, shard_model
 from fpcost.costmodel.pipeline import make_workload
 from fpcost.costmodel.presets import get_preset
@@ -164,6 +164,8 @@ def test_kv_blocks_per_gpu_by_hand(a6000):
               for w, t in zip(weights, per_token, strict=True)]
     assert cap.num_blocks == min(blocks) == blocks[0]
     assert (cap.pipeline_stage, cap.weight_bytes, cap.kv_bytes_per_token) == (0, weights[0], 90_112)
+    assert [sum(w.values()) for w in stage_weight_bytes(spec, split, s.quant, s.vision_quant)] == weights
+    assert kv_bytes_per_token(spec, split, s.quant) == 90_112  # the stage with the most layers
     one = kv_capacity(spec, a6000, s, ServerSettings())
     assert cap.activation_reserve_bytes < one.activation_reserve_bytes
     assert cap.num_blocks > 2 * one.num_blocks

@@ -4,6 +4,7 @@ freePruner visual-token pruning backend.
     >>> import fpcost
     >>> fpcost.estimate("llava-1.5-7b", "a6000", bits=4, keep_ratio=0.5).totals()
     >>> fpcost.sweep(hardware=["a6000", "h100"], bits=[16, 4], keep_ratio=[0.25, 0.5, 1])
+    >>> fpcost.serve("llava-1.5-7b", "a6000", rate=2, keep_ratio=0.25).summary
 
 Importing this package is cheap: the names below load on first use (module-level
 ``__getattr__``), so ``import fpcost`` imports neither numpy nor pandas, and torch is never
@@ -20,6 +21,8 @@ __version__ = "0.1.0"
 _LAZY = {
     "estimate": "fpcost.api",
     "sweep": "fpcost.api",
+    "serve": "fpcost.api",
+    "ServeResult": "fpcost.api",
     "Estimate": "fpcost.costmodel.estimate",
     "StageTotals": "fpcost.costmodel.estimate",
     "ModelSpec": "fpcost.costmodel.spec",

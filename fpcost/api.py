@@ -1,4 +1,5 @@
-"""The Python API, for scripts and notebooks: ``fpcost.estimate`` and ``fpcost.sweep``.
+"""The Python API, for scripts and notebooks: ``fpcost.estimate``, ``fpcost.sweep`` and
+``fpcost.serve``.
 
 Both take names or objects: a model is a preset name (``"llava-1.5-7b"``), a path to a
 Hugging Face ``config.json`` (or its directory), or a ``ModelSpec``; hardware is a profile
@@ -10,12 +11,16 @@ workload arguments of ``sweep`` are those of ``estimate``, each also accepting a
     >>> e.totals()["prefill"].time_s          # seconds
     >>> e.to_frame()                          # one row per operator per layer
     >>> fpcost.sweep(hardware=["a6000", "h100"], bits=[16, 4], keep_ratio=[0.25, 0.5, 1])
+    >>> s = fpcost.serve("qwen2.5-vl-72b", "a100-80g", rate=2, tensor_parallel=4)
+    >>> s.summary["throughput_requests_per_s"]  # the JSON summary of `fpcost serve`
+    >>> s.to_frame()                          # one row per request
 """
 
 from __future__ import annotations
 
 import os
 from collections.abc import Iterable
+from dataclasses import dataclass
 from pathlib import Path
 
 from fpcost.costmodel.accounting import Accounting
@@ -26,13 +31,14 @@ from fpcost.costmodel.estimate import estimate as _estimate
 from fpcost.costmodel.hardware import HardwareProfile
 from fpcost.costmodel.hfconfig import load_config_json
 from fpcost.costmodel.parallel import Parallelism
-from fpcost.costmodel.pipeline import ALL_STAGES, make_workload
+from fpcost.costmodel.pipeline import ALL_STAGES, PipelineSettings, make_workload
 from fpcost.costmodel.presets import get_preset
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.spec import ModelSpec
 
-__all__ = ["estimate", "resolve_hardware", "resolve_model", "resolve_quant", "sweep"]
+__all__ = ["ServeResult", "estimate", "resolve_hardware", "resolve_model", "resolve_quant",
+           "serve", "sweep"]
 
 
 def resolve_model(model: ModelSpec | str | os.PathLike[str]) -> ModelSpec:
@@ -191,6 +197,113 @@ def sweep(
         parallelism=Parallelism(tensor_parallel, pipeline_parallel),
         num_frames=frames,
     )
+
+
+@dataclass(frozen=True)
+class ServeResult:
+    """A simulated server's run (``fpcost.serve``): ``summary``, ``kv_cache`` and ``server``
+    are the JSON objects of ``fpcost serve --format json`` (same keys, SI units);
+    ``to_frame()`` (or ``.requests``) the per-request records as a pandas DataFrame."""
+
+    summary: dict
+    kv_cache: dict
+    server: dict
+    records: tuple[dict, ...]
+
+    def to_frame(self):
+        """One row per submitted request, in arrival order: ``request``, ``arrival_s``,
+        ``first_token_s``, ``completion_s``, ``ttft_s``, ``tpot_s``, ``latency_s``,
+        ``num_output_tokens``, ``num_preemptions``, ``rejected`` (imports pandas)."""
+        import pandas as pd
+
+        return pd.DataFrame(list(self.records))
+
+    @property
+    def requests(self):
+        return self.to_frame()
+
+
+def serve(
+    model: ModelSpec | str = "llava-1.5-7b",
+    hardware: HardwareProfile | str = "a6000",
+    *,
+    rate: float | None = None,
+    num_requests: int = 1000,
+    seed: int = 0,
+    output_tokens: int = 128,
+    text_tokens: int = 40,
+    image_size: tuple[int, int] | str | None = None,
+    keep_ratio: float | None = None,
+    trace: str | os.PathLike[str] | None = None,
+    bits: int | None = None,
+    quant: QuantPlan | str | None = None,
+    accounting: Accounting | str = "fpcost",
+    flash_attention: bool = True,
+    chunked_prefill: bool = False,
+    max_num_batched_tokens: int = 8192,
+    max_num_seqs: int = 256,
+    gpu_memory_utilization: float = 0.9,
+    slo_ttft: float | None = None,
+    slo_tpot: float | None = None,
+    tensor_parallel: int = 1,
+    pipeline_parallel: int = 1,
+) -> ServeResult:
+    """Simulate a continuous-batching server; the numbers of ``fpcost serve`` for one server.
+
+    Requests arrive as a Poisson process at ``rate`` per second (``num_requests`` of them,
+    ``seed``), or from a JSONL / CSV ``trace`` file (docs/serving.md gives the columns).
+    Each asks for the model's visual tokens (or ``keep_ratio`` of them: the pruned server,
+    its freePruner selection costed as in ``estimate``) plus ``text_tokens``, and generates
+    ``output_tokens``. The scheduler settings are vLLM's (``max_num_batched_tokens``,
+    ``max_num_seqs``, ``gpu_memory_utilization``, ``chunked_prefill``); FlashAttention is on
+    by default, as vLLM runs it (``estimate``'s default is off). ``slo_ttft`` / ``slo_tpot``
+    (seconds) add the SLO attainment. ``tensor_parallel`` / ``pipeline_parallel``: the GPU
+    split (docs/serving.md, "More than one GPU"). Compare pruned and unpruned with two calls.
+    """
+    from fpcost.costmodel.accounting import get_accounting
+    from fpcost.costmodel.serve.capacity import ServerSettings
+    from fpcost.costmodel.serve.parallel import server_payload
+    from fpcost.costmodel.serve.requests import check_rate, poisson_requests
+    from fpcost.costmodel.serve.run import Server
+    from fpcost.costmodel.serve.trace import parse_trace, trace_requests
+
+    spec, profile = resolve_model(model), resolve_hardware(hardware)
+    if isinstance(image_size, str):
+        image_size = parse_image_size(image_size)
+    if isinstance(accounting, str):
+        accounting = get_accounting(accounting)
+    for name, value in (("slo_ttft", slo_ttft), ("slo_tpot", slo_tpot)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int | float)
+                                  or not 0 < value < float("inf")):
+            raise WorkloadError(f"{name} {value!r} must be a finite number of seconds > 0")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**63:
+        raise WorkloadError(f"seed {seed!r} must be an integer in 0..2**63 - 1")
+    if (trace is None) == (rate is None):
+        raise WorkloadError("give either rate (Poisson requests per second) or trace (a file), "
+                            "exactly one")
+    settings = PipelineSettings(resolve_quant(bits, quant), accounting, flash_attention,
+                                profile.onchip_buffer_bytes, QuantPlan(), "all", DEFAULT_SELECTION)
+    server = Server(spec, profile, settings,
+                    ServerSettings(max_num_seqs, max_num_batched_tokens, chunked_prefill,
+                                   gpu_memory_utilization),
+                    Parallelism(tensor_parallel, pipeline_parallel))
+    if trace is not None:
+        path = Path(trace)
+        try:
+            text = path.read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise WorkloadError(f"trace {path}: cannot read it ({exc})") from None
+        requests = trace_requests(parse_trace(text, str(path)), str(path), spec, text_tokens,
+                                  output_tokens, keep_ratio)
+    else:
+        workload = make_workload(spec, keep_ratio=keep_ratio, text_tokens=text_tokens,
+                                 image_size=image_size, output_tokens=output_tokens)
+        requests = poisson_requests([workload], check_rate(rate, "rate"), num_requests, seed)
+    run = server.run(requests, slo_ttft, slo_tpot)
+    return ServeResult(run.summary, server.capacity.as_dict(),
+                       server_payload(spec, profile, server.parallelism,
+                                      server.capacity.pipeline_stage),
+                       tuple(run.request_records()))
 
 
 def _listed(value) -> list:

@@ -9,16 +9,14 @@ import click
 
 from fpcost.cli.bounds import INT32_MAX, BoundedInt
 from fpcost.costmodel.estimate import Estimate
-from fpcost.costmodel.parallel import Parallelism, stage_layers
+from fpcost.costmodel.parallel import VISION_PLACEMENT, Parallelism, stage_layers
 from fpcost.costmodel.units import GIGA
 from fpcost.costmodel.workload import MAX_FRAMES
 
-VISION_PLACEMENT = ("vision tower and projector replicated on every tensor-parallel rank "
-                    "(vLLM's --mm-encoder-tp-mode data), on the first pipeline stage")
 
-
-def parallel_options(func):
-    """The GPU split and the video frame count, shared by estimate and sweep."""
+def split_options(func):
+    """``--tensor-parallel`` and ``--pipeline-parallel``: the GPU split, shared by estimate,
+    sweep and serve."""
     @click.option("--tensor-parallel", "tensor_parallel", type=BoundedInt(1, INT32_MAX),
                   default=1, show_default=True,
                   help="GPUs sharing every LLM layer (Megatron-style: heads, FFN and vocabulary "
@@ -28,6 +26,16 @@ def parallel_options(func):
                   default=1, show_default=True,
                   help="Pipeline stages holding consecutive LLM layers (at most the layer "
                        "count; vLLM's split: the remainder to the stages before the last).")
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        return func(*args, **kwargs)
+
+    return wrapper
+
+
+def parallel_options(func):
+    """The GPU split and the video frame count, shared by estimate and sweep."""
+    @split_options
     @click.option("--frames", "frames", type=BoundedInt(1, MAX_FRAMES), default=None,
                   help="Each sample a video of N frames: Qwen2-VL / Qwen2.5-VL (N/2 temporal "
                        "patches, rounded up) and LLaVA-OneVision (each frame pooled 2x2); "

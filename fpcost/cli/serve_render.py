@@ -7,7 +7,7 @@ import csv
 import io
 import json
 
-from fpcost.costmodel.units import MILLI
+from fpcost.costmodel.units import GIGA, MILLI
 
 from .render import Column, _json_default, render_table
 
@@ -124,6 +124,15 @@ def render_serve(payload: dict) -> None:
             caption += (f"\n{name}: no rate down to {found['trials'][-1]['rate']:.2g} requests/s "
                         f"met the SLOs for {found['target_attainment']:.0%} of requests (one "
                         "request alone misses them)")
+    split = payload.get("server") or {}
+    if split.get("num_gpus", 1) > 1:
+        link = split["interconnect"]
+        caption += (f"\n{split['num_gpus']} GPUs per server: tensor parallel "
+                    f"{split['tensor_parallel']} x pipeline parallel {split['pipeline_parallel']} "
+                    f"(layers per stage {', '.join(map(str, split['layers_per_stage']))}) over "
+                    f"{link['kind']} at {link['bandwidth_bytes_per_s'] / GIGA:g} GB/s per "
+                    f"direction; KV-cache blocks per GPU; {split['vision']}; pipeline: "
+                    f"{split['pipeline']}.")
     for note in s["notes"]:
         caption += f"\n{note}"
     render_table(rows, [Column("what", "fpcost serve", justify="left"),

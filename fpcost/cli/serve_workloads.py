@@ -14,8 +14,10 @@ from pathlib import Path
 
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.families import family_of
+from fpcost.costmodel.parallel import SINGLE, Parallelism
 from fpcost.costmodel.pipeline import make_workload
 from fpcost.costmodel.pruning import selection_from_file
+from fpcost.costmodel.serve.parallel import server_payload
 from fpcost.costmodel.serve.requests import Request, poisson_requests, sample_indices
 from fpcost.costmodel.serve.run import Server
 from fpcost.costmodel.serve.search import max_rate
@@ -63,16 +65,19 @@ class Scenario:
     text_tokens: int
     output_tokens: int
     notes: list[str]
+    parallelism: Parallelism = SINGLE
 
     @classmethod
     def build(cls, model, hardware, settings, server, *, text_tokens, output_tokens, image_size,
-              keep_ratio, trace, tokens_from, num_requests, seed, method=None) -> Scenario:
+              keep_ratio, trace, tokens_from, num_requests, seed, method=None,
+              parallelism: Parallelism = SINGLE) -> Scenario:
         notes: list[str] = []
-        plain = Server(model, hardware, settings, server)
+        plain = Server(model, hardware, settings, server, parallelism)
         pruner = plain
         if method not in (None, "freepruner"):  # freepruner: estimate's default selection
             chosen = selection_from_file(method, {}, None, family_of(model).tower_depth(model), 0)
-            pruner = Server(model, hardware, replace(settings, selection=chosen.spec), server)
+            pruner = Server(model, hardware, replace(settings, selection=chosen.spec), server,
+                            parallelism)
             notes.append(f"pruned server: {chosen.description}")
         if trace is not None:
             rows = parse_trace(_read_trace(trace), str(trace))
@@ -82,13 +87,14 @@ class Scenario:
                 pruned = trace_requests(rows, str(trace), model, text_tokens, output_tokens, keep_ratio)
                 variants.append(Variant("pruned", pruner, [], requests=pruned))
             return cls(model, hardware, settings, server, variants, f"trace {trace}",
-                       len(base), seed, text_tokens, output_tokens, notes)
+                       len(base), seed, text_tokens, output_tokens, notes, parallelism)
         unpruned = make_workload(model, text_tokens=text_tokens, image_size=image_size,
                                  output_tokens=output_tokens)
         if tokens_from is not None:
             variants = [Variant("unpruned", plain, [unpruned]),
                         _file_variant(model, hardware, settings, server, tokens_from, text_tokens,
-                                      output_tokens, image_size, num_requests, seed, notes)]
+                                      output_tokens, image_size, num_requests, seed, notes,
+                                      parallelism)]
         elif keep_ratio is not None:
             pruned = make_workload(model, keep_ratio=keep_ratio, text_tokens=text_tokens,
                                    image_size=image_size, output_tokens=output_tokens)
@@ -96,7 +102,7 @@ class Scenario:
         else:
             variants = [Variant("server", plain, [unpruned])]
         return cls(model, hardware, settings, server, variants, "poisson", num_requests, seed,
-                   text_tokens, output_tokens, notes)
+                   text_tokens, output_tokens, notes, parallelism)
 
     @property
     def main(self) -> Variant:
@@ -130,6 +136,8 @@ class Scenario:
             "summary": runs[self.main.name].summary if runs[self.main.name] else None,
             "kv_cache": self.main.server.capacity.as_dict(),
             "mean_visual_tokens": _mean_visual(self.main),
+            "server": server_payload(self.model, self.hardware, self.parallelism,
+                                     self.main.server.capacity.pipeline_stage),
         }
         if len(self.variants) > 1:
             for variant in self.variants:
@@ -183,7 +191,7 @@ def _mean_visual(variant: Variant) -> float:
 
 
 def _file_variant(model, hardware, settings, server, path, text_tokens, output_tokens,
-                  image_size, num_requests, seed, notes) -> Variant:
+                  image_size, num_requests, seed, notes, parallelism=SINGLE) -> Variant:
     """The pruned server of ``--tokens-from``: one workload per image (per video)."""
     document = read_tokens_document(path)
     per_image = check_geometry(model, document, image_size)
@@ -203,7 +211,7 @@ def _file_variant(model, hardware, settings, server, path, text_tokens, output_t
         workloads.append(Workload(sum(kept), text_tokens, 1, output_tokens, image_size,
                                   tuple(kept) if frames > 1 else None))
     pruned_settings = replace(settings, selection=chosen.spec)
-    server_ = Server(model, hardware, pruned_settings, server)
+    server_ = Server(model, hardware, pruned_settings, server, parallelism)
     if not family_of(model).has_vision:  # check_geometry refuses these; kept for clarity
         raise WorkloadError(f"--tokens-from needs a vision model, not {model.name}")
     return Variant("pruned", server_, workloads, sample_indices(num_requests, len(workloads), seed))

@@ -56,6 +56,8 @@ MAX_PARALLEL = 2**31 - 1  # GPUs along one axis, as MAX_BATCH: the int32 range
 ALL_REDUCE = "all_reduce"
 GATHER = "gather"
 SEND = "send"
+VISION_PLACEMENT = ("vision tower and projector replicated on every tensor-parallel rank "
+                    "(vLLM's --mm-encoder-tp-mode data), on the first pipeline stage")
 
 
 @dataclass(frozen=True)

@@ -98,7 +98,7 @@ def test_a_transform_applies_to_both_paths(a6000):
 
     from fpcost.costmodel.ops import NUMERIC_FIELDS, Op
 
-    def shard(part, ops):
+    def shard(part, ops, **counts):
         halved = [change(op, **{f: getattr(op, f) / 2 for f in NUMERIC_FIELDS}) for op in ops]
         if part == "tokens":
             tokens = ops[0].act_read_bytes / (4096 * 2)  # q_proj reads tokens × hidden × 2 B

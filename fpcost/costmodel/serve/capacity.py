@@ -7,6 +7,16 @@ server schedules: one request whose prompt is ``max_num_batched_tokens`` tokens 
 model's unpruned visual tokens, capped at that, plus text), its vision tower included —
 the pass vLLM's start-up profiling runs to size its own reserve. CUDA context, allocator
 fragmentation and CUDA graphs are not counted (as in memory.py).
+
+On ``tensor`` × ``pipeline`` GPUs every figure is per GPU: each pipeline stage's GPU has
+its own weights (``stage_weight_bytes``: its layers' shards; the first stage also the
+embedding shard, vision tower and projector; the last the LM head shard), the activation
+reserve of one tensor-parallel rank's largest pass (counted on every stage, as memory.py
+does), and a KV block of 16 tokens × its own layers' K and V for its share of the KV heads.
+Each stage's GPU fits its own number of blocks; the server has the smallest of them, as
+vLLM V1 sets every rank's ``num_blocks`` to the smallest among all ranks
+(``get_kv_cache_configs`` in vllm/v1/core/kv_cache_utils.py). ``KVCapacity`` reports that
+limiting stage's weights and per-token bytes.
 """
 
 from __future__ import annotations
@@ -17,7 +27,8 @@ from dataclasses import dataclass
 from ..errors import WorkloadError
 from ..families import family_of
 from ..hardware import HardwareProfile
-from ..memory import kv_cache_bytes, peak_activation, weight_bytes_by_part
+from ..memory import kv_cache_bytes, peak_activation, stage_weight_bytes, weight_bytes_by_part
+from ..parallel import SINGLE, Parallelism, shard_model, stage_layers
 from ..pipeline import PipelineSettings, visual_layout
 from ..spec import ModelSpec
 from ..workload import MAX_TOKENS, Workload
@@ -61,6 +72,7 @@ class KVCapacity:
     kv_bytes_per_token: float
     block_size_tokens: int
     num_blocks: int
+    pipeline_stage: int = 0  # the stage whose GPU fits the fewest blocks (0-based)
 
     @property
     def kv_cache_bytes(self) -> float:
@@ -78,23 +90,39 @@ class KVCapacity:
 
 
 def kv_capacity(model: ModelSpec, hardware: HardwareProfile, settings: PipelineSettings,
-                server: ServerSettings) -> KVCapacity:
-    """The KV cache left on ``hardware`` for ``model`` (a ``WorkloadError`` when none is)."""
+                server: ServerSettings, parallelism: Parallelism = SINGLE) -> KVCapacity:
+    """The KV cache left on ``hardware`` for ``model`` (a ``WorkloadError`` when none is),
+    per GPU of ``parallelism`` (module docstring)."""
     usable = hardware.memory_bytes * server.gpu_memory_utilization
-    weights = sum(weight_bytes_by_part(model, settings.quant, settings.vision_quant).values())
     visual = visual_layout(model).num_visual_tokens if family_of(model).has_vision else 0
     visual = min(visual, server.max_num_batched_tokens)
     largest = Workload(visual, server.max_num_batched_tokens - visual, 1, 1)
-    reserve, _ = peak_activation(model, largest, settings)
-    per_token = kv_cache_bytes(model, Workload(1, 0, 1, 1), settings.quant)  # one cached token
-    free = usable - weights - reserve
-    num_blocks = math.floor(free / (per_token * server.block_size_tokens)) if free > 0 else 0
+    one_token = Workload(1, 0, 1, 1)  # one cached token
+    if parallelism.is_single:
+        weights = [sum(weight_bytes_by_part(model, settings.quant, settings.vision_quant).values())]
+        reserve, _ = peak_activation(model, largest, settings)
+        per_token = [kv_cache_bytes(model, one_token, settings.quant)]
+    else:
+        rank = shard_model(model, parallelism)
+        weights = [sum(w.values()) for w in stage_weight_bytes(
+            model, parallelism, settings.quant, settings.vision_quant)]
+        reserve, _ = peak_activation(rank, largest, settings)
+        per_token = [kv_cache_bytes(rank, one_token, settings.quant, layers)
+                     for layers in stage_layers(model.llm.num_hidden_layers, parallelism.pipeline)]
+    blocks = [math.floor((usable - w - reserve) / (t * server.block_size_tokens))
+              if usable - w - reserve > 0 else 0 for w, t in zip(weights, per_token, strict=True)]
+    stage = blocks.index(min(blocks))
+    num_blocks = blocks[stage]
     if num_blocks < 1:
+        where = "" if parallelism.is_single else (
+            f" (the GPU of pipeline stage {stage + 1} of {parallelism.pipeline}, tensor parallel "
+            f"{parallelism.tensor})")
         raise WorkloadError(
-            f"{model.name} leaves no KV cache on {hardware.name}: {usable:.4g} B usable "
-            f"(--gpu-memory-utilization {server.gpu_memory_utilization}) − {weights:.4g} B weights − "
-            f"{reserve:.4g} B activation reserve (a {server.max_num_batched_tokens}-token pass) "
-            "holds no 16-token block; use a larger device, fewer bits (--bits/--quant) or a smaller "
+            f"{model.name} leaves no KV cache on {hardware.name}{where}: {usable:.4g} B usable "
+            f"(--gpu-memory-utilization {server.gpu_memory_utilization}) − {weights[stage]:.4g} B "
+            f"weights − {reserve:.4g} B activation reserve (a {server.max_num_batched_tokens}-token "
+            "pass) holds no 16-token block; use a larger device, more GPUs (--tensor-parallel / "
+            "--pipeline-parallel), fewer bits (--bits/--quant) or a smaller "
             "--max-num-batched-tokens")
-    return KVCapacity(hardware.memory_bytes, usable, weights, reserve, per_token,
-                      server.block_size_tokens, num_blocks)
+    return KVCapacity(hardware.memory_bytes, usable, weights[stage], reserve, per_token[stage],
+                      server.block_size_tokens, num_blocks, stage)

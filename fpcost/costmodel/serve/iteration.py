@@ -21,13 +21,14 @@ one of its decode steps. The context a decode step attends to follows the estima
 convention: step i of a request reads a cache of prompt + i tokens (LLM-Viewer's).
 
 ``iteration_ops`` is the one definition of what an iteration runs; a parallelism transform
-(``OpsTransform``: part name and operators in, operators out) rewrites each part in it and
-in ``IterationCost`` alike. ``IterationCost`` times iterations fast: the
-``tokens`` and ``lm_head`` parts are memoised per count, prefill attention per (chunk,
-context), the vision side per (workload, count), and decode attention in closed form: every
-FLOP and byte of a decode step's attention is affine in the context length (checked
-exactly when the coefficients are fitted), so the batched kernel's totals are
-n·α + K·β for n decoding requests with K context tokens in all.
+(``OpsTransform``: part name, operators and the part's counts in, operators out) rewrites
+each part in it and in ``IterationCost`` alike; it may add ``Transfer`` records (GPU-to-GPU
+traffic, parallel.py), which ``ops_time_s`` times on the profile's link. ``IterationCost``
+times iterations fast: the ``tokens`` and ``lm_head`` parts are memoised per count,
+prefill attention per (chunk, context), the vision side per (workload, count), and decode
+attention in closed form: every FLOP and byte of a decode step's attention is affine in
+the context length (checked exactly when the coefficients are fitted), so the batched
+kernel's totals are n·α + K·β for n decoding requests with K context tokens in all.
 """
 
 from __future__ import annotations
@@ -40,6 +41,7 @@ from ..families import family_of
 from ..hardware import HardwareProfile
 from ..llm import DecoderPass
 from ..ops import NUMERIC_FIELDS, Op
+from ..parallel import Transfer
 from ..pipeline import VISION_STAGES, PipelineSettings, applicable_stages, stage_ops
 from ..roofline import time_op
 from ..spec import ModelSpec
@@ -124,20 +126,21 @@ def _summed(op: Op, num_requests: int) -> Op:
                           for name in NUMERIC_FIELDS})
 
 
-# A rewrite of one part's operators, e.g. to shard them across GPUs and add the collectives:
-# (part name, operators) -> operators. It must keep decode attention affine in the context.
-OpsTransform = Callable[[str, list[Op]], list[Op]]
+# A rewrite of one part's operators, e.g. to add the collectives of a split over GPUs:
+# (part name, operators, **the part's counts as part_ops takes them) -> operators and
+# ``Transfer`` records. Decode attention must stay operators, affine in the context.
+OpsTransform = Callable[..., list[Op | Transfer]]
 
 
 def iteration_ops(model: ModelSpec, batch: IterationBatch, settings: PipelineSettings,
-                  ops_transform: OpsTransform | None = None) -> list[Op]:
-    """Every operator one iteration runs (module docstring), op by op: the reference that
-    ``IterationCost`` must equal. ``ops_transform`` rewrites each part's operators."""
+                  ops_transform: OpsTransform | None = None) -> list[Op | Transfer]:
+    """Every operator (and, with ``ops_transform``, transfer) one iteration runs (module
+    docstring), op by op: the reference that ``IterationCost`` must equal."""
     import numpy as np
 
-    def part(name: str, **counts) -> list[Op]:
+    def part(name: str, **counts) -> list[Op | Transfer]:
         ops = part_ops(model, settings, name, **counts)
-        return ops_transform(name, ops) if ops_transform is not None else ops
+        return ops_transform(name, ops, **counts) if ops_transform is not None else ops
 
     stage = "prefill" if batch.prefill_chunks else "decode"
     ops: list[Op] = []
@@ -156,10 +159,14 @@ def iteration_ops(model: ModelSpec, batch: IterationBatch, settings: PipelineSet
     return ops
 
 
-def ops_time_s(ops: list[Op], hardware: HardwareProfile) -> float:
-    """Roofline time of a list of operators: each instance at max(compute, memory)."""
+def ops_time_s(ops: list[Op | Transfer], hardware: HardwareProfile) -> float:
+    """Roofline time of a list of operators: each instance at max(compute, memory); a
+    ``Transfer`` at its link time (bytes / bandwidth + steps · latency, parallel.py)."""
     total = 0.0
     for op in ops:
+        if isinstance(op, Transfer):
+            total += op.time_s(hardware)
+            continue
         timing = time_op(op, hardware)
         total += op.count * max(timing.compute_time_s, timing.memory_time_s)
     return total
@@ -184,7 +191,7 @@ class IterationCost:
     def __init__(self, model: ModelSpec, settings: PipelineSettings, hardware: HardwareProfile,
                  ops_transform: OpsTransform | None = None):
         self.model, self.settings, self.hardware = model, settings, hardware
-        self._transform = ops_transform or (lambda part, ops: ops)
+        self._transform = ops_transform or (lambda part, ops, **counts: ops)
         self._tokens: dict[tuple[int, str], float] = {}
         self._lm_head: dict[tuple[int, str], float] = {}
         self._prefill_attention: dict[tuple[int, int], float] = {}
@@ -203,8 +210,8 @@ class IterationCost:
                 raise WorkloadError(f"{self.model.name}: operator {a.name} depends on the context "
                                     "length; fpcost serve cannot split its iterations")
 
-    def _part(self, part: str, **counts) -> list[Op]:
-        return self._transform(part, part_ops(self.model, self.settings, part, **counts))
+    def _part(self, part: str, **counts) -> list[Op | Transfer]:
+        return self._transform(part, part_ops(self.model, self.settings, part, **counts), **counts)
 
     def _fit_decode_attention(self) -> list[_AffineOp]:
         """Per operator, the per-request and per-context-token coefficients of decode
@@ -214,6 +221,9 @@ class IterationCost:
         kv = np.asarray(FIT_CONTEXTS, dtype=np.int64)
         fitted = []
         for op in self._part("decode_attention", kv_tokens=kv):
+            if not isinstance(op, Op):
+                raise WorkloadError("a transform added traffic to decode attention; put it in the "
+                                    "tokens part (the closed-form decode cost times operators)")
             per_token, per_request = {}, {}
             for name in NUMERIC_FIELDS:
                 values = np.broadcast_to(np.asarray(getattr(op, name), dtype=np.float64), kv.shape)

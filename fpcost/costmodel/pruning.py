@@ -19,18 +19,28 @@ and k projections of the layers it reads and recomputes each head's map in fp32
   boolean mask out. The pivotal count is data-dependent; the cost model charges its upper
   bound min(pivotal layers × k, patches).
 
+The same operators cost the selection on other towers through a ``SelectionGeometry``
+(a family hook): Qwen-VL scores merged tokens of 2×2 patches (``select_merged``): each
+layer's map is block-diagonal over its attention segments (temporal slices; windows in a
+Qwen2.5-VL windowed block), so a map holds Σ s² query-key pairs, not T²; the degrees and the
+complementary rows are pooled 2×2 (``degree_pool``, ``*_rows_pool``), and top-k and the IQR
+rule run over merged tokens.
+
 The defaults mirror ``fpcost.pruner.selection.FreePrunerConfig``: pivotal layers L_s..L =
 range(L)[-4:-2] (a union over two layers), complementary layer -2 (the one LLaVA reads),
 k = 0.25 × the patch count, i.e. 144 for LLaVA-1.5's 576 tokens — the setting that keeps
 50% of the tokens on real photographs at 224 and 336 px within a 5% overhead budget
 (docs/pruning.md). A results file
 records the settings it was made with (``settings``), which override these.
+``DEFAULT_SELECTION`` is those defaults as fpcost prune / generate run them: moved with the
+hidden state the LLM reads (``anchored_selection``; LLaVA-OneVision: pivotal 23, 24 /
+complementary 25 of 26).
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import WorkloadError
 from .llm import SOFTMAX_FLOPS_PER_ELEMENT
@@ -60,6 +70,10 @@ class SelectionSpec:
     # rows are computed); "column": from their columns A[:, p] (§3.3's prose; every row of
     # the complementary layer's map is needed)
     direction: str = "row"
+    # True: freePruner's default layers, which a family moves with the hidden state its LLM
+    # reads (``anchored_selection``), as fpcost.pruner does (pruner/anchoring.py); layers a
+    # user gives are taken as given
+    anchored: bool = False
 
     def __post_init__(self) -> None:
         for name, layers in (("selection_layers", self.selection_layers),
@@ -76,13 +90,13 @@ class SelectionSpec:
         if isinstance(self.k_ratio, bool) or not isinstance(self.k_ratio, (int, float)) or not (
                 0 < self.k_ratio <= 1):
             raise WorkloadError(f"selection k_ratio = {self.k_ratio!r} must be a number in (0, 1]")
+        if self.direction not in DIRECTIONS:
+            raise WorkloadError(f"selection direction {self.direction!r} is unknown; valid: "
+                                f"{', '.join(DIRECTIONS)}")
 
     def resolved_k(self, num_patches: int) -> int:
         """Pivotal tokens per layer for a tower of ``num_patches`` patch tokens."""
         return self.k if self.k is not None else max(1, round(self.k_ratio * num_patches))
-        if self.direction not in DIRECTIONS:
-            raise WorkloadError(f"selection direction {self.direction!r} is unknown; valid: "
-                                f"{', '.join(DIRECTIONS)}")
 
     @classmethod
     def from_layers(cls, pivotal: tuple[int, ...], complementary_layer: int, k: int,
@@ -114,7 +128,30 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-DEFAULT_SELECTION = SelectionSpec()
+DEFAULT_SELECTION = SelectionSpec(anchored=True)  # what fpcost prune / generate run by default
+REFERENCE_FEATURE_LAYER = -2  # the hidden state LLaVA-1.5 reads, to which the defaults refer
+
+
+def anchored_selection(selection: SelectionSpec, num_layers: int,
+                       feature_layer: int) -> SelectionSpec:
+    """``selection`` with its default layers moved to the hidden state ``feature_layer`` that
+    the LLM reads from an encoder of ``num_layers`` layers (``hidden_states`` holds the
+    embeddings, then each layer's output), as fpcost.pruner's ``anchored_layers`` moves them:
+    the complementary layer is the one whose output the LLM reads, the pivotal layers the two
+    before it. LLaVA-1.5 (-2 of 24) keeps -4, -3 / -2; LLaVA-OneVision (-1 of 26) gets -3, -2
+    / -1 (layers 23, 24 / 25). Unchanged unless ``selection.anchored``, or where the read
+    layer leaves fewer than two layers before it."""
+    if not selection.anchored or not -(num_layers + 1) <= feature_layer <= num_layers:
+        return selection
+    producing = feature_layer % (num_layers + 1) - 1  # the encoder layer whose output is read
+    shift = producing - REFERENCE_FEATURE_LAYER % (num_layers + 1) + 1
+    if producing < 2 or shift == 0:
+        return selection
+    pivotal = range(num_layers)[max(-4 + shift, -num_layers):-2 + shift]  # FreePrunerConfig's
+    complementary = -2 + shift
+    return replace(selection, selection_layers=tuple(i - num_layers for i in pivotal)
+                   + (complementary,), complementary_layer=complementary, pivotal=None,
+                   anchored=False)
 
 
 def _resolve(index: int, num_layers: int) -> int:
@@ -126,6 +163,41 @@ def _resolve(index: int, num_layers: int) -> int:
     return index % num_layers
 
 
+@dataclass(frozen=True)
+class SelectionGeometry:
+    """What one selection unit (an image, frame or crop; a Qwen-VL image or video) is scored
+    over. ``num_tokens`` T: tokens per unit in the tower (CLS included; the sides of a full
+    map); ``num_scored`` N: tokens scored and selected (patches; Qwen-VL: merged tokens);
+    ``score_len``: entries of one score vector and of one complementary row (LLaVA: T, as
+    the cost model has always charged it; Qwen-VL: N, the rows pooled to merged tokens);
+    ``merge_unit``: tower tokens per scored token (Qwen-VL: 2×2 = 4 patches, pooled);
+    ``segments``: the attention segments of a full-attention layer (Σ = T: one for a LLaVA
+    image, one per temporal slice of a Qwen-VL video); ``windows``: those of a windowed
+    layer; ``windowed_layers``: the layers (non-negative) that attend within ``windows``."""
+
+    num_tokens: int
+    num_scored: int
+    num_heads: int
+    head_dim: int
+    num_layers: int
+    score_len: int
+    merge_unit: int = 1
+    segments: tuple[int, ...] | None = None  # None: one segment of num_tokens
+    windows: tuple[int, ...] = ()
+    windowed_layers: frozenset[int] = frozenset()
+
+    def layer_segments(self, layer: int) -> tuple[int, ...]:
+        if layer in self.windowed_layers:
+            return self.windows
+        return self.segments or (self.num_tokens,)
+
+
+def vision_geometry(vision: VisionSpec) -> SelectionGeometry:
+    """A ViT image of T = ``num_positions`` tokens, its ``num_patches`` patches scored."""
+    return SelectionGeometry(vision.num_positions, vision.num_patches, vision.num_attention_heads,
+                             vision.head_dim, vision.num_hidden_layers, vision.num_positions)
+
+
 def selection_ops(
     vision: VisionSpec,
     selection: SelectionSpec,
@@ -134,61 +206,110 @@ def selection_ops(
     act_bits: int = 16,
     stage: str = "selection",
 ) -> list[Op]:
-    """Operators of freePruner's selection over ``num_images`` images (int or array);
-    ``act_bits`` is the width of the captured q and k."""
-    layers = selection.resolved_layers(vision.num_hidden_layers)
+    """Operators of freePruner's selection over ``num_images`` images (int or array) of a ViT
+    tower; ``act_bits`` is the width of the captured q and k."""
+    return geometry_selection_ops(vision_geometry(vision), selection, num_images,
+                                  num_layers_run, act_bits, stage)
+
+
+def _pairs(segments: tuple[int, ...]) -> int:
+    """Query-key pairs of one unit's map: Σ s² over its attention segments."""
+    return sum(s * s for s in segments)
+
+
+def _row_pairs(rows: int, segments: tuple[int, ...], tokens: int):
+    """Query-key pairs of ``rows`` query rows spread over ``segments`` as the tokens are
+    (exact for one segment and for equal ones; the rows' windows are data-dependent):
+    rows · Σ s² / T, an integer where it divides."""
+    total = rows * _pairs(segments)
+    return total // tokens if total % tokens == 0 else total / tokens
+
+
+def geometry_selection_ops(
+    geometry: SelectionGeometry,
+    selection: SelectionSpec,
+    num_units,
+    num_layers_run: int,
+    act_bits: int = 16,
+    stage: str = "selection",
+) -> list[Op]:
+    """Operators of freePruner's selection over ``num_units`` units (int or array) of
+    ``geometry`` (module docstring); the maps of a windowed layer hold only its windows'
+    query-key pairs, and a merged geometry adds the 2×2 pooling of the degrees and rows."""
+    g = geometry
+    layers = selection.resolved_layers(g.num_layers)
     if layers[-1] >= num_layers_run:
         raise WorkloadError(
             f"selection reads encoder layer {layers[-1]}, but only {num_layers_run} layers run; "
             "use --vision-layers all or earlier selection layers"
         )
-    pivotal = len(selection.pivotal_layers(vision.num_hidden_layers))
-    t, heads, d = vision.num_positions, vision.num_attention_heads, vision.head_dim
-    n = num_images
+    pivotal_layers = selection.pivotal_layers(g.num_layers)
+    pivotal = len(pivotal_layers)
+    t, heads, d, s = g.num_tokens, g.num_heads, g.head_dim, g.score_len
+    n = num_units
     f = bytes_per_element(MAP_BITS)
     a = bytes_per_element(act_bits)
-    maps = n * t * t  # elements of the head-averaged maps
-    sort_comparisons = math.ceil(math.log2(t))  # per element, a comparison sort
-    k = min(selection.resolved_k(vision.num_patches), vision.num_patches)  # a larger k keeps all
-    num_pivotal = min(pivotal * k, vision.num_patches)
+    sort_comparisons = math.ceil(math.log2(s))  # per element, a comparison sort
+    k = min(selection.resolved_k(g.num_scored), g.num_scored)  # a larger k keeps all
+    num_pivotal = min(pivotal * k, g.num_scored)
+    unit = g.merge_unit
     block = "freepruner"
 
     def op(name, op_class, count, **terms):
         return Op(stage, block, name, op_class, "fp32", "fp32", count, **terms)
 
-    # Pivotal layers: full T × T maps. The complementary layer only needs the rows of the
-    # pivotal tokens (fpcost.pruner computes just those): num_pivotal query rows, not T.
-    complementary_only = selection.complementary_layer_resolved(vision.num_hidden_layers) not in (
-        selection.pivotal_layers(vision.num_hidden_layers))
-    full_layers = len(layers) - int(complementary_only)
-    ops = []
+    # Pivotal layers: full T × T maps (within windows for a windowed layer). The
+    # complementary layer only needs the rows of the pivotal tokens (fpcost.pruner computes
+    # just those): num_pivotal query rows (× merge_unit patches each), not T.
+    complementary_layer = selection.complementary_layer_resolved(g.num_layers)
+    complementary_only = complementary_layer not in pivotal_layers
+    full_layers = [i for i in layers if i in pivotal_layers or not complementary_only]
+    windowed = sum(i in g.windowed_layers for i in full_layers)
     # a column-direction complementary layer needs its whole map (every query row)
-    complementary = (("complementary_map", t) if selection.direction == "column"
-                     else ("complementary_rows", num_pivotal))
-    for name, count, rows_per_image in (("map", full_layers, t),
-                                        (complementary[0], int(complementary_only), complementary[1])):
+    comp_name, comp_rows = (("complementary_map", t) if selection.direction == "column"
+                            else ("complementary_rows", num_pivotal * unit))
+    comp_segments = g.layer_segments(complementary_layer)
+    comp_prefix = "window_" if complementary_layer in g.windowed_layers else ""
+    groups = [("map", len(full_layers) - windowed, t, _pairs(g.segments or (t,))),
+              ("window_map", windowed, t, _pairs(g.windows)),
+              (comp_prefix + comp_name, int(complementary_only), comp_rows,
+               _row_pairs(comp_rows, comp_segments, t))]
+    ops = []
+    for name, count, rows_per_unit, pairs in groups:
         if count == 0:
             continue
-        q_rows = n * rows_per_image
-        per_head_maps = q_rows * heads * t  # elements of all heads' (rows × T) maps
+        q_rows = n * rows_per_unit
+        per_head_maps = n * heads * pairs  # elements of all heads' (rows × keys) maps
         ops += [
-            op(f"{name}_qk", ATTENTION, count, tensor_flops=matmul_flops(q_rows * heads, d, t),
+            op(f"{name}_qk", ATTENTION, count, tensor_flops=matmul_flops(n * heads, d, pairs),
                act_read_bytes=(q_rows + n * t) * heads * d * a,  # the q rows and every key
                act_write_bytes=per_head_maps * f),
             op(f"{name}_softmax", VECTOR, count,
                vector_flops=SOFTMAX_FLOPS_PER_ELEMENT * per_head_maps,
                act_read_bytes=per_head_maps * f, act_write_bytes=per_head_maps * f),
             op(f"{name}_head_mean", VECTOR, count, vector_flops=per_head_maps,
-               act_read_bytes=per_head_maps * f, act_write_bytes=q_rows * t * f),
+               act_read_bytes=per_head_maps * f, act_write_bytes=n * pairs * f),
         ]
+        if unit > 1 and name.endswith(comp_name):  # rows pooled over 2×2 queries and keys
+            ops.append(op(f"{name}_pool", VECTOR, count, vector_flops=n * pairs,
+                          act_read_bytes=n * pairs * f,
+                          act_write_bytes=n * (rows_per_unit // unit) * s * f))
+    # per pivotal layer: column sums of its head-averaged map (less the diagonal), the
+    # 2×2 pooling of a merged geometry, a top-k sort over the scores
+    pivotal_windowed = sum(i in g.windowed_layers for i in pivotal_layers)
+    for prefix, count, pairs in (("", pivotal - pivotal_windowed, _pairs(g.segments or (t,))),
+                                 ("window_", pivotal_windowed, _pairs(g.windows))):
+        if count == 0:
+            continue
+        ops.append(op(f"{prefix}column_sum", VECTOR, count, vector_flops=n * pairs + n * t,
+                      act_read_bytes=n * pairs * f, act_write_bytes=n * t * f))
     if pivotal:
-        ops += [
-            op("column_sum", VECTOR, pivotal, vector_flops=maps + n * t,
-               act_read_bytes=maps * f, act_write_bytes=n * t * f),
-            op("top_k", VECTOR, pivotal, vector_flops=n * t * sort_comparisons,
-               act_read_bytes=n * t * f, act_write_bytes=n * k * f),
-        ]
-    rows = n * num_pivotal * t  # entries of the pivotal rows of the complementary map
+        if unit > 1:  # per-patch degrees averaged over each merged token's patches
+            ops.append(op("degree_pool", VECTOR, pivotal, vector_flops=n * t,
+                          act_read_bytes=n * t * f, act_write_bytes=n * s * f))
+        ops.append(op("top_k", VECTOR, pivotal, vector_flops=n * s * sort_comparisons,
+                      act_read_bytes=n * s * f, act_write_bytes=n * k * f))
+    rows = n * num_pivotal * s  # entries of the pivotal rows of the complementary map
     ops.append(op("iqr_threshold", VECTOR, 1, vector_flops=rows * (sort_comparisons + 1),
                   act_read_bytes=rows * f, act_write_bytes=rows * BOOL_BYTES))
     return ops
@@ -214,7 +335,8 @@ class FileSelection:
 
 
 def selection_from_file(method: str | None, params: dict, settings: dict | None,
-                        num_layers: int, num_tokens: int, where: str = "results file") -> FileSelection:
+                        num_layers: int, num_tokens: int, where: str = "results file",
+                        windowed_layers: tuple[int, ...] = ()) -> FileSelection:
     """The selection a results file was made with, for a vision tower of ``num_layers``
     layers (``num_tokens``: the file's patch tokens per image, for a fractional k).
 
@@ -222,7 +344,10 @@ def selection_from_file(method: str | None, params: dict, settings: dict | None,
     ``complementary_layer``) when present, else its ``params`` (``pivotal_start_layer``,
     ``pivotal_end_layer``, ``complementary_layer``, ``k``) over the defaults fpcost prune
     used before it recorded settings. random / uniform / keep-all: no selection cost. cls /
-    prumerge+: their selection cost is not modelled (left out, and said so)."""
+    prumerge+: their selection cost is not modelled (left out, and said so).
+    ``windowed_layers``: the model's layers that attend within windows (Qwen2.5-VL); the
+    description names those the selection reads, and the file's own ``windowed_layers``
+    (what the pruned tower windowed) where they differ: the cost is this model's."""
     method = method or "freepruner"
     if method in FREE_METHODS:
         return FileSelection(None, f"{method}: reads no attention map, no selection cost")
@@ -260,11 +385,23 @@ def selection_from_file(method: str | None, params: dict, settings: dict | None,
                                 f"model's {num_layers}-layer vision tower")
     spec = SelectionSpec.from_layers(tuple(layers), complementary, k, direction)
     resolved = spec.pivotal_layers(num_layers)
+    read = spec.resolved_layers(num_layers)
+    windows = ": every layer has the same cost"
+    if windowed_layers or (settings or {}).get("windowed_layers"):
+        here = [i for i in read if i in windowed_layers]
+        windows = f"; windowed here: {','.join(map(str, here)) or 'none'}"
+        recorded = (settings or {}).get("windowed_layers")
+        if recorded is not None and (not isinstance(recorded, list) or not all(
+                _is_int(i) for i in recorded)):
+            raise WorkloadError(f"{where}: settings.windowed_layers = {_brief(recorded)} must be "
+                                "a list of integer layer indices")
+        if recorded is not None and sorted(recorded) != here:
+            windows += f" (the file's tower: {','.join(map(str, recorded)) or 'none'})"
     return FileSelection(spec, f"freepruner, from {source}: pivotal layers "
                                f"{','.join(map(str, resolved))}, complementary layer "
                                f"{spec.complementary_layer_resolved(num_layers)} ({direction}s), "
                                f"k = {k} (the file's layer indices, read in this model's "
-                               f"{num_layers}-layer tower: every layer has the same cost)")
+                               f"{num_layers}-layer tower{windows})")
 
 
 def _file_int(settings: dict, params: dict, key: str, where: str) -> int:

@@ -20,8 +20,9 @@ from fpcost.costmodel.hfconfig import load_config_json
 from fpcost.costmodel.params import parameter_counts
 from fpcost.costmodel.pipeline import make_workload, visual_layout
 from fpcost.costmodel.presets import get_preset, model_names
-from fpcost.costmodel.pruning import DEFAULT_SELECTION, selection_ops
+from fpcost.costmodel.pruning import DEFAULT_SELECTION
 from fpcost.costmodel.quant import QuantPlan
+from fpcost.costmodel.selection_cost import selection_ops
 from fpcost.costmodel.sweep import sweep
 from fpcost.costmodel.vision import projector_ops, vision_tower_ops
 from fpcost.costmodel.workload import visual_tokens_for_ratio

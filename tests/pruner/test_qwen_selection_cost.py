@@ -18,8 +18,9 @@ from fpcost.costmodel.families import family_for_model_type
 from fpcost.costmodel.families.qwen_vl import QWEN2_5_VL_FAMILY
 from fpcost.costmodel.layout import VisualLayout
 from fpcost.costmodel.pipeline import PipelineSettings
-from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec, geometry_selection_ops
+from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
+from fpcost.costmodel.selection_cost import geometry_selection_ops
 from fpcost.pruner.methods import get_pruner
 from fpcost.pruner.qwen_vision import select_merged
 

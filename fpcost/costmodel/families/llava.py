@@ -13,7 +13,8 @@ from ..configread import llava_projector, read_llava_parts
 from ..errors import ConfigError, WorkloadError
 from ..layout import VisualLayout
 from ..params import llm_params, projector_params, vision_params
-from ..pruning import anchored_selection, selection_ops
+from ..pruning import anchored_selection
+from ..selection_cost import selection_ops
 from ..spec import ModelSpec
 from ..vision import num_vision_layers_run, projector_ops, vision_tower_ops
 from . import ModelFamily, register

@@ -31,7 +31,7 @@ which selects over the packed positions the LLM receives:
   token (the shrink mixes projected features, then positions are picked); a video projects
   every frame's 729 tokens (projected, pooled 2×2, then selected). Unpruned, every crop's
   729 features, as transformers projects them before unpadding and shrinking;
-- ``selection``: freePruner on each crop's (frame's) 729-token map (pruning.py; no CLS),
+- ``selection``: freePruner on each crop's (frame's) 729-token map (selection_cost.py; no CLS),
   with its default layers anchored to the hidden state the LLM reads (``vision_feature_layer``
   -1 of 26 layers: pivotal 23, 24, complementary 25), as fpcost prune / generate anchor them
   (``LlavaFamily.effective_selection``).

@@ -44,7 +44,7 @@ from dataclasses import replace
 from ..errors import ConfigError
 from ..layout import VisualLayout
 from ..ops import NUMERIC_FIELDS, Op
-from ..pruning import SelectionGeometry, geometry_selection_ops
+from ..selection_cost import SelectionGeometry, geometry_selection_ops
 from ..spec import ModelSpec
 from ..vision import _Builder
 from . import ModelFamily, register

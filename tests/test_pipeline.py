@@ -12,9 +12,10 @@ from fpcost.costmodel.llm import DecoderPass, decoder_ops
 from fpcost.costmodel.memory import footprint_bytes, max_batch_size, memory_footprint
 from fpcost.costmodel.pipeline import stage_ops
 from fpcost.costmodel.presets import CLIP_VIT_L14_336, PRESETS
-from fpcost.costmodel.pruning import SelectionSpec, selection_ops
+from fpcost.costmodel.pruning import SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.costmodel.roofline import time_op
+from fpcost.costmodel.selection_cost import selection_ops
 from fpcost.costmodel.workload import Workload
 from tests.cli_helpers import run_cli
 

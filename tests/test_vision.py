@@ -174,7 +174,8 @@ def test_builders_take_integer_arrays():
     equals the scalar build."""
     import numpy as np
 
-    from fpcost.costmodel.pruning import SelectionSpec, selection_ops
+    from fpcost.costmodel.pruning import SelectionSpec
+    from fpcost.costmodel.selection_cost import selection_ops
 
     counts = np.array([1, 3, 16])
     builders = [

@@ -175,12 +175,23 @@ def _settings(result: Estimate) -> dict:
             "vision_layers": result.vision_layers,
             "num_vision_layers_run": family.num_layers_run(model, result.settings),
             "vision_quant": _quant_dict(result.vision_quant),
-            "selection": None if result.selection is None or not family.costs_selection else {
-                "selection_layers": list(result.selection.resolved_layers(family.tower_depth(model))),
-                "complementary_layer": result.selection.complementary_layer,
-                "k": result.selection.resolved_k(model.vision.num_patches)},
+            "selection": _selection_settings(result),
         })
     return settings
+
+
+def _selection_settings(result: Estimate) -> dict | None:
+    """The selection as the family's pruner runs it (anchored default layers; k of the
+    tokens it scores per image, crop or frame; Qwen-VL: per image or video, merged)."""
+    model = result.model
+    family = family_of(model)
+    selection = family.effective_selection(model, result.selection)
+    if selection is None or not family.costs_selection:
+        return None
+    layout = workload_layout(model, result.workload)
+    return {"selection_layers": list(selection.resolved_layers(family.tower_depth(model))),
+            "complementary_layer": selection.complementary_layer,
+            "k": selection.resolved_k(family.selection_scored_tokens(model, layout))}
 
 
 @click.command()

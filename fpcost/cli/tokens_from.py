@@ -93,14 +93,15 @@ def _selection(model, document, rows, num_tokens, cache):
     """The file's selection for a sample (its first row's own settings, else the file's)."""
     settings = rows[0].get("settings", document.settings)
     family = family_of(model)
-    if not family.costs_selection:  # e.g. Qwen-VL: the selection stage is not modelled
+    if not family.costs_selection:  # a family whose selection stage is not modelled
         return FileSelection(None, f"{document.method or 'freepruner'}: "
                                    f"{family.selection_note(model)}")
     key = json.dumps(settings, sort_keys=True, default=str)
     if key not in cache:
         cache[key] = selection_from_file(document.method, document.params, settings,
-                                         family_of(model).tower_depth(model), num_tokens,
-                                         where=f"--tokens-from {document.path}")
+                                         family.tower_depth(model), num_tokens,
+                                         where=f"--tokens-from {document.path}",
+                                         windowed_layers=family.windowed_layers(model))
     return cache[key]
 
 

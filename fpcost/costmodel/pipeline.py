@@ -8,8 +8,9 @@ arrays in, arrays out). What each stage holds comes from the model's family
 LLM operators; nothing here knows a family by name.
 
 The projector runs on the tokens it would see in transformers without pruning (the
-family's ``num_projected_tokens``); with pruning, on the kept tokens only (fpcost.pruner's
-seam: select, then project), never more than without. Pruning is active when the LLM
+family's ``num_projected_tokens``); with pruning, on what the family's pruner adapter
+projects (``pruned_projected_tokens``: by default the kept tokens only, fpcost.pruner's
+seam: select, then project, never more than without). Pruning is active when the LLM
 receives fewer visual tokens than the unpruned layout gives; the ``selection`` stage then
 costs freePruner's selection as its ``SelectionSpec`` says (``selection=None``: a selection
 whose cost is left out).
@@ -157,10 +158,11 @@ def vision_side_ops(stage: str, model: ModelSpec, settings: PipelineSettings, la
                                     batch_size * layout.num_images * pruned)
     # projector: unpruned, every token transformers projects (LLaVA-NeXT / OneVision: every
     # crop's features, before unpadding and newlines; Video-LLaVA: each frame's CLS too);
-    # pruned, the kept ones (fpcost.pruner selects, then projects), never more than unpruned.
-    # a - (a - b)·(a > b) = min(a, b), and p·x + (1 - p)·y, for ints and arrays alike
+    # pruned, what the family's pruner adapter projects (by default the kept tokens: it
+    # selects, then projects; Qwen-VL's merger and OneVision's shrunk images run on all).
+    # p·x + (1 - p)·y, for ints and arrays alike
     projected = layout.num_projected_tokens
-    kept = num_visual_tokens - (num_visual_tokens - projected) * (num_visual_tokens > projected)
+    kept = family.pruned_projected_tokens(model, layout, num_visual_tokens)
     pruned = num_visual_tokens < layout.num_visual_tokens
     tokens = pruned * kept + (1 - pruned) * projected
     return family.projector_ops(model, layout, settings, batch_size * tokens)
@@ -169,8 +171,9 @@ def vision_side_ops(stage: str, model: ModelSpec, settings: PipelineSettings, la
 def projected_tokens(model: ModelSpec, workload: Workload) -> int:
     """Tokens per sample the projector runs on (see ``vision_side_ops``)."""
     layout = workload_layout(model, workload)
-    if workload.num_visual_tokens < layout.num_visual_tokens:  # pruned: the kept ones
-        return min(workload.num_visual_tokens, layout.num_projected_tokens)
+    if workload.num_visual_tokens < layout.num_visual_tokens:  # pruned
+        return family_of(model).pruned_projected_tokens(model, layout,
+                                                        workload.num_visual_tokens)
     return layout.num_projected_tokens
 
 

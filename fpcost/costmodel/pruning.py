@@ -1,23 +1,6 @@
-"""The cost of freePruner's token selection itself (paper §3.2–3.3, Algorithm 1), as the
-``selection`` stage: what fpcost.pruner does on top of the vision tower's forward pass.
-
-The tower runs on SDPA, so the attention maps are not materialized; the pruner hooks the q
-and k projections of the layers it reads and recomputes each head's map in fp32
-(docs/pruning.md). Per image (frame, crop) of T tokens (CLS included), H heads of width d:
-
-- for every pivotal layer: ``map_qk`` q·kᵀ per head in fp32 (fp32 matmuls run on the CUDA
-  cores: PyTorch leaves TF32 off), reading the captured 16-bit q and k; ``map_softmax`` in
-  fp32; ``map_head_mean`` averaging the H maps into one T × T map;
-- for the complementary layer, the same three on the pivotal tokens' query rows only
-  (``complementary_rows_*``: the pruner computes just those rows); with
-  ``direction="column"`` (complementary tokens from the pivotal tokens' columns A[:, p], the
-  reading of §3.3's prose) every query row is needed (``complementary_map_*``);
-- for every pivotal layer (the selection layers other than the complementary one):
-  ``column_sum`` r_l[i] = Σ_rows A[:, i] − A[i, i]; ``top_k`` (a sort: T·⌈log₂T⌉ comparisons);
-- once: ``iqr_threshold`` over the rows of the complementary (penultimate) layer's map of
-  the pivotal tokens — quartiles by sorting each row, then one comparison per entry, a
-  boolean mask out. The pivotal count is data-dependent; the cost model charges its upper
-  bound min(pivotal layers × k, patches).
+"""What freePruner's token selection reads (paper §3.2–3.3, Algorithm 1): ``SelectionSpec``,
+its defaults, their anchoring, and the settings a results file records. Its cost, the
+``selection`` stage, is built from these by ``selection_cost``.
 
 The defaults mirror ``fpcost.pruner.selection.FreePrunerConfig``: pivotal layers L_s..L =
 range(L)[-4:-2] (a union over two layers), complementary layer -2 (the one LLaVA reads),
@@ -25,21 +8,16 @@ k = 0.25 × the patch count, i.e. 144 for LLaVA-1.5's 576 tokens — the setting
 50% of the tokens on real photographs at 224 and 336 px within a 5% overhead budget
 (docs/pruning.md). A results file
 records the settings it was made with (``settings``), which override these.
+``DEFAULT_SELECTION`` is those defaults as fpcost prune / generate run them: moved with the
+hidden state the LLM reads (``anchored_selection``; LLaVA-OneVision: pivotal 23, 24 /
+complementary 25 of 26).
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from .errors import WorkloadError
-from .llm import SOFTMAX_FLOPS_PER_ELEMENT
-from .ops import ATTENTION, VECTOR, Op, matmul_flops
-from .spec import VisionSpec
-from .units import bytes_per_element
-
-MAP_BITS = 32  # the maps are recomputed in fp32
-BOOL_BYTES = 1.0  # torch.bool masks: one byte per element
 
 
 @dataclass(frozen=True)
@@ -60,6 +38,10 @@ class SelectionSpec:
     # rows are computed); "column": from their columns A[:, p] (§3.3's prose; every row of
     # the complementary layer's map is needed)
     direction: str = "row"
+    # True: freePruner's default layers, which a family moves with the hidden state its LLM
+    # reads (``anchored_selection``), as fpcost.pruner does (pruner/anchoring.py); layers a
+    # user gives are taken as given
+    anchored: bool = False
 
     def __post_init__(self) -> None:
         for name, layers in (("selection_layers", self.selection_layers),
@@ -76,13 +58,13 @@ class SelectionSpec:
         if isinstance(self.k_ratio, bool) or not isinstance(self.k_ratio, (int, float)) or not (
                 0 < self.k_ratio <= 1):
             raise WorkloadError(f"selection k_ratio = {self.k_ratio!r} must be a number in (0, 1]")
+        if self.direction not in DIRECTIONS:
+            raise WorkloadError(f"selection direction {self.direction!r} is unknown; valid: "
+                                f"{', '.join(DIRECTIONS)}")
 
     def resolved_k(self, num_patches: int) -> int:
         """Pivotal tokens per layer for a tower of ``num_patches`` patch tokens."""
         return self.k if self.k is not None else max(1, round(self.k_ratio * num_patches))
-        if self.direction not in DIRECTIONS:
-            raise WorkloadError(f"selection direction {self.direction!r} is unknown; valid: "
-                                f"{', '.join(DIRECTIONS)}")
 
     @classmethod
     def from_layers(cls, pivotal: tuple[int, ...], complementary_layer: int, k: int,
@@ -114,7 +96,30 @@ def _is_int(value) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
-DEFAULT_SELECTION = SelectionSpec()
+DEFAULT_SELECTION = SelectionSpec(anchored=True)  # what fpcost prune / generate run by default
+REFERENCE_FEATURE_LAYER = -2  # the hidden state LLaVA-1.5 reads, to which the defaults refer
+
+
+def anchored_selection(selection: SelectionSpec, num_layers: int,
+                       feature_layer: int) -> SelectionSpec:
+    """``selection`` with its default layers moved to the hidden state ``feature_layer`` that
+    the LLM reads from an encoder of ``num_layers`` layers (``hidden_states`` holds the
+    embeddings, then each layer's output), as fpcost.pruner's ``anchored_layers`` moves them:
+    the complementary layer is the one whose output the LLM reads, the pivotal layers the two
+    before it. LLaVA-1.5 (-2 of 24) keeps -4, -3 / -2; LLaVA-OneVision (-1 of 26) gets -3, -2
+    / -1 (layers 23, 24 / 25). Unchanged unless ``selection.anchored``, or where the read
+    layer leaves fewer than two layers before it."""
+    if not selection.anchored or not -(num_layers + 1) <= feature_layer <= num_layers:
+        return selection
+    producing = feature_layer % (num_layers + 1) - 1  # the encoder layer whose output is read
+    shift = producing - REFERENCE_FEATURE_LAYER % (num_layers + 1) + 1
+    if producing < 2 or shift == 0:
+        return selection
+    pivotal = range(num_layers)[max(-4 + shift, -num_layers):-2 + shift]  # FreePrunerConfig's
+    complementary = -2 + shift
+    return replace(selection, selection_layers=tuple(i - num_layers for i in pivotal)
+                   + (complementary,), complementary_layer=complementary, pivotal=None,
+                   anchored=False)
 
 
 def _resolve(index: int, num_layers: int) -> int:
@@ -124,74 +129,6 @@ def _resolve(index: int, num_layers: int) -> int:
             f"valid: {-num_layers}..{num_layers - 1}"
         )
     return index % num_layers
-
-
-def selection_ops(
-    vision: VisionSpec,
-    selection: SelectionSpec,
-    num_images,
-    num_layers_run: int,
-    act_bits: int = 16,
-    stage: str = "selection",
-) -> list[Op]:
-    """Operators of freePruner's selection over ``num_images`` images (int or array);
-    ``act_bits`` is the width of the captured q and k."""
-    layers = selection.resolved_layers(vision.num_hidden_layers)
-    if layers[-1] >= num_layers_run:
-        raise WorkloadError(
-            f"selection reads encoder layer {layers[-1]}, but only {num_layers_run} layers run; "
-            "use --vision-layers all or earlier selection layers"
-        )
-    pivotal = len(selection.pivotal_layers(vision.num_hidden_layers))
-    t, heads, d = vision.num_positions, vision.num_attention_heads, vision.head_dim
-    n = num_images
-    f = bytes_per_element(MAP_BITS)
-    a = bytes_per_element(act_bits)
-    maps = n * t * t  # elements of the head-averaged maps
-    sort_comparisons = math.ceil(math.log2(t))  # per element, a comparison sort
-    k = min(selection.resolved_k(vision.num_patches), vision.num_patches)  # a larger k keeps all
-    num_pivotal = min(pivotal * k, vision.num_patches)
-    block = "freepruner"
-
-    def op(name, op_class, count, **terms):
-        return Op(stage, block, name, op_class, "fp32", "fp32", count, **terms)
-
-    # Pivotal layers: full T × T maps. The complementary layer only needs the rows of the
-    # pivotal tokens (fpcost.pruner computes just those): num_pivotal query rows, not T.
-    complementary_only = selection.complementary_layer_resolved(vision.num_hidden_layers) not in (
-        selection.pivotal_layers(vision.num_hidden_layers))
-    full_layers = len(layers) - int(complementary_only)
-    ops = []
-    # a column-direction complementary layer needs its whole map (every query row)
-    complementary = (("complementary_map", t) if selection.direction == "column"
-                     else ("complementary_rows", num_pivotal))
-    for name, count, rows_per_image in (("map", full_layers, t),
-                                        (complementary[0], int(complementary_only), complementary[1])):
-        if count == 0:
-            continue
-        q_rows = n * rows_per_image
-        per_head_maps = q_rows * heads * t  # elements of all heads' (rows × T) maps
-        ops += [
-            op(f"{name}_qk", ATTENTION, count, tensor_flops=matmul_flops(q_rows * heads, d, t),
-               act_read_bytes=(q_rows + n * t) * heads * d * a,  # the q rows and every key
-               act_write_bytes=per_head_maps * f),
-            op(f"{name}_softmax", VECTOR, count,
-               vector_flops=SOFTMAX_FLOPS_PER_ELEMENT * per_head_maps,
-               act_read_bytes=per_head_maps * f, act_write_bytes=per_head_maps * f),
-            op(f"{name}_head_mean", VECTOR, count, vector_flops=per_head_maps,
-               act_read_bytes=per_head_maps * f, act_write_bytes=q_rows * t * f),
-        ]
-    if pivotal:
-        ops += [
-            op("column_sum", VECTOR, pivotal, vector_flops=maps + n * t,
-               act_read_bytes=maps * f, act_write_bytes=n * t * f),
-            op("top_k", VECTOR, pivotal, vector_flops=n * t * sort_comparisons,
-               act_read_bytes=n * t * f, act_write_bytes=n * k * f),
-        ]
-    rows = n * num_pivotal * t  # entries of the pivotal rows of the complementary map
-    ops.append(op("iqr_threshold", VECTOR, 1, vector_flops=rows * (sort_comparisons + 1),
-                  act_read_bytes=rows * f, act_write_bytes=rows * BOOL_BYTES))
-    return ops
 
 
 # Methods of ``fpcost prune`` whose selection needs no attention map: nothing to cost.
@@ -214,7 +151,8 @@ class FileSelection:
 
 
 def selection_from_file(method: str | None, params: dict, settings: dict | None,
-                        num_layers: int, num_tokens: int, where: str = "results file") -> FileSelection:
+                        num_layers: int, num_tokens: int, where: str = "results file",
+                        windowed_layers: tuple[int, ...] = ()) -> FileSelection:
     """The selection a results file was made with, for a vision tower of ``num_layers``
     layers (``num_tokens``: the file's patch tokens per image, for a fractional k).
 
@@ -222,7 +160,10 @@ def selection_from_file(method: str | None, params: dict, settings: dict | None,
     ``complementary_layer``) when present, else its ``params`` (``pivotal_start_layer``,
     ``pivotal_end_layer``, ``complementary_layer``, ``k``) over the defaults fpcost prune
     used before it recorded settings. random / uniform / keep-all: no selection cost. cls /
-    prumerge+: their selection cost is not modelled (left out, and said so)."""
+    prumerge+: their selection cost is not modelled (left out, and said so).
+    ``windowed_layers``: the model's layers that attend within windows (Qwen2.5-VL); the
+    description names those the selection reads, and the file's own ``windowed_layers``
+    (what the pruned tower windowed) where they differ: the cost is this model's."""
     method = method or "freepruner"
     if method in FREE_METHODS:
         return FileSelection(None, f"{method}: reads no attention map, no selection cost")
@@ -260,11 +201,23 @@ def selection_from_file(method: str | None, params: dict, settings: dict | None,
                                 f"model's {num_layers}-layer vision tower")
     spec = SelectionSpec.from_layers(tuple(layers), complementary, k, direction)
     resolved = spec.pivotal_layers(num_layers)
+    read = spec.resolved_layers(num_layers)
+    windows = ": every layer has the same cost"
+    if windowed_layers or (settings or {}).get("windowed_layers"):
+        here = [i for i in read if i in windowed_layers]
+        windows = f"; windowed here: {','.join(map(str, here)) or 'none'}"
+        recorded = (settings or {}).get("windowed_layers")
+        if recorded is not None and (not isinstance(recorded, list) or not all(
+                _is_int(i) for i in recorded)):
+            raise WorkloadError(f"{where}: settings.windowed_layers = {_brief(recorded)} must be "
+                                "a list of integer layer indices")
+        if recorded is not None and sorted(recorded) != here:
+            windows += f" (the file's tower: {','.join(map(str, recorded)) or 'none'})"
     return FileSelection(spec, f"freepruner, from {source}: pivotal layers "
                                f"{','.join(map(str, resolved))}, complementary layer "
                                f"{spec.complementary_layer_resolved(num_layers)} ({direction}s), "
                                f"k = {k} (the file's layer indices, read in this model's "
-                               f"{num_layers}-layer tower: every layer has the same cost)")
+                               f"{num_layers}-layer tower{windows})")
 
 
 def _file_int(settings: dict, params: dict, key: str, where: str) -> int:

@@ -20,8 +20,9 @@ from fpcost.costmodel.hfconfig import load_config_json
 from fpcost.costmodel.params import parameter_counts
 from fpcost.costmodel.pipeline import make_workload, visual_layout
 from fpcost.costmodel.presets import get_preset, model_names
-from fpcost.costmodel.pruning import DEFAULT_SELECTION, selection_ops
+from fpcost.costmodel.pruning import DEFAULT_SELECTION
 from fpcost.costmodel.quant import QuantPlan
+from fpcost.costmodel.selection_cost import selection_ops
 from fpcost.costmodel.sweep import sweep
 from fpcost.costmodel.vision import projector_ops, vision_tower_ops
 from fpcost.costmodel.workload import visual_tokens_for_ratio
@@ -237,6 +238,71 @@ def test_pruning_runs_the_selection_on_every_crop(capsys):
     full = estimate_json(capsys, "--model", "llava-onevision-7b")
     assert data["stages"]["vision"] == full["stages"]["vision"]
     assert data["stages"]["prefill"]["flops"] < full["stages"]["prefill"]["flops"]
+
+
+def test_the_selection_reads_the_anchored_layers(capsys):
+    """OneVision's LLM reads hidden state -1 of 26 SigLIP layers (layer 25's output):
+    fpcost prune / generate move freePruner's defaults to pivotal 23, 24 and complementary
+    25, and so does the cost model; the cost per crop is the same (every layer costs alike),
+    the 729-token map, k = round(0.25 · 729) = 182."""
+    data = estimate_json(capsys, "--model", "llava-onevision-7b", "--keep-ratio", "0.25")
+    assert data["settings"]["selection"] == {"selection_layers": [23, 24, 25],
+                                             "complementary_layer": -1, "k": 182}
+    spec = get_preset("llava-onevision-7b")
+    effective = family_of(spec).effective_selection(spec, DEFAULT_SELECTION)
+    assert effective.pivotal_layers(26) == (23, 24)
+    assert effective.complementary_layer_resolved(26) == 25
+    ops = {op.name: op for op in selection_ops(spec.vision, effective, 9, 26)}
+    assert ops["map_qk"].count == 2 and ops["map_qk"].tensor_flops == 2 * 9 * 16 * 72 * 729 * 729
+    # the complementary layer 25: the rows of at most 2 x 182 pivotal tokens per crop
+    assert ops["complementary_rows_qk"].tensor_flops == 2 * 9 * 16 * 72 * 364 * 729
+    # layers a user gives are kept as given, as fpcost prune keeps its flags
+    given = estimate_json(capsys, "--model", "llava-onevision-7b", "--keep-ratio", "0.25",
+                          "--selection-layers", "-4,-3,-2")
+    assert given["settings"]["selection"]["selection_layers"] == [22, 23, 24]
+
+
+def test_the_cost_models_anchoring_equals_the_pruners():
+    """``pruning.anchored_selection`` (the cost model may not import the pruner) moves the
+    default layers exactly as ``fpcost.pruner.anchoring.anchored_layers`` does, for every
+    tower depth up to 40 and every hidden state the LLM may read."""
+    from fpcost.costmodel.pruning import SelectionSpec, anchored_selection
+    from fpcost.pruner.anchoring import anchored_layers
+    from fpcost.pruner.selection import FreePrunerConfig
+
+    moved = 0
+    for num_layers in range(4, 41):  # the defaults need 4 layers
+        for feature_layer in range(-(num_layers + 1), num_layers + 1):
+            config = FreePrunerConfig(**anchored_layers(num_layers, feature_layer))
+            ours = anchored_selection(DEFAULT_SELECTION, num_layers, feature_layer)
+            moved += ours != DEFAULT_SELECTION
+            assert ours.pivotal_layers(num_layers) == config.pivotal_layers(num_layers), (
+                num_layers, feature_layer)
+            assert ours.complementary_layer_resolved(num_layers) == (
+                config.complementary_layer % num_layers)
+            # a selection the user gave is never moved
+            given = SelectionSpec(DEFAULT_SELECTION.selection_layers)
+            assert anchored_selection(given, num_layers, feature_layer) == given
+    assert moved > 500  # most read layers move the defaults
+
+
+@pytest.mark.parametrize("args, tokens, projected", [
+    # 1280 x 720: 9 crops, 54 x 96 grid not shrunk (r = 0.89): the kept positions less the
+    # 54 newlines (always kept, never projected)
+    (["--image-size", "1280x720", "--keep-ratio", "0.25"], 1492, 1492 - 54),
+    (["--image-size", "1280x720", "--visual-tokens", "40"], 40, 0),
+    # 2304 x 2304: 37 crops, the 162 x 162 grid shrunk to 81 x 81: every crop token projected
+    (["--image-size", "2304x2304", "--keep-ratio", "0.25"], 1843, 37 * 729),
+    # a video of 8 frames: every frame's 729 tokens projected, then pooled, then selected
+    (["--frames", "8", "--keep-ratio", "0.5"], 784, 8 * 729),
+])
+def test_the_pruned_projector_runs_what_the_adapter_projects(capsys, args, tokens, projected):
+    data = estimate_json(capsys, "--model", "llava-onevision-7b", *args)
+    assert data["workload"]["num_visual_tokens"] == tokens and data["workload"]["pruned"]
+    assert data["workload"]["num_projected_tokens_per_sample"] == projected
+    spec = get_preset("llava-onevision-7b")
+    ops = projector_ops(spec.projector, QuantPlan(), projected)
+    assert data["stages"]["projector"]["flops"] == sum(op.count * op.flops for op in ops)
 
 
 def test_memory_fits_and_max_batch(capsys):

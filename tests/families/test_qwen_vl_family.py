@@ -19,7 +19,7 @@ from fpcost.costmodel.params import parameter_counts
 from fpcost.costmodel.pipeline import make_workload, visual_layout
 from fpcost.costmodel.presets import get_preset, model_names
 from fpcost.costmodel.quant import QuantPlan
-from fpcost.costmodel.sweep import TOTALS, sweep
+from fpcost.costmodel.sweep import sweep
 from fpcost.costmodel.vision import _Builder
 from fpcost.costmodel.workload import Workload
 from tests.cli_helpers import run_cli
@@ -65,7 +65,9 @@ def test_every_preset_estimates_with_the_groundworks_numbers(name, capsys):
     assert data["workload"]["num_visual_tokens"] == 1196  # the default 1280x720 image
     assert data["workload"]["num_vision_tokens_per_image"] == 4784  # 52 x 92 patches
     assert list(data["stages"]) == ["vision", "projector", "prefill", "decode"]
-    assert all(math.isfinite(v) and v >= 0 for v in finite_numbers(data))
+    assert all(math.isfinite(v) for v in finite_numbers(data))
+    # every count, time and byte is non-negative (settings hold layer indices, -2 = from the end)
+    assert all(v >= 0 for v in finite_numbers({k: v for k, v in data.items() if k != "settings"}))
     assert all(t["flops"] > 0 and t["time_s"] > 0 for t in data["stages"].values())
     assert parameter_counts(spec)["total"] == TOTAL_PARAMETERS[name]
     assert data["memory"]["weight_bytes"]["total"] == 2 * TOTAL_PARAMETERS[name]  # 16-bit
@@ -128,19 +130,32 @@ def test_stages_are_the_groundworks_operators_and_the_batch_scales_all_but_weigh
         sum(op.count * op.flops for op in packed), rel=1e-12)
 
 
-def test_pruning_keeps_merged_tokens_and_runs_no_selection_stage(capsys, a6000):
+def test_pruning_runs_the_merger_on_every_token_and_a_selection_stage(capsys, a6000):
+    """select_merged: the merger runs on all merged tokens in the tower's own pass, freePruner
+    then picks among them; its selection (paper defaults: blocks 28, 29 / 30) is costed."""
     data = estimate_json(capsys, "--model", "qwen2-vl-7b", "--keep-ratio", "0.5")
     assert data["workload"]["num_visual_tokens"] == 598 and data["workload"]["pruned"]
-    assert "selection" not in data["stages"] and data["settings"]["selection"] is None
-    assert any("selection on qwen2-vl towers is not modelled" in n for n in data["settings"]["notes"])
-    assert data["workload"]["num_projected_tokens_per_sample"] == 598
+    assert list(data["stages"]) == ["vision", "selection", "projector", "prefill", "decode"]
+    assert data["settings"]["selection"] == {"selection_layers": [28, 29, 30],
+                                             "complementary_layer": -2, "k": 299}
+    assert not any("not modelled" in n for n in data["settings"]["notes"])
+    assert data["workload"]["num_projected_tokens_per_sample"] == 1196
     spec = get_preset("qwen2-vl-7b")
-    merger = merger_ops(spec.vision, _Builder("projector", QuantPlan()), 598 * 4)
+    merger = merger_ops(spec.vision, _Builder("projector", QuantPlan()), 1196 * 4)
     assert data["stages"]["projector"]["flops"] == pytest.approx(
         sum(op.count * op.flops for op in merger), rel=1e-12)
     full = estimate_json(capsys, "--model", "qwen2-vl-7b")
     assert data["stages"]["vision"] == full["stages"]["vision"]  # the tower runs every patch
+    assert data["stages"]["projector"] == full["stages"]["projector"]  # and the merger
     assert data["stages"]["prefill"]["flops"] < full["stages"]["prefill"]["flops"]
+    # 2 pivotal maps of 4784² patch pairs and 598 pivotal rows x 4 patches, 16 heads of 80
+    assert data["stages"]["selection"]["tensor_flops"] == (
+        2 * (2 * 16 * 80 * 4784 * 4784) + 2 * 16 * 80 * 598 * 4 * 4784)
+    layers = estimate_json(capsys, "--model", "qwen2-vl-7b", "--keep-ratio", "0.5",
+                           "--selection-layers", "-3,-2")
+    assert layers["settings"]["selection"]["selection_layers"] == [29, 30]
+    assert layers["stages"]["selection"]["tensor_flops"] == (
+        2 * 16 * 80 * 4784 * 4784 + 2 * 16 * 80 * 299 * 4 * 4784)
 
 
 def test_memory_fits_and_max_batch(capsys):
@@ -178,8 +193,10 @@ def test_sweep_takes_the_image_size_and_pixel_limits_as_estimate_does(a6000):
     assert max(frame.num_visual_tokens) == unpruned.num_visual_tokens == image_grid(
         480, 640, kwargs["min_pixels"], kwargs["max_pixels"]).num_merged_tokens()
     assert_every_stage_equals_estimate(frame, spec, a6000, {}, kwargs)
-    for total in TOTALS:  # no selection column is ever filled for Qwen
-        assert (frame[f"selection_{total}"] == 0).all()
+    pruned = frame.num_visual_tokens < unpruned.num_visual_tokens
+    assert pruned.any() and not pruned.all()
+    for total in ("flops", "time_s"):  # the selection costs something exactly where pruned
+        assert ((frame[f"selection_{total}"] > 0) == pruned).all()
 
 
 def test_the_sweep_cli_lists_qwen_presets(capsys):
@@ -226,8 +243,8 @@ def test_a_qwen2_vl_config_json_reads_through_config(tmp_path, capsys):
      "--min-pixels 3136 is larger than --max-pixels 1000"),
     (["--model", "qwen2-vl-7b", "--max-pixels", "0"], "--max-pixels"),
     (["--model", "qwen2-vl-7b", "--image-size", "10000x10"], "aspect ratio above 200"),
-    (["--model", "qwen2-vl-7b", "--selection-layers", "-3,-2"],
-     "selection on qwen2-vl towers is not modelled"),
+    (["--model", "qwen2-vl-7b", "--keep-ratio", "0.5", "--selection-layers", "-40"],
+     "selection layer -40 is out of range for a 32-layer vision tower"),
     (["--model", "qwen2.5-vl-7b", "--image-size", "1280x"], "is not WIDTHxHEIGHT"),
 ])
 def test_bad_qwen_options_are_one_line(args, fragment, capsys):

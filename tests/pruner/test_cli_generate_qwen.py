@@ -144,7 +144,14 @@ def test_pruned_run_and_the_qwen_prediction(capsys, checkpoint, tmp_path):
         for key in ("ttft_s", "decode_s", "total_s", "predicted_total_s", "predicted_ttft_s",
                     "predicted_speedup", "measured_speedup"):
             assert math.isfinite(run[key]) and run[key] >= 0, (key, run[key])
-    assert half["predicted_speedup"] > 1.0 == unpruned["predicted_speedup"]
+    # the pruned prediction drops 3 of 6 tokens from the LLM and adds freePruner's selection
+    # stage (which, on this 24-patch tower, may cost more than the 3 tokens save: no claim
+    # on the speedup); the tower and merger run every token in both
+    assert unpruned["predicted_speedup"] == 1.0
+    assert half["predicted_prefill_s"] < unpruned["predicted_prefill_s"]
+    assert half["predicted_selection_s"] > 0 == unpruned["predicted_selection_s"]
+    assert half["predicted_projector_s"] == unpruned["predicted_projector_s"]
+    assert half["predicted_vision_s"] == unpruned["predicted_vision_s"]
     # the prediction is the Qwen cost model of this config.json for this image's layout
     for run in payload["runs"]:
         est = fpcost.estimate(str(directory), profile, quant=QuantPlan.uniform(32),

@@ -12,6 +12,9 @@ A family is chosen from the Hugging Face ``model_type`` of a ``config.json``
   projected (``pixel_limits``: a dynamic-resolution family's (min_pixels, max_pixels));
 - ``vision_ops`` / ``selection_ops`` / ``projector_ops``: the operators of the ``vision``,
   ``selection`` and ``projector`` stages; ``decoder_ops``: the LLM's, for one pass;
+- ``effective_selection`` / ``selection_scored_tokens`` / ``pruned_projected_tokens``: the
+  selection as the family's pruner runs it (anchored layers), the tokens it scores per unit,
+  and the tokens the projector runs on once pruned (as the family's pruner adapter runs it);
 - ``parameter_counts(spec)``: parameters of each part and their ``total``;
 - for the memory estimate and the CLI: ``vision_residual_elements`` (the tower's residual
   stream per sample), ``tower_depth`` and ``num_layers_run`` (the encoder layers selection
@@ -42,6 +45,7 @@ if TYPE_CHECKING:  # only for annotations: pipeline imports this package
     from ..llm import DecoderPass
     from ..ops import Op
     from ..pipeline import PipelineSettings
+    from ..pruning import SelectionSpec
     from ..spec import ModelSpec
 
 
@@ -86,6 +90,28 @@ class ModelFamily:
                       num_tokens) -> list[Op]:
         """The projector over ``num_tokens`` visual tokens (all samples)."""
         return []
+
+    def effective_selection(self, spec: ModelSpec, selection: SelectionSpec | None
+                            ) -> SelectionSpec | None:
+        """The selection as the family's pruner runs it (e.g. default layers anchored to the
+        layer the LLM reads); None stays None."""
+        return selection
+
+    def windowed_layers(self, spec: ModelSpec) -> tuple[int, ...]:
+        """Tower layers that attend within windows (Qwen2.5-VL), whose maps a selection
+        computes window by window."""
+        return ()
+
+    def selection_scored_tokens(self, spec: ModelSpec, layout: VisualLayout) -> int:
+        """Tokens per selection unit that freePruner scores (its k is a ratio of these)."""
+        return 0
+
+    def pruned_projected_tokens(self, spec: ModelSpec, layout: VisualLayout, num_visual_tokens):
+        """Tokens per sample the projector runs on when the LLM receives ``num_visual_tokens``
+        (< the unpruned count; int or int array): by default the kept ones (the pruner
+        selects, then projects), never more than unpruned. a - (a - b)·(a > b) = min(a, b)."""
+        projected = layout.num_projected_tokens
+        return num_visual_tokens - (num_visual_tokens - projected) * (num_visual_tokens > projected)
 
     def tower_depth(self, spec: ModelSpec) -> int:
         """Encoder layers of the vision tower (selection layer indices count them)."""

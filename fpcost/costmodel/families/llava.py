@@ -13,7 +13,8 @@ from ..configread import llava_projector, read_llava_parts
 from ..errors import ConfigError, WorkloadError
 from ..layout import VisualLayout
 from ..params import llm_params, projector_params, vision_params
-from ..pruning import selection_ops
+from ..pruning import anchored_selection
+from ..selection_cost import selection_ops
 from ..spec import ModelSpec
 from ..vision import num_vision_layers_run, projector_ops, vision_tower_ops
 from . import ModelFamily, register
@@ -77,9 +78,22 @@ class LlavaFamily(ModelFamily):
                                 self.num_layers_run(spec, settings), settings.flash_attention,
                                 settings.onchip_buffer_bytes)
 
+    def effective_selection(self, spec, selection):
+        """freePruner's default layers anchored to the hidden state the LLM reads
+        (``vision_feature_layer``), as fpcost prune / generate anchor them: unchanged for
+        LLaVA's -2 of 24 layers; OneVision's -1 of 26 reads pivotal 23, 24, complementary 25."""
+        if selection is None:
+            return None
+        return anchored_selection(selection, spec.vision.num_hidden_layers,
+                                  spec.vision.feature_layer)
+
+    def selection_scored_tokens(self, spec, layout) -> int:
+        return spec.vision.num_patches
+
     def selection_ops(self, spec, layout, settings, num_images):
-        return selection_ops(spec.vision, settings.selection, num_images,
-                             self.num_layers_run(spec, settings), settings.vision_quant.act_bits)
+        return selection_ops(spec.vision, self.effective_selection(spec, settings.selection),
+                             num_images, self.num_layers_run(spec, settings),
+                             settings.vision_quant.act_bits)
 
     def projector_ops(self, spec, layout, settings, num_tokens):
         return projector_ops(spec.projector, settings.vision_quant, num_tokens)

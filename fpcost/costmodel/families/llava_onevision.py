@@ -23,11 +23,18 @@ through the tower and the projector; each frame's 27 × 27 features are pooled b
 ceil(27/2)² = 196 tokens, plus one newline token per video: F·196 + 1 tokens. The pooling
 itself (an interpolation over F·729 projected features) is not costed.
 
-The projector stage follows the pipeline's rule (the fewer of the tokens the LLM receives
-and the crops' tokens): for an unpruned image it is costed on the packed count, not on
-every crop's 729 features that transformers projects before unpadding and shrinking.
-freePruner's selection reads the tower's attention maps per crop (pruning.py handles a tower
-without CLS: T = 729 tokens).
+Pruned, the stages follow the pruner adapter (fpcost/pruner/adapters/llava_onevision.py),
+which selects over the packed positions the LLM receives:
+
+- ``projector``: an image the anyres_max shrink leaves alone projects its kept positions
+  less its newlines (always kept, never projected); a shrunk image projects every crop
+  token (the shrink mixes projected features, then positions are picked); a video projects
+  every frame's 729 tokens (projected, pooled 2×2, then selected). Unpruned, every crop's
+  729 features, as transformers projects them before unpadding and shrinking;
+- ``selection``: freePruner on each crop's (frame's) 729-token map (selection_cost.py; no CLS),
+  with its default layers anchored to the hidden state the LLM reads (``vision_feature_layer``
+  -1 of 26 layers: pivotal 23, 24, complementary 25), as fpcost prune / generate anchor them
+  (``LlavaFamily.effective_selection``).
 """
 
 from __future__ import annotations
@@ -182,6 +189,19 @@ class LlavaOnevisionFamily(LlavaFamily):
         layout = self.onevision(spec, image_size)
         return VisualLayout(layout.anyres.num_crops, spec.vision.num_positions,
                             layout.num_visual_tokens, layout.anyres.num_crops * per_crop, layout)
+
+    def pruned_projected_tokens(self, spec, layout, num_visual_tokens):
+        """As the pruner adapter projects (adapters/llava_onevision.py): a video, every
+        frame's crop tokens (projected, then pooled 2×2, then selected); an image the
+        anyres_max shrink applies to, every crop token (the shrink mixes projected features,
+        then positions are picked); any other image, its kept positions less its newlines
+        (one per grid row, always kept and counted, never projected)."""
+        detail = layout.detail
+        if detail is None or (detail.rows, detail.cols) != (detail.anyres.unpadded_rows,
+                                                           detail.anyres.unpadded_cols):
+            return layout.num_projected_tokens + 0 * num_visual_tokens  # an array stays one
+        kept = num_visual_tokens - detail.rows
+        return kept * (kept > 0)
 
     def tokens_unit(self, spec, layout) -> str:
         return (f"per image (AnyRes-max-{spec.anyres_max_num_patches}: {layout.num_images} crops "

@@ -12,12 +12,20 @@ How they fit the stages of ``pipeline.stage_ops``:
   (t·h·w patches; Qwen2.5-VL's window permutation included), per-sample FLOPs and
   activation bytes scaled by the batch, weights loaded once;
 - ``projector``: the patch merger (``ln_q`` per patch, the MLP per 2×2 group; Qwen2.5-VL's
-  un-permutation of the merged tokens). It runs on the merged tokens the LLM receives: the
-  merger works on each 2×2 group alone, so merging only the kept groups is exact (a
-  pruner must select before merging to get this saving);
-- ``selection``: freePruner's selection on these towers is **not modelled** (no stage;
-  ``costs_selection`` is false): the pruned request costs the tower, the merger and the LLM
-  on the kept tokens, and the report says the selection is left out;
+  un-permutation of the merged tokens), on every merged token, pruned or not: the pruner
+  (fpcost/pruner/qwen_vision.py, ``select_merged``) scores in the tower's own pass, whose
+  last module is the merger, and then picks among the merger's outputs;
+- ``selection``: freePruner as ``select_merged`` computes it, once per image or video
+  (``pruning.geometry_selection_ops`` over ``selection_geometry``): per pivotal layer the
+  head-averaged map of the t·h·w patches within each attention segment (each temporal slice
+  in a full-attention block; each window in a Qwen2.5-VL windowed block), its column sums,
+  their 2×2 pooling to merged tokens, a top-k over the merged tokens (k = 0.25 × merged
+  tokens); for the complementary layer the rows of the pivotal merged tokens (4 patch rows
+  each, against their segment's keys), pooled 2×2 to (pivotal × merged), and the IQR rule
+  over them. The pivotal count is data-dependent: the upper bound min(pivotal layers × k,
+  merged tokens) is charged, its rows spread over windows as the patches are. The default
+  layers stay the paper's (-4, -3 / -2: blocks 28, 29 / 30 of 32, all windowed in
+  Qwen2.5-VL), as the pruner keeps them (it anchors no layer on these towers);
 - ``prefill`` / ``decode``: the Qwen2 decoder with its q/k/v bias adds.
 
 Image size: ``smart_resize`` with the released preprocessor's limits (min_pixels 3136,
@@ -36,6 +44,7 @@ from dataclasses import replace
 from ..errors import ConfigError
 from ..layout import VisualLayout
 from ..ops import NUMERIC_FIELDS, Op
+from ..selection_cost import SelectionGeometry, geometry_selection_ops
 from ..spec import ModelSpec
 from ..vision import _Builder
 from . import ModelFamily, register
@@ -43,8 +52,10 @@ from .qwen_vl_layout import (
     DEFAULT_MAX_PIXELS,
     DEFAULT_MIN_PIXELS,
     check_pixel_limits,
+    full_attention_seqlens,
     image_grid,
     video_grid,
+    window_attention_seqlens,
 )
 from .qwen_vl_llm import qwen2_decoder_ops
 from .qwen_vl_ops import merger_ops, qwen_vision_tower_ops
@@ -68,7 +79,6 @@ class Qwen2VLFamily(ModelFamily):
     has_vision = True
     uses_image_size = True
     uses_pixel_limits = True
-    costs_selection = False
 
     # --- reading --------------------------------------------------------------------------
     def read_config(self, data: dict, name: str, origin: str) -> ModelSpec:
@@ -146,6 +156,48 @@ class Qwen2VLFamily(ModelFamily):
                                 0, 1))
         return ops
 
+    def pruned_projected_tokens(self, spec, layout, num_visual_tokens):
+        """Every merged token: the merger is the tower's last module, it runs in the same
+        pass the pruner scores, and selection picks among its outputs (select_merged)."""
+        return layout.num_projected_tokens + 0 * num_visual_tokens  # an array stays an array
+
+    # --- freePruner's selection -----------------------------------------------------------
+    def selection_geometry(self, spec, layout) -> SelectionGeometry:
+        """One image or video (``layout.detail``'s grid): its t·h·w patches in the tower,
+        scored per merged token (2×2 patches); full-attention blocks attend per temporal
+        slice, Qwen2.5-VL's other blocks within their windows (``window_attention_seqlens``)."""
+        vision, grid = spec.vision, layout.detail
+        unit = vision.spatial_merge_size**2
+        tokens = grid.t * grid.h * grid.w
+        windows, windowed = (), self.windowed_layers(spec)
+        if windowed:
+            windows = tuple(window_attention_seqlens([grid], vision.window_size,
+                                                     vision.patch_size, vision.spatial_merge_size))
+        return SelectionGeometry(tokens, tokens // unit, vision.num_heads, vision.head_dim,
+                                 vision.depth, tokens // unit, unit,
+                                 tuple(full_attention_seqlens([grid])), windows,
+                                 frozenset(windowed))
+
+    def windowed_layers(self, spec) -> tuple[int, ...]:
+        """Qwen2.5-VL: every block not in ``fullatt_block_indexes``; Qwen2-VL: none."""
+        vision = spec.vision
+        if not vision.windowed:
+            return ()
+        return tuple(i for i in range(vision.depth) if i not in vision.fullatt_block_indexes)
+
+    def selection_scored_tokens(self, spec, layout) -> int:
+        return layout.num_visual_tokens  # merged tokens of one image / video
+
+    def selection_ops(self, spec, layout, settings, num_images):
+        """freePruner over each sample's merged tokens (``select_merged``): the pipeline
+        counts ``num_images`` = samples × temporal slices; the pruner scores each image or
+        video once, over all of its slices."""
+        if settings.selection is None:
+            return []
+        return geometry_selection_ops(self.selection_geometry(spec, layout), settings.selection,
+                                      num_images // layout.num_images, spec.vision.depth,
+                                      settings.vision_quant.act_bits)
+
     def vision_residual_elements(self, spec, layout) -> int:
         return layout.num_images * layout.tokens_per_image * spec.vision.hidden_size
 
@@ -153,11 +205,6 @@ class Qwen2VLFamily(ModelFamily):
         grid = layout.detail
         return (f"per image (dynamic resolution: {grid.h}x{grid.w} patches of "
                 f"{spec.vision.patch_size} px, merged 2x2; --image-size sets the image)")
-
-    def selection_note(self, spec) -> str:
-        return (f"freePruner's selection on {spec.kind} towers is not modelled: no selection "
-                "stage; a pruned request costs the tower, the merger and the LLM on the kept "
-                "merged tokens")
 
     # --- the LLM and the weights ----------------------------------------------------------
     def decoder_ops(self, spec, settings, step):

@@ -100,6 +100,7 @@ def estimate(
     tensor_parallel: int = 1,
     pipeline_parallel: int = 1,
     frames: int | None = None,
+    selection: SelectionSpec | None = DEFAULT_SELECTION,
 ) -> Estimate:
     """Roofline estimate of one request; the same numbers as ``fpcost estimate``.
 
@@ -117,7 +118,9 @@ def estimate(
     ``Estimate``: ``.totals()`` maps each listed stage to its ``StageTotals`` (SI units),
     ``.end_to_end()`` sums every stage, ``.to_frame()`` is a per-operator pandas DataFrame.
     ``tensor_parallel`` / ``pipeline_parallel``: the GPU split (docs/parallelism.md);
-    ``frames``: each sample a video of that many frames.
+    ``frames``: each sample a video of that many frames. ``selection``: what a pruned
+    request's selection reads (``SelectionSpec``; the default is freePruner's defaults; None:
+    a method that reads no attention map, no selection stage).
     """
     model = resolve_model(model)
     if isinstance(image_size, str):
@@ -130,7 +133,7 @@ def estimate(
     vision_plan = resolve_quant(quant=vision_quant) if vision_quant is not None else None
     return _estimate(model, workload, resolve_hardware(hardware), resolve_quant(bits, quant),
                      accounting, flash_attention, None if stages is None else tuple(stages),
-                     vision_quant=vision_plan, vision_layers=vision_layers,
+                     vision_quant=vision_plan, vision_layers=vision_layers, selection=selection,
                      parallelism=Parallelism(tensor_parallel, pipeline_parallel))
 
 

@@ -29,6 +29,7 @@ from fpcost.cli.render import (
 )
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.pipeline import ALL_STAGES as STAGES  # the measured stages too
+from fpcost.costmodel.pruning import DEFAULT_SELECTION, UNMODELLED_METHODS
 from fpcost.costmodel.units import MILLI
 
 MAX_NEW_TOKENS = 4096
@@ -95,9 +96,11 @@ def _profile_of_this_device(profile_path: Path):
 
 
 def _predictions(model_dir: Path, profile, runs, dtype: str,
-                 layout: dict[str, object]) -> list[dict[str, float]]:
+                 layout: dict[str, object]) -> list[dict[str, float] | None]:
     """Each run's predicted seconds on ``profile``: every stage of ``STAGES`` (0 for a stage
-    the request does not run: selection unpruned, decode of one new token), TTFT and total,
+    the request does not run: selection unpruned or by a method that reads no attention
+    map, decode of one new token), TTFT and total (None for a method whose selection cost
+    is not modelled: cls, prumerge+),
     for the checkpoint's config, the run's kept visual tokens, the measured text tokens and
     new tokens. ``layout``: the image's ``estimate`` keywords (``layout_options``). Refused
     when the cost model lays the image out in another number of visual tokens than the model
@@ -116,11 +119,17 @@ def _predictions(model_dir: Path, profile, runs, dtype: str,
         raise WorkloadError(f"--model {model_dir}: the cost model lays this image out in "
                             f"{modelled} visual tokens, the model made "
                             f"{unpruned.num_visual_tokens}; no prediction")
-    predicted = []
+    predicted: list[dict[str, float] | None] = []
     for run in runs:
+        if run.method in UNMODELLED_METHODS:  # its selection's cost is not modelled
+            predicted.append(None)
+            continue
+        # freePruner's selection as the pruner ran it (default layers, anchored to the layer
+        # the LLM reads); random / uniform / keep-all read no attention map: no selection
+        selection = DEFAULT_SELECTION if run.method == "freepruner" else None
         est = estimate(model=str(model_dir), hardware=profile, quant=quant, vision_quant=quant,
                        visual_tokens=run.num_kept, text_tokens=text_tokens,
-                       output_tokens=run.num_new_tokens, **layout)
+                       output_tokens=run.num_new_tokens, selection=selection, **layout)
         stages = {stage: est.stage_totals(stage).time_s if stage in est.stages else 0.0
                   for stage in STAGES}
         predicted.append({**stages, "ttft": est.ttft_s, "total": est.end_to_end().time_s})
@@ -236,6 +245,8 @@ def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, 
                "projector and prefill. ")
     caption += (f"predicted on profile {about['profile']!r} ({about['device']})" if about
                 else "predicted: none (give --profile, a profile of this device)")
+    if about and any(run.method in UNMODELLED_METHODS for run in runs):
+        caption += f"; no prediction for {', '.join(UNMODELLED_METHODS)}: selection cost not modelled"
     render_table(rows, COLUMNS, title=f"{checkpoint.model_type} ({dtype})", caption=caption)
     render_table(_stage_rows(rows), STAGE_COLUMNS, title="stages (ms), measured and predicted",
                  caption="medians over the rounds, each stage apart; other: the run's time "

@@ -166,6 +166,35 @@ def test_freepruner_keeps_fewer_and_the_numbers_are_finite(capsys, checkpoint, t
     assert quarter["predicted_prefill_s"] < unpruned["predicted_prefill_s"]
 
 
+@pytest.mark.parametrize("method", ["random", "cls"])
+def test_the_prediction_follows_the_method(capsys, checkpoint, tmp_path, method):
+    """random reads no attention map: no predicted selection; cls reads attention its own
+    way, whose cost is not modelled: that run gets no prediction at all (not freePruner's)."""
+    from fpcost.costmodel.calibration import build_profile
+    from fpcost.hardware_profiles import write_profile
+    from tests.test_calibration import measurements
+
+    measured = measurements()
+    here = {"device": cpu_name(), "threads": "1"}
+    measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(), "provenance": here})
+    profile = write_profile(build_profile(measured, "this-cpu"), tmp_path / "this-cpu.toml")
+    directory, image = checkpoint
+    threads = torch.get_num_threads()
+    try:
+        payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,
+                             "--method", method, "--ratio", "0.25", "--profile", profile, *FAST)
+    finally:
+        torch.set_num_threads(threads)
+    unpruned, pruned = payload["runs"]
+    assert pruned["num_kept"] == 4 and unpruned["predicted_total_s"] > 0
+    if method == "random":
+        assert pruned["predicted_selection_s"] == 0.0
+        assert pruned["predicted_speedup"] > 1.0
+    else:
+        assert pruned["predicted_total_s"] is None and pruned["predicted_selection_s"] is None
+        assert pruned["predicted_speedup"] is None
+
+
 def test_llava_next(capsys, next_checkpoint):
     directory, image = next_checkpoint
     payload = _json_runs(capsys, image, "--model", directory, "--prompt", PROMPT,

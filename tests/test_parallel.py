@@ -30,7 +30,10 @@ BASELINE = Path(__file__).parent / "data" / "parallel_baseline"
 # (455018f); one GPU must give the same bytes, plus only the keys parallelism adds.
 # qwen25vl7b and ov72b were rewritten when the cost model was aligned with the Qwen and
 # OneVision pruners (branch cost-align): only the Qwen selection stage, the merger on every
-# merged token, the notes, and OneVision's anchored selection layers changed.
+# merged token, the notes, and OneVision's anchored selection layers changed. qwen25vl7b and
+# videollava were rewritten when the selection's q·kᵀ moved to the tower's dtype (fp16
+# logits, tensor cores): only their selection stages and the totals and peak activation
+# built on them changed.
 BASELINE_RUNS = {
     "llava7b": ["--model", "llava-1.5-7b", "--hardware", "a6000"],
     "qwen25vl7b": ["--model", "qwen2.5-vl-7b", "--hardware", "a100-80g", "--keep-ratio", "0.5",

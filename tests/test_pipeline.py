@@ -133,8 +133,8 @@ def test_latencies_describe_the_whole_request_whatever_is_shown(a6000, stage):
 
 def test_selection_hand_counts():
     """CLIP ViT-L/14-336, one image, a one-layer selection: pivotal layer 21 (range(24)[-3:-2])
-    recomputed in full, 16 heads × 577² scores in fp32; the penultimate layer 22 only for the
-    pivotal rows, at most k = 192 of them. (The default is now a two-layer union with
+    recomputed in full, 16 heads × 577² scores (fp16 logits, fp32 softmax); the penultimate
+    layer 22 only for the pivotal rows, at most k = 192 of them. (The default is now a two-layer union with
     k = 144, the pruner's default; hand counts stay on the one-layer case.)"""
     spec = SelectionSpec((-3, -2), k=192)
     ops = {op.name: op for op in selection_ops(CLIP_VIT_L14_336, spec, 1, 24)}
@@ -147,9 +147,15 @@ def test_selection_hand_counts():
     assert SelectionSpec(k=192).resolved_k(256) == 192
     assert ops["map_qk"].count == 1 and ops["column_sum"].count == 1 and ops["top_k"].count == 1
     assert ops["map_qk"].tensor_flops == 2 * 16 * 577 * 64 * 577
-    assert ops["map_qk"].precision == "fp32"
+    # q·kᵀ in the tower's 16-bit dtype (tensor cores), fp16 logits; softmax on in fp32
+    assert ops["map_qk"].precision == "fp16"
     assert ops["map_qk"].act_read_bytes == 2 * 577 * 1024 * 2  # captured q and k, 16-bit
+    assert ops["map_qk"].act_write_bytes == scores * 2
+    assert ops["map_softmax"].act_read_bytes == scores * 2
     assert ops["map_softmax"].act_write_bytes == scores * 4
+    # a float32 tower: fp32 matmul and logits
+    fp32 = {op.name: op for op in selection_ops(CLIP_VIT_L14_336, spec, 1, 24, act_bits=32)}
+    assert fp32["map_qk"].precision == "fp32" and fp32["map_qk"].act_write_bytes == scores * 4
     assert ops["map_head_mean"].act_write_bytes == 577 * 577 * 4
     # the complementary layer: 192 query rows against all 577 keys
     assert ops["complementary_rows_qk"].tensor_flops == 2 * 16 * 192 * 64 * 577

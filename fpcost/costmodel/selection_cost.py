@@ -40,7 +40,7 @@ from .pruning import SelectionSpec
 from .spec import VisionSpec
 from .units import bytes_per_element
 
-MAP_BITS = 32  # the maps are recomputed in fp32
+MAP_BITS = 32  # softmax and everything after it in fp32 (fpcost.pruner.scoring)
 BOOL_BYTES = 1.0  # torch.bool masks: one byte per element
 
 
@@ -88,7 +88,7 @@ def selection_ops(
     stage: str = "selection",
 ) -> list[Op]:
     """Operators of freePruner's selection over ``num_images`` images (int or array) of a ViT
-    tower; ``act_bits`` is the width of the captured q and k."""
+    tower; ``act_bits`` is the width of the captured q and k, and of the q·kᵀ logits."""
     return geometry_selection_ops(vision_geometry(vision), selection, num_images,
                                   num_layers_run, act_bits, stage)
 
@@ -136,8 +136,14 @@ def geometry_selection_ops(
     unit = g.merge_unit
     block = "freepruner"
 
-    def op(name, op_class, count, **terms):
-        return Op(stage, block, name, op_class, "fp32", "fp32", count, **terms)
+    def op(name, op_class, count, precision="fp32", **terms):
+        return Op(stage, block, name, op_class, precision, "fp32", count, **terms)
+
+    # q·kᵀ runs in the tower's dtype (scoring.py: tensor cores at 16 bits, as the tower's
+    # own attention), its logits in that dtype; the softmax reads them and writes fp32
+    logit_bits = 32 if act_bits >= 32 else 16
+    qk_precision = "fp32" if logit_bits == 32 else "fp16"
+    logit = bytes_per_element(logit_bits)
 
     # Pivotal layers: full T × T maps (within windows for a windowed layer). The
     # complementary layer only needs the rows of the pivotal tokens (fpcost.pruner computes
@@ -162,12 +168,13 @@ def geometry_selection_ops(
         q_rows = n * rows_per_unit
         per_head_maps = n * heads * pairs  # elements of all heads' (rows × keys) maps
         ops += [
-            op(f"{name}_qk", ATTENTION, count, tensor_flops=matmul_flops(n * heads, d, pairs),
+            op(f"{name}_qk", ATTENTION, count, qk_precision,
+               tensor_flops=matmul_flops(n * heads, d, pairs),
                act_read_bytes=(q_rows + n * t) * heads * d * a,  # the q rows and every key
-               act_write_bytes=per_head_maps * f),
+               act_write_bytes=per_head_maps * logit),
             op(f"{name}_softmax", VECTOR, count,
                vector_flops=SOFTMAX_FLOPS_PER_ELEMENT * per_head_maps,
-               act_read_bytes=per_head_maps * f, act_write_bytes=per_head_maps * f),
+               act_read_bytes=per_head_maps * logit, act_write_bytes=per_head_maps * f),
             op(f"{name}_head_mean", VECTOR, count, vector_flops=per_head_maps,
                act_read_bytes=per_head_maps * f, act_write_bytes=n * pairs * f),
         ]

@@ -36,7 +36,9 @@ from .helpers import settings_for
 
 BASELINE = Path(__file__).parent.parent / "data" / "serve_baseline"
 # `fpcost serve ARGS --format json` as run on de9a61d, the commit before serve's parallelism;
-# one GPU must give the same JSON, plus only the ``server`` object.
+# one GPU must give the same JSON, plus only the ``server`` object. llava7b's pruned server was
+# rewritten when the selection's q·kᵀ moved to the tower's dtype (its unpruned server is
+# unchanged).
 BASELINE_RUNS = {
     "llava7b": ["--model", "llava-1.5-7b", "--hardware", "a6000", "--rate", "3",
                 "--num-requests", "300", "--keep-ratio", "0.25"],

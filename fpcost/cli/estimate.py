@@ -11,6 +11,7 @@ from fpcost.costmodel.anyres import parse_image_size
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.estimate import Estimate
 from fpcost.costmodel.estimate import estimate as run_estimate
+from fpcost.costmodel.families import image_size_families
 from fpcost.costmodel.memory import MemoryFootprint, memory_footprint
 from fpcost.costmodel.pipeline import (
     ALL_STAGES,
@@ -209,11 +210,11 @@ def _selection_settings(result: Estimate) -> dict | None:
 @click.option("--frame-tokens", default=None, metavar="N,N,...",
               help="Video: kept visual tokens of each frame, comma-separated (one per frame).")
 @click.option("--image-size", default=None, metavar="WxH",
-              help="LLaVA-NeXT (AnyRes) and Qwen2-VL / Qwen2.5-VL (dynamic resolution) only: "
-                   "image width x height in pixels, which sets the crops or the patch grid and "
-                   "the token count [default: LLaVA-NeXT the largest pinpoint, 672x672; Qwen "
-                   "1280x720]. Other models resize every image to their tower's input and "
-                   "refuse it.")
+              help="LLaVA-NeXT, LLaVA-OneVision (AnyRes) and Qwen2-VL / Qwen2.5-VL (dynamic "
+                   "resolution) only: image width x height in pixels, which sets the crops or "
+                   "the patch grid and the token count [default: LLaVA-NeXT the largest "
+                   "pinpoint, 672x672; LLaVA-OneVision and Qwen 1280x720]. Other models resize "
+                   "every image to their tower's input and refuse it.")
 @click.option("--min-pixels", type=click.IntRange(1, MAX_PIXEL_LIMIT), default=None,
               help="Qwen2-VL / Qwen2.5-VL only: the image processor's min_pixels, the smallest "
                    "area an image is resized to [default: 3136].")
@@ -260,8 +261,9 @@ def estimate(model_name, config_path, hardware_name, bits, quant_text, tokens, v
     if image_size is not None and not family.uses_image_size:
         why = f"; {family.image_size_note(model)}" if family.has_vision else ""
         raise click.BadParameter(
-            f"{image_size!r} changes nothing for {model.name}: only LLaVA-NeXT (AnyRes) and "
-            "Qwen2-VL / Qwen2.5-VL models use the image size" + why, param_hint="--image-size")
+            f"{image_size!r} changes nothing for {model.name}: only the "
+            f"{image_size_families()} families use the image size" + why,
+            param_hint="--image-size")
     for flag, value in (("--min-pixels", min_pixels), ("--max-pixels", max_pixels)):
         if value is not None and not family.uses_pixel_limits:
             raise click.BadParameter(

@@ -10,7 +10,7 @@ import click
 
 from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.anyres import parse_image_size
-from fpcost.costmodel.families import family_of
+from fpcost.costmodel.families import family_of, image_size_families
 from fpcost.costmodel.pipeline import PipelineSettings
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, FREE_METHODS, UNMODELLED_METHODS
 from fpcost.costmodel.serve.capacity import (
@@ -220,8 +220,8 @@ def _image_size(model, image_size):
         return None
     family = family_of(model)
     if not family.uses_image_size:
-        raise click.BadParameter(f"{image_size!r} changes nothing for {model.name}: only LLaVA-NeXT "
-                                 "and Qwen2-VL / Qwen2.5-VL models use the image size",
+        raise click.BadParameter(f"{image_size!r} changes nothing for {model.name}: only the "
+                                 f"{image_size_families()} families use the image size",
                                  param_hint="--image-size")
     return parse_image_size(image_size)
 

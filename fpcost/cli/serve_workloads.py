@@ -72,6 +72,13 @@ class Scenario:
               keep_ratio, trace, tokens_from, num_requests, seed, method=None,
               parallelism: Parallelism = SINGLE) -> Scenario:
         notes: list[str] = []
+        text_only = not family_of(model).has_vision
+        if text_only:  # a text LLM server: no visual tokens, nothing to prune
+            for flag, value in (("--keep-ratio", keep_ratio), ("--tokens-from", tokens_from),
+                                ("--method", method), ("--image-size", image_size)):
+                if value is not None:
+                    raise WorkloadError(f"{flag} needs a model with a vision tower; {model.name!r} "
+                                        "is a text-only LLM config")
         plain = Server(model, hardware, settings, server, parallelism)
         pruner = plain
         if method not in (None, "freepruner"):  # freepruner: estimate's default selection
@@ -89,7 +96,8 @@ class Scenario:
             return cls(model, hardware, settings, server, variants, f"trace {trace}",
                        len(base), seed, text_tokens, output_tokens, notes, parallelism)
         unpruned = make_workload(model, text_tokens=text_tokens, image_size=image_size,
-                                 output_tokens=output_tokens)
+                                 output_tokens=output_tokens,
+                                 visual_tokens=0 if text_only else None)
         if tokens_from is not None:
             variants = [Variant("unpruned", plain, [unpruned]),
                         _file_variant(model, hardware, settings, server, tokens_from, text_tokens,

@@ -12,7 +12,7 @@ import click
 from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.accounting import ACCOUNTING_MODES
 from fpcost.costmodel.anyres import parse_image_size
-from fpcost.costmodel.families import family_of
+from fpcost.costmodel.families import family_of, image_size_families
 from fpcost.costmodel.pipeline import ALL_STAGES
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
@@ -192,7 +192,7 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         if not any(family_of(spec).uses_image_size for spec in specs):
             raise click.BadParameter(
                 f"{image_size!r} changes nothing for {', '.join(s.name for s in specs)}: only "
-                "LLaVA-NeXT (AnyRes) and Qwen2-VL / Qwen2.5-VL models use the image size",
+                f"the {image_size_families()} families use the image size",
                 param_hint="--image-size")
     for flag, value in (("--min-pixels", min_pixels), ("--max-pixels", max_pixels)):
         if value is not None and not any(family_of(spec).uses_pixel_limits for spec in specs):

@@ -226,7 +226,7 @@ def make_workload(model: ModelSpec, *, tokens: int | None = None, visual_tokens:
     if frame_tokens is not None:
         per_frame = unpruned // model.num_frames
         if model.num_frames == 1:
-            raise WorkloadError(f"frame tokens need a video model; {model.name!r} has one image "
+            raise WorkloadError(f"--frame-tokens needs a video model; {model.name!r} has one image "
                                 "per sample (give visual tokens or a keep ratio)")
         if len(frame_tokens) != model.num_frames or max(frame_tokens) > per_frame:
             raise WorkloadError(f"frame tokens {','.join(map(str, frame_tokens))} must be "

@@ -135,8 +135,42 @@ ESTIMATE_OPTIONS = {
     "--selection-layers": st.sampled_from(("-3,-2", "0,1", "-1", "23", "-24,-1", "0", "24")),
     "--stage": st.sampled_from(ALL_STAGES + ("all",)),
     "--format": st.sampled_from(FORMATS),
+    "--tensor-parallel": ints(0, 16),
+    "--pipeline-parallel": ints(0, 100),
+    "--frames": ints(0, 64),
+    "--min-pixels": ints(0, 10**7),
+    "--max-pixels": ints(0, 10**8),
 }
 estimate_argv = command(("estimate",), ESTIMATE_OPTIONS, ("--breakdown", "--flash-attention"))
+
+TRACE = inputs(scratch.TRACE_FILES)
+SECONDS = st.one_of(st.floats(1e-4, 100).map(str), st.sampled_from(("0", "-1", "nan", "inf",
+                                                                    "1e400", "0.0")))
+SERVE_OPTIONS = {
+    **MODEL_OPTIONS,
+    "--rate": st.one_of(st.floats(0.01, 200).map(str), st.sampled_from(("0", "-3", "nan", "inf",
+                                                                         "1e300"))),
+    "--num-requests": ints(0, 400),
+    "--seed": ints(0, 2**32),
+    "--output-tokens": ints(0, 300),
+    "--text-tokens": ints(0, 2000),
+    "--keep-ratio": ratios(),
+    "--image-size": st.tuples(st.integers(1, 4000), st.integers(1, 4000)).map(lambda s: f"{s[0]}x{s[1]}"),
+    "--trace": TRACE,
+    "--tokens-from": RESULTS,
+    "--slo-ttft": SECONDS,
+    "--slo-tpot": SECONDS,
+    "--max-num-seqs": ints(0, 1024),
+    "--max-num-batched-tokens": ints(0, 100000),
+    "--tensor-parallel": ints(0, 16),
+    "--pipeline-parallel": ints(0, 100),
+    "--method": st.sampled_from(("freepruner", "random", "uniform", "cls", "prumerge+", "nope")),
+    "--format": st.sampled_from(FORMATS),
+    "--output": OUTPUT,
+}
+# a workload source is required (--rate, --trace or --max-rate); a case without one gets a rate
+serve_argv = command(("serve",), SERVE_OPTIONS, ("--chunked-prefill", "--max-rate")).map(
+    lambda argv: argv if {"--rate", "--trace", "--max-rate"} & set(argv) else [*argv, "--rate", "2"])
 
 SWEEP_OPTIONS = {
     "--model": st.one_of(preset_names, st.sampled_from(scratch.CONFIG_FILES[:6])),

@@ -282,11 +282,32 @@ def _file_keys(arg: str) -> set[str]:
     return set(json_keys + toml_keys)
 
 
+def names_an_option_to_give(line: str, argv: list[str]) -> bool:
+    """True when ``line`` names an option of the command that ``argv`` did not give: the
+    refusal of a missing input says which option supplies it ("give the prompt length
+    (--tokens N)")."""
+    import click
+
+    from fpcost.cli.main import cli
+
+    command, ctx = cli, click.Context(cli)
+    for arg in argv:  # walk "plot roofline" etc. down to the leaf command
+        if not isinstance(command, click.Group):
+            break
+        sub = command.get_command(ctx, arg)
+        if sub is None:
+            break
+        command = sub
+    flags = {flag for param in command.params for flag in param.opts if flag.startswith("--")}
+    named = set(re.findall(r"(?<![\w-])--[a-z][a-z0-9-]*", line))
+    return bool(named & flags - set(argv))
+
+
 def names_a_value(line: str, argv: list[str], root: Path | None = None) -> bool:
     """True when ``line`` mentions an option flag, a value or a file name of ``argv``, or a
     key of an input file it names."""
     subcommands = {"estimate", "sweep", "table3", "hardware", "plot", "prune", "calibrate",
-                   "validate", "roofline"}
+                   "validate", "roofline", "serve"}
     for arg in argv:
         if not arg:  # an empty value can only be named as '' (or called empty)
             if "''" in line or "empty" in line:
@@ -337,7 +358,8 @@ def contract_problems(outcome: Outcome, root: Path, must_refuse: bool = False,
                 lines = [ln for ln in lines if not extra_lines.match(ln)]
             if len(lines) != 1 or not lines[0].startswith("Error: "):
                 problems.append(f"stderr has {len(lines)} lines, not one 'Error: ...' line")
-            elif not names_a_value(lines[0], outcome.argv, root):
+            elif not (names_a_value(lines[0], outcome.argv, root)
+                      or names_an_option_to_give(lines[0], outcome.argv)):
                 problems.append("the error names no option, value or file of the command line")
     allowed = output_paths(outcome.argv, root)
     stray = [p for p in outcome.changed if not _allowed(p, allowed)]

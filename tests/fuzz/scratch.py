@@ -168,6 +168,25 @@ RAW_RESULTS = {
     "results/empty.json": "",
 }
 
+# --- serve trace files (fpcost serve --trace) ---------------------------------------------------
+
+RAW_TRACES = {
+    "traces/ok.jsonl": '{"arrival_time_s": 0}\n{"arrival_time_s": 0.5, "text_tokens": 10, '
+                       '"output_tokens": 3}\n{"arrival_time_s": 1, "visual_tokens": 100}\n',
+    "traces/ok.csv": "arrival_time_s,visual_tokens,text_tokens,output_tokens\n0,,,4\n0.2,64,8,2\n",
+    "traces/qwen-sizes.csv": "arrival_time_s,image_size\n0,640x480\n0.1,1280x720\n",
+    "traces/empty.csv": "",
+    "traces/header-only.csv": "arrival_time_s,visual_tokens\n",
+    "traces/negative-time.jsonl": '{"arrival_time_s": -1}\n',
+    "traces/nan-time.csv": "arrival_time_s\nnan\n",
+    "traces/huge-tokens.csv": "arrival_time_s,visual_tokens\n0,99999999999999999999\n",
+    "traces/bad-size.csv": "arrival_time_s,image_size\n0,0x0\n",
+    "traces/zero-output.jsonl": '{"arrival_time_s": 0, "output_tokens": 0}\n',
+    "traces/unknown-column.csv": "arrival_time_s,colour\n0,red\n",
+    "traces/not-json.jsonl": "{not json\n",
+    "traces/deep.jsonl": '{"a":' * DEEP + "1" + "}" * DEEP + "\n",
+}
+
 # --- images ------------------------------------------------------------------------------------
 
 
@@ -244,7 +263,7 @@ def build(root: Path, with_images: bool = True) -> Path:
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(data))
-    for name, text in {**RAW_CONFIGS, **RAW_RESULTS, **_profiles()}.items():
+    for name, text in {**RAW_CONFIGS, **RAW_RESULTS, **RAW_TRACES, **_profiles()}.items():
         path = root / name
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text)
@@ -299,3 +318,4 @@ def tiny_encoder_dir(root: Path) -> Path:
 CONFIG_FILES = tuple(GOOD_CONFIGS) + tuple(BAD_CONFIGS) + tuple(RAW_CONFIGS) + ("configs/dir",)
 PROFILE_FILES = tuple(_profiles())
 RESULTS_FILES = tuple(GOOD_RESULTS) + tuple(BAD_RESULTS) + tuple(RAW_RESULTS)
+TRACE_FILES = tuple(RAW_TRACES)

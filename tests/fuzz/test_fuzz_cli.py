@@ -35,6 +35,12 @@ def test_sweep(fuzz_root, argv):
     check(argv, fuzz_root, timeout_s=15)
 
 
+@fuzz_settings(60)
+@given(argv=cs.serve_argv)
+def test_serve(fuzz_root, argv):
+    check(argv, fuzz_root, timeout_s=30)
+
+
 @fuzz_settings(25)
 @given(argv=cs.table3_argv)
 def test_table3(fuzz_root, argv):

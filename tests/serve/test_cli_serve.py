@@ -189,3 +189,29 @@ def test_method_without_a_selection_cost_is_no_slower(capsys):
     assert rand["pruned"]["summary"]["mean_latency_s"] < free["mean_latency_s"]
     code, _, err = run_cli(capsys, "serve", "--rate", "1", "--method", "random")
     one_line_error(code, err, "give --keep-ratio")
+
+
+LLAMA_7B = {"model_type": "llama", "hidden_size": 4096, "num_hidden_layers": 32,
+            "num_attention_heads": 32, "num_key_value_heads": 32, "intermediate_size": 11008,
+            "vocab_size": 32000}
+
+
+def test_a_text_only_llm_is_served_and_cannot_be_pruned(tmp_path, capsys):
+    """A bare LLM config: a text server (no visual tokens), one request at a time equal to
+    estimate's; pruning options are refused in one line naming the flag (the prompt used to
+    be refused with a pointer to --tokens, which serve does not have)."""
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps(LLAMA_7B))
+    code, out, err = run_cli(capsys, "serve", "--config", config, "--rate", "0.01",
+                             "--num-requests", "3", "--output-tokens", "16", "--format", "json")
+    assert code == 0, err
+    summary = json.loads(out)["summary"]
+    assert summary["num_completed"] == 3
+    code, out, err = run_cli(capsys, "estimate", "--config", config, "--visual-tokens", "0",
+                             "--output-tokens", "16", "--flash-attention", "--format", "json")
+    assert code == 0, err
+    assert summary["latency_s"]["p50"] == pytest.approx(json.loads(out)["end_to_end_latency_s"],
+                                                        rel=1e-9)
+    for flag, value in (("--keep-ratio", "0.5"), ("--image-size", "640x480")):
+        code, _, err = run_cli(capsys, "serve", "--config", config, "--rate", "1", flag, value)
+        one_line_error(code, err, flag)

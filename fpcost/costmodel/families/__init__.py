@@ -170,6 +170,12 @@ def family_names() -> tuple[str, ...]:
     return tuple(_BY_NAME)
 
 
+def image_size_families() -> str:
+    """The families whose visual tokens depend on the image size, for messages:
+    "llava-next, llava-onevision, qwen2-vl, qwen2.5-vl" (the registry's names)."""
+    return ", ".join(name for name, family in _BY_NAME.items() if family.uses_image_size)
+
+
 def multimodal_model_types() -> tuple[str, ...]:
     """Every ``model_type`` of a config.json with a vision side that fpcost reads."""
     return tuple(_BY_MODEL_TYPE)

@@ -18,7 +18,7 @@ agrees), for an image of W × H pixels:
 
 Without an image size the layout is that of a 1280 × 720 image (an HD frame, as for
 Qwen-VL): 9 crops, 5967 visual tokens. A video of F frames
-(``visual_layout(..., num_frames=F)``; estimate, sweep and the CLI pass no frame count) runs F base images
+(``visual_layout(..., num_frames=F)``; ``estimate --frames F``) runs F base images
 through the tower and the projector; each frame's 27 × 27 features are pooled bilinearly to
 ceil(27/2)² = 196 tokens, plus one newline token per video: F·196 + 1 tokens. The pooling
 itself (an interpolation over F·729 projected features) is not costed.

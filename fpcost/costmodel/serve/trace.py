@@ -24,7 +24,7 @@ import math
 
 from ..anyres import parse_image_size
 from ..errors import FpcostError, WorkloadError
-from ..families import family_of
+from ..families import family_of, image_size_families
 from ..pipeline import visual_layout
 from ..workload import MAX_OUTPUT_TOKENS, MAX_TOKENS, Workload, visual_tokens_for_ratio
 from .requests import MAX_REQUESTS, Request
@@ -137,8 +137,8 @@ def trace_requests(rows: list[tuple[int, dict]], name: str, model, text_tokens: 
             if not family.uses_image_size:
                 raise WorkloadError(f"--trace {name}: line {number} column image_size: "
                                     f"{str(row['image_size'])[:40]!r} changes nothing for "
-                                    f"{model.name} (only LLaVA-NeXT and Qwen2-VL / Qwen2.5-VL "
-                                    "use the image size); leave the column empty")
+                                    f"{model.name} (only the {image_size_families()} families use the "
+                                    "image size); leave the column empty")
             try:
                 size = parse_image_size(row["image_size"])
             except FpcostError as exc:

@@ -359,8 +359,9 @@ def test_default_output_tokens_is_llm_viewers_single_decode_step(capsys):
      "must be comma-separated non-negative integers"),
     (["--quant", ""], "an empty plan is not a quantization"),
     (["--model", ""], "an empty name is not a model"),
-    (["--image-size", "500x400"], "only LLaVA-NeXT (AnyRes) and Qwen2-VL / Qwen2.5-VL models use "
-                                  "the image size; llava-1.5-7b resizes every image to 336x336 px"),
+    (["--image-size", "500x400"], "only the llava-next, qwen2-vl, qwen2.5-vl, llava-onevision "
+                                  "families use the image size; llava-1.5-7b resizes every image "
+                                  "to 336x336 px"),
     (["--model", "llava-next-7b", "--image-size", "9" * 400 + "x5"], "is not WIDTHxHEIGHT"),
     (["--model", "llava-next-7b", "--image-size", "2147483648x5"], "at most 2,147,483,647"),
     (["--tokens", "10", "--visual-tokens", "3"],

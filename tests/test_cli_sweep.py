@@ -174,7 +174,7 @@ def test_decode_column_says_how_many_steps(capsys):
 
 
 @pytest.mark.parametrize("args, message", [
-    (["--image-size", "500x400"], "'500x400' changes nothing for llava-1.5-7b: only LLaVA-NeXT"),
+    (["--image-size", "500x400"], "'500x400' changes nothing for llava-1.5-7b: only the llava-next"),
     (["-m", "llava-next-7b", "--image-size", "500"], "image size '500' is not WIDTHxHEIGHT"),
     (["--output-tokens", "0"], "'--output-tokens': 0 is not in the range"),
     (["--vision-layers", "half"], "'--vision-layers': 'half' is not one of"),

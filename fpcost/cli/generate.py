@@ -245,11 +245,15 @@ def generate(image, model_dir, prompt, video, num_frames, method, ratios, max_ne
     else:
         picture = open_image(image).convert("RGB")
     checkpoint = load_checkpoint(model_dir)
+    layout = layout_options(checkpoint, picture)
+    if profile is not None:  # a layout the cost model refuses (frames) is refused before the runs
+        from fpcost.api import estimate
+
+        estimate(model=str(model_dir), hardware=profile, **layout)
     runs = run_generate(checkpoint, picture, prompt, method, ratios, max_new_tokens, repeats)
     dtype = str(next(checkpoint.model.parameters()).dtype).removeprefix("torch.")
     predicted, about = (None, {})
     if profile is not None:
-        layout = layout_options(checkpoint, picture)
         predicted = _predictions(model_dir, profile, runs, dtype, layout)
         about = {"profile": profile.name, "device": dev.name, "threads": dev.num_threads}
     base_predicted = None if predicted is None else predicted[0]

@@ -49,15 +49,19 @@ def sample_indices(total: int, num_frames: int) -> list[int]:
     return torch.arange(0, total, total / num_frames).int().tolist()[:num_frames]
 
 
-def _directory_frames(path: Path) -> tuple[list[Image.Image], float | None]:
+def _directory_frames(path: Path, num_frames: int) -> tuple[list[Image.Image], int, None]:
+    """The sampled frames of a directory (only those are decoded), its frame count; no fps."""
     names = sorted(p for p in path.iterdir() if p.is_file() and not p.name.startswith("."))
     if not names:
         raise PruningError(f"VIDEO {path}: an empty directory (give frame images, taken in "
                            "name order, or an animated GIF / WebP / PNG)")
-    return [open_image(name) for name in names], None  # open_image: one-line errors
+    picked = [names[i] for i in sample_indices(len(names), num_frames)]
+    return [open_image(name) for name in picked], len(names), None  # one-line errors
 
 
-def _animated_frames(path: Path) -> tuple[list[Image.Image], float | None]:
+def _animated_frames(path: Path, num_frames: int) -> tuple[list[Image.Image], int, float | None]:
+    """The sampled frames of an animated image (only those are kept, as RGB), its frame
+    count and frame rate (None unless every frame states its duration)."""
     try:
         with Image.open(path) as source:
             count = getattr(source, "n_frames", 1)
@@ -66,15 +70,17 @@ def _animated_frames(path: Path) -> tuple[list[Image.Image], float | None]:
                     f"VIDEO {path}: a still image, not a video (give an animated GIF / WebP "
                     "/ PNG or a directory of frames, or drop --video for an image)")
             check_pixel_count(source.size, path)
+            wanted = set(sample_indices(count, num_frames))
             frames, durations_ms = [], []
-            for frame in ImageSequence.Iterator(source):
-                frames.append(frame.convert("RGB"))
+            for index, frame in enumerate(ImageSequence.Iterator(source)):
+                if index in wanted:
+                    frames.append(frame.convert("RGB"))
                 durations_ms.append(frame.info.get("duration"))
     except (UnidentifiedImageError, OSError, ValueError, EOFError) as exc:
         raise PruningError(f"VIDEO {path}: not a readable animated image or directory "
                            f"of frames ({exc})") from exc
     known = all(isinstance(d, int | float) and d > 0 for d in durations_ms)
-    return frames, (len(frames) * MS_PER_S / sum(durations_ms) if known else None)
+    return frames, count, (count * MS_PER_S / sum(durations_ms) if known else None)
 
 
 def read_video(path: Path | str, num_frames: int) -> Video:
@@ -83,9 +89,9 @@ def read_video(path: Path | str, num_frames: int) -> Video:
     if isinstance(num_frames, bool) or not 1 <= num_frames <= MAX_FRAMES:
         raise PruningError(f"--frames {num_frames}: give 1 to {MAX_FRAMES} frames")
     if path.is_dir():
-        frames, fps = _directory_frames(path)
+        frames, total, fps = _directory_frames(path, num_frames)
     elif path.is_file():
-        frames, fps = _animated_frames(path)
+        frames, total, fps = _animated_frames(path, num_frames)
     else:
         raise PruningError(f"VIDEO {path}: no such file or directory")
     sizes = {frame.size for frame in frames}
@@ -93,7 +99,5 @@ def read_video(path: Path | str, num_frames: int) -> Video:
         raise PruningError(f"VIDEO {path}: frames of different sizes "
                            f"({', '.join(f'{w}x{h}' for w, h in sorted(sizes))}); a video's "
                            "frames share one size")
-    indices = sample_indices(len(frames), num_frames)
-    picked = tuple(frames[i].convert("RGB") for i in indices)
-    sampled_fps = None if fps is None else num_frames / len(frames) * fps
-    return Video(picked, len(frames), sampled_fps)
+    sampled_fps = None if fps is None else num_frames / total * fps
+    return Video(tuple(frame.convert("RGB") for frame in frames), total, sampled_fps)

@@ -81,12 +81,18 @@ def qwen_video_pixel_limits(video_config: dict) -> tuple[int, int]:
     return int(low), int(high)
 
 
-def _placeholder(model, tokenizer) -> str:
-    """The tokenizer's token for the model's video token id."""
+def _placeholder(model, tokenizer, prompt: str) -> str:
+    """The tokenizer's token for the model's video token id; refused when ``prompt`` holds
+    the image placeholder (an image token with no image would reach the model)."""
     token_id = config_token_id(model, "video_token_id", "video_token_index")
     token = tokenizer.convert_ids_to_tokens(token_id)
     if not isinstance(token, str):
         raise PruningError(f"the tokenizer has no token for the model's video token id {token_id}")
+    image = tokenizer.convert_ids_to_tokens(config_token_id(model, "image_token_id",
+                                                            "image_token_index"))
+    if isinstance(image, str) and image in prompt:
+        raise PruningError(f"--prompt holds the image placeholder {image}; with --video give "
+                           f"the video's ({token}) or none")
     return token
 
 
@@ -116,7 +122,7 @@ def _video_llava(model, processor, video: Video, prompt: str, config: dict) -> d
                                        **overrides)["pixel_values"]  # (F, 3, H, W)
     patch = model.config.vision_config.patch_size
     per_frame = (frames.shape[-2] // patch) * (frames.shape[-1] // patch) + 1  # CLS kept
-    token = _placeholder(model, processor.tokenizer)
+    token = _placeholder(model, processor.tokenizer, prompt)
     text = _with_video(prompt, token, token, len(video.frames) * per_frame)
     return {**processor.tokenizer(text, return_tensors="pt"), "pixel_values_videos": frames[None]}
 
@@ -145,7 +151,7 @@ def _qwen(model, processor, video: Video, prompt: str, config: dict) -> dict:
     images = processor.image_processor
     patches, grid = qwen_video_patches(images, video.frames, qwen_video_pixel_limits(config))
     count = grid[0] * grid[1] * grid[2] // images.merge_size**2
-    token = _placeholder(model, processor.tokenizer)
+    token = _placeholder(model, processor.tokenizer, prompt)
     wrapped = processor.image_prompt.replace(processor.image_token, token)
     text = _with_video(prompt, token, wrapped, count)
     batch = {**processor.tokenizer(text, return_tensors="pt"), "pixel_values_videos": patches,
@@ -164,7 +170,7 @@ def _onevision(model, processor, video: Video, prompt: str, config: dict) -> dic
     frames = np.stack([_normalised(f, side, mean, std) for f in video.frames])  # (F, 3, H, W)
     num_patches = (side[1] // vision.patch_size) * (side[0] // vision.patch_size)
     per_frame = int(_pooled_sources(model, num_patches).numel())
-    token = _placeholder(model, processor.tokenizer)
+    token = _placeholder(model, processor.tokenizer, prompt)
     text = _with_video(prompt, token, token, len(video.frames) * per_frame + 1)  # + newline
     return {**processor.tokenizer(text, return_tensors="pt"),
             "pixel_values_videos": torch.from_numpy(frames)[None]}

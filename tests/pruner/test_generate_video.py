@@ -151,7 +151,7 @@ def test_another_frame_count_for_video_llava_is_refused(capsys, video_checkpoint
 
 
 def test_bad_videos_are_one_line(capsys, video_checkpoint, tmp_path):
-    _, directory, clip = video_checkpoint
+    model_type, directory, clip = video_checkpoint
     still = tmp_path / "still.png"
     frames(1)[0].save(still)
     cases = [
@@ -170,6 +170,10 @@ def test_bad_videos_are_one_line(capsys, video_checkpoint, tmp_path):
             args = (*args, "--model", directory)
         code, _, err = run_cli(capsys, "generate", *args, "--prompt", PROMPT, *FAST)
         one_line_error(code, err, fragment)
+    image_token = "<|image_pad|>" if model_type.startswith("qwen") else "<image>"
+    code, _, err = run_cli(capsys, "generate", clip, "--video", "--frames", 2, "--model",
+                           directory, "--prompt", f"{image_token} {PROMPT}", *FAST)
+    one_line_error(code, err, f"--prompt holds the image placeholder {image_token}")
 
 
 def test_an_image_checkpoint_refuses_a_video(capsys, tmp_path):

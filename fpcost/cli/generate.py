@@ -1,4 +1,5 @@
-"""``fpcost generate``: one image and prompt through a user's checkpoint, unpruned and pruned.
+"""``fpcost generate``: one image (or, with ``--video``, one video) and prompt through a
+user's checkpoint, unpruned and pruned.
 
 Prints both answers, the kept visual-token counts, the measured time of each stage
 (vision, selection, projector, prefill, decode; see ``fpcost.pruner.generate``), TTFT,
@@ -31,10 +32,12 @@ from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.pipeline import ALL_STAGES as STAGES  # the measured stages too
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, UNMODELLED_METHODS
 from fpcost.costmodel.units import MILLI
+from fpcost.costmodel.workload import MAX_FRAMES
 
 MAX_NEW_TOKENS = 4096
 MAX_REPEATS = 100
 MAX_PROMPT_CHARS = 100_000
+FRAMES = BoundedInt(1, MAX_FRAMES, f"at most {MAX_FRAMES} frames")
 NEW_TOKENS = BoundedInt(1, MAX_NEW_TOKENS, f"at most {MAX_NEW_TOKENS} new tokens")
 REPEATS = BoundedInt(1, MAX_REPEATS, f"at most {MAX_REPEATS} timed rounds")
 
@@ -102,21 +105,27 @@ def _predictions(model_dir: Path, profile, runs, dtype: str,
     map, decode of one new token), TTFT and total (None for a method whose selection cost
     is not modelled: cls, prumerge+),
     for the checkpoint's config, the run's kept visual tokens, the measured text tokens and
-    new tokens. ``layout``: the image's ``estimate`` keywords (``layout_options``). Refused
+    new tokens. ``layout``: the image's (video's) ``estimate`` keywords (``layout_options``). Refused
     when the cost model lays the image out in another number of visual tokens than the model
     made. Tower and projector at the model's dtype too (the estimate's default for them is
     16-bit: a float32 tower predicted at the bfloat16 peak came out 3.6x fast)."""
-    from fpcost.api import estimate
+    from fpcost.api import estimate, resolve_model
+    from fpcost.costmodel.pipeline import workload_layout
     from fpcost.costmodel.quant import QuantPlan
     from fpcost.pruner.timing import DTYPE_BITS
 
     quant = QuantPlan.uniform(DTYPE_BITS[dtype])
     unpruned = runs[0]
     text_tokens = unpruned.num_prompt_tokens - unpruned.num_visual_tokens
-    modelled = estimate(model=str(model_dir), hardware=profile, quant=quant,
-                        text_tokens=text_tokens, **layout).workload.num_visual_tokens
-    if modelled != unpruned.num_visual_tokens:
-        raise WorkloadError(f"--model {model_dir}: the cost model lays this image out in "
+    workload = estimate(model=str(model_dir), hardware=profile, quant=quant,
+                        text_tokens=text_tokens, **layout).workload
+    modelled = workload.num_visual_tokens
+    # a layout may also cost the tokens its projector can see (Video-LLaVA: the paper's
+    # 8 x 256 by default, transformers' port feeds 8 x 257 with each frame's CLS)
+    projected = workload_layout(resolve_model(str(model_dir)), workload).num_projected_tokens
+    if unpruned.num_visual_tokens not in (modelled, projected):
+        kind = "video" if "frames" in layout else "image"
+        raise WorkloadError(f"--model {model_dir}: the cost model lays this {kind} out in "
                             f"{modelled} visual tokens, the model made "
                             f"{unpruned.num_visual_tokens}; no prediction")
     predicted: list[dict[str, float] | None] = []
@@ -174,7 +183,7 @@ def _stage_rows(rows: list[dict]) -> list[dict]:
 
 
 @click.command()
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("image", type=click.Path(path_type=Path))
 @click.option("--model", "model_dir", required=True,
               type=click.Path(file_okay=False, path_type=Path),
               help="A save_pretrained directory (model and processor) of LLaVA, LLaVA-NeXT, "
@@ -182,6 +191,13 @@ def _stage_rows(rows: list[dict]) -> list[dict]:
 @click.option("--prompt", required=True,
               help="The question; the image placeholder ('<image>'; Qwen: "
                    "'<|vision_start|><|image_pad|><|vision_end|>') is prepended if absent.")
+@click.option("--video", is_flag=True,
+              help="IMAGE is a video: an animated GIF / WebP / PNG, or a directory of frame "
+                   "images taken in name order (Video-LLaVA, Qwen2-VL, Qwen2.5-VL, "
+                   "LLaVA-OneVision); the placeholder is the model's video token.")
+@click.option("--frames", "num_frames", type=FRAMES,
+              help="Frames sampled uniformly from the --video.  [default: the checkpoint's "
+                   "video_preprocessor_config.json num_frames, else 8]")
 @click.option("--method", type=click.Choice(METHOD_NAMES), default="freepruner", show_default=True,
               help="Pruning method of the pruned run(s).")
 @click.option("--ratio", "ratios", type=float, multiple=True, callback=_check_ratio,
@@ -195,10 +211,11 @@ def _stage_rows(rows: list[dict]) -> list[dict]:
               help="A hardware profile of this device (fpcost calibrate --output FILE) for "
                    "the predicted stages and speedups; without it nothing is predicted.")
 @format_option
-def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, profile_path,
-             output_format):
-    """Generate an answer for IMAGE and --prompt with every visual token and pruned, and
-    compare the measured speedup with fpcost's prediction for this device."""
+def generate(image, model_dir, prompt, video, num_frames, method, ratios, max_new_tokens, repeats,
+             profile_path, output_format):
+    """Generate an answer for IMAGE (or a video, --video) and --prompt with every visual
+    token and pruned, and compare the measured speedup with fpcost's prediction for this
+    device."""
     from fpcost.extras import require_extra
 
     require_extra("torch", "fpcost generate")
@@ -209,19 +226,34 @@ def generate(image, model_dir, prompt, method, ratios, max_new_tokens, repeats, 
         raise WorkloadError("--ratio does not apply to --method keep-all (it keeps every token)")
     if profile_path is not None and not profile_path.is_file():
         raise WorkloadError(f"--profile {profile_path}: no such file")
+    if num_frames is not None and not video:
+        raise WorkloadError(f"--frames {num_frames} applies to --video only")
+    if image.is_dir() and not video:
+        raise WorkloadError(f"IMAGE {image} is a directory; give --video for a directory of "
+                            "frame images")
     from fpcost.pruner.generate import layout_options, load_checkpoint, run_generate
     from fpcost.pruner.inputs import open_image
+    from fpcost.pruner.video_frames import read_video
+    from fpcost.pruner.video_inputs import default_num_frames, read_video_config
 
     profile = dev = None
     if profile_path is not None:  # checked before the (long) runs
         profile, dev = _profile_of_this_device(profile_path)
-    picture = open_image(image).convert("RGB")
+    if video:  # frames read (and refused) before the model loads
+        frames = num_frames or default_num_frames(read_video_config(model_dir))
+        picture = read_video(image, frames)
+    else:
+        picture = open_image(image).convert("RGB")
     checkpoint = load_checkpoint(model_dir)
+    layout = layout_options(checkpoint, picture)
+    if profile is not None:  # a layout the cost model refuses (frames) is refused before the runs
+        from fpcost.api import estimate
+
+        estimate(model=str(model_dir), hardware=profile, **layout)
     runs = run_generate(checkpoint, picture, prompt, method, ratios, max_new_tokens, repeats)
     dtype = str(next(checkpoint.model.parameters()).dtype).removeprefix("torch.")
     predicted, about = (None, {})
     if profile is not None:
-        layout = layout_options(checkpoint, picture)
         predicted = _predictions(model_dir, profile, runs, dtype, layout)
         about = {"profile": profile.name, "device": dev.name, "threads": dev.num_threads}
     base_predicted = None if predicted is None else predicted[0]

@@ -1,7 +1,9 @@
-"""Run one image and prompt through a user's LLaVA-family or Qwen2-VL / Qwen2.5-VL checkpoint,
-unpruned and pruned.
+"""Run one image (or video) and prompt through a user's LLaVA-family or Qwen2-VL /
+Qwen2.5-VL checkpoint, unpruned and pruned.
 
 ``load_checkpoint(dir)`` loads a ``save_pretrained`` directory (model + processor);
+a video (``video_frames.Video``) is prepared as the family's video processor does
+(``video_inputs.py``);
 ``run_generate(...)`` generates greedily with every visual token and then with each pruner,
 through the same adapter (``fpcost.pruner.adapters.generate_pruned``; keep-all equals plain
 ``generate`` token for token), and times each run, stage by stage.
@@ -35,7 +37,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
@@ -46,6 +48,13 @@ from fpcost.pruner.adapters.stages import StageClock
 from fpcost.pruner.anchoring import model_anchored_layers
 from fpcost.pruner.errors import PruningError
 from fpcost.pruner.methods import get_pruner
+from fpcost.pruner.video_frames import Video
+from fpcost.pruner.video_inputs import (
+    load_video_llava_processor,
+    qwen_video_pixel_limits,
+    read_video_config,
+    video_batch,
+)
 
 # Hugging Face model_type -> families the adapters cover
 QWEN_MODEL_TYPES = ("qwen2_vl", "qwen2_5_vl")
@@ -57,6 +66,7 @@ class Checkpoint:
     model: torch.nn.Module
     processor: object
     model_type: str
+    video_config: dict = field(default_factory=dict)  # video_preprocessor_config.json
 
 
 # the measured stages of a run: the cost model's stages of one request, in pipeline order
@@ -121,9 +131,16 @@ def layout_options(checkpoint: Checkpoint, image) -> dict[str, object]:
     """``estimate`` keywords that lay ``image`` out as the checkpoint does: the AnyRes
     layouts (LLaVA-NeXT, LLaVA-OneVision) and Qwen's dynamic resolution depend on the image's
     (width, height), Qwen's also on the image processor's pixel limits; the other families'
-    layouts are fixed."""
+    layouts are fixed. A ``Video``: its frame count (Video-LLaVA's layout takes 8 only), and
+    for Qwen the frame size and the video pixel limits."""
     from fpcost.costmodel.families import family_for_model_type
 
+    if isinstance(image, Video):
+        frames = {"frames": len(image.frames)}
+        if checkpoint.model_type in QWEN_MODEL_TYPES:
+            low, high = qwen_video_pixel_limits(checkpoint.video_config)
+            return {**frames, "image_size": image.size, "min_pixels": low, "max_pixels": high}
+        return frames
     if checkpoint.model_type in QWEN_MODEL_TYPES:
         min_pixels, max_pixels = checkpoint.processor.pixel_limits
         return {"image_size": image.size, "min_pixels": min_pixels, "max_pixels": max_pixels}
@@ -148,11 +165,17 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
             f"--model {directory}: model_type {model_type!r} is not supported by fpcost generate; "
             f"pruning adapters exist for {', '.join(SUPPORTED_MODEL_TYPES)}"
         )
+    video_config = read_video_config(directory)
     if model_type == "llava_onevision":  # its AutoProcessor needs torchvision
         from fpcost.pruner.onevision_processor import load_onevision_processor
 
         model = _load_model(directory)
-        return Checkpoint(model, load_onevision_processor(directory, model), model_type)
+        return Checkpoint(model, load_onevision_processor(directory, model), model_type,
+                          video_config)
+    if model_type == "video_llava":  # its AutoProcessor needs torchvision too
+        model = _load_model(directory)
+        return Checkpoint(model, load_video_llava_processor(directory, model), model_type,
+                          video_config)
     try:
         processor = _processor(directory, model_type)
     except ImportError as exc:  # e.g. a processor class that needs torchvision
@@ -170,7 +193,8 @@ def load_checkpoint(directory: Path | str) -> Checkpoint:
             f"--model {directory}: the directory's processor is {type(processor).__name__}, "
             "not an image+text processor (save the model's processor with save_pretrained)"
         )
-    return Checkpoint(model=_load_model(directory), processor=processor, model_type=model_type)
+    return Checkpoint(model=_load_model(directory), processor=processor, model_type=model_type,
+                      video_config=video_config)
 
 
 def _load_model(directory: Path) -> torch.nn.Module:
@@ -184,20 +208,29 @@ def _load_model(directory: Path) -> torch.nn.Module:
 
 
 def _inputs(checkpoint: Checkpoint, image, prompt: str) -> dict[str, torch.Tensor]:
+    """The model's inputs for ``image`` (a PIL image, or a ``Video``) and ``prompt``."""
     processor = checkpoint.processor
     token = getattr(processor, "image_token", "<image>")
     # Qwen wraps the image in <|vision_start|> ... <|vision_end|>
     text = prompt if token in prompt else f"{getattr(processor, 'image_prompt', token)}\n{prompt}"
     try:
-        batch = processor(images=image, text=text, return_tensors="pt")
+        if isinstance(image, Video):
+            batch = video_batch(checkpoint.model, processor, checkpoint.model_type, image,
+                                prompt, checkpoint.video_config)
+        else:
+            batch = processor(images=image, text=text, return_tensors="pt")
     except (ValueError, TypeError) as exc:
+        kind = "video" if isinstance(image, Video) else "image"
         raise PruningError(
-            f"the processor could not prepare the image and --prompt: {_first_line(exc)}"
+            f"the processor could not prepare the {kind} and --prompt: {_first_line(exc)}"
         ) from exc
     weight = next(checkpoint.model.parameters())
     # pixels in the model's dtype (a float16 checkpoint on CUDA); token ids stay integers
+    # (Qwen2.5-VL's second_per_grid_ts stays float32: it scales the temporal position ids)
     return {
-        key: value.to(weight.device, weight.dtype if value.is_floating_point() else value.dtype)
+        key: value.to(weight.device, weight.dtype
+                      if value.is_floating_point() and key != "second_per_grid_ts"
+                      else value.dtype)
         for key, value in batch.items()
         if torch.is_tensor(value)
     }
@@ -266,7 +299,8 @@ def run_generate(
     max_new_tokens: int,
     repeats: int = 3,
 ) -> list[GenerateRun]:
-    """The unpruned run first, then one run per ratio of ``method`` (one run if the method
+    """``image``: a PIL image or a ``Video``.
+    The unpruned run first, then one run per ratio of ``method`` (one run if the method
     takes no ratio, keep-all). Greedy, ``max_new_tokens`` new tokens each."""
     inputs = _inputs(checkpoint, image, prompt)
     configs: list[tuple[str, str, float | None]] = [("unpruned", "keep-all", None)]

@@ -47,6 +47,17 @@ def measurements(device_type="cpu", matmul=None, vector=None):
     )
 
 
+def this_cpu_profile(directory):
+    """``directory``/this-cpu.toml: a profile built from ``measurements()`` but named for
+    this machine's CPU at one thread, so commands that check a profile against the device
+    they run on (generate, validate) accept it."""
+    from fpcost.pruner.timing import cpu_name
+
+    here = {"device": cpu_name(), "threads": "1"}
+    measured = replace(measurements(), device_name=cpu_name(), provenance=here)
+    return write_profile(build_profile(measured, "this-cpu"), directory / "this-cpu.toml")
+
+
 def test_rates_from_timings():
     sample = MatmulSample("float32", 1000, 1000, 1000, 0.1)
     assert sample.flops == 2e9  # 2 FLOPs per multiply-add

@@ -33,12 +33,9 @@ FAST = ("--threads", "1", "--warmup", "0", "--repeats", "1", "--hooked-repeats",
 @pytest.fixture
 def cpu_profile(tmp_path):
     """A CPU profile calibrated (in appearance) on this machine."""
-    from tests.test_calibration import measurements
+    from tests.test_calibration import this_cpu_profile
 
-    measured = measurements()
-    measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(),
-                                 "provenance": {"device": cpu_name(), "threads": "1"}})
-    return write_profile(build_profile(measured, "this-cpu"), tmp_path / "this-cpu.toml")
+    return this_cpu_profile(tmp_path)
 
 
 @pytest.fixture

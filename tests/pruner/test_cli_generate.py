@@ -122,14 +122,9 @@ def test_keep_all_gives_the_unpruned_answer(capsys, checkpoint):
 
 
 def test_freepruner_keeps_fewer_and_the_numbers_are_finite(capsys, checkpoint, tmp_path):
-    from fpcost.costmodel.calibration import build_profile
-    from fpcost.hardware_profiles import write_profile
-    from tests.test_calibration import measurements
+    from tests.test_calibration import this_cpu_profile
 
-    measured = measurements()
-    here = {"device": cpu_name(), "threads": "1"}
-    measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(), "provenance": here})
-    profile = write_profile(build_profile(measured, "this-cpu"), tmp_path / "this-cpu.toml")
+    profile = this_cpu_profile(tmp_path)
     directory, image = checkpoint
     threads = torch.get_num_threads()
     try:
@@ -170,14 +165,9 @@ def test_freepruner_keeps_fewer_and_the_numbers_are_finite(capsys, checkpoint, t
 def test_the_prediction_follows_the_method(capsys, checkpoint, tmp_path, method):
     """random reads no attention map: no predicted selection; cls reads attention its own
     way, whose cost is not modelled: that run gets no prediction at all (not freePruner's)."""
-    from fpcost.costmodel.calibration import build_profile
-    from fpcost.hardware_profiles import write_profile
-    from tests.test_calibration import measurements
+    from tests.test_calibration import this_cpu_profile
 
-    measured = measurements()
-    here = {"device": cpu_name(), "threads": "1"}
-    measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(), "provenance": here})
-    profile = write_profile(build_profile(measured, "this-cpu"), tmp_path / "this-cpu.toml")
+    profile = this_cpu_profile(tmp_path)
     directory, image = checkpoint
     threads = torch.get_num_threads()
     try:

@@ -31,7 +31,6 @@ import fpcost
 from fpcost.costmodel.quant import QuantPlan
 from fpcost.pruner.methods import KeepAllPruner
 from fpcost.pruner.qwen_processor import QwenVLImageTextProcessor
-from fpcost.pruner.timing import cpu_name
 from tests.cli_helpers import one_line_error, run_cli
 
 SPECIAL = {"<pad>": 0, "<s>": 1, "</s>": 2, "<unk>": 3, "<|vision_start|>": VISION_START_ID,
@@ -118,14 +117,9 @@ def test_keep_all_gives_the_unpruned_answer(capsys, checkpoint):
 
 
 def _this_cpu_profile(tmp_path):
-    from fpcost.costmodel.calibration import build_profile
-    from fpcost.hardware_profiles import write_profile
-    from tests.test_calibration import measurements
+    from tests.test_calibration import this_cpu_profile
 
-    measured = measurements()
-    here = {"device": cpu_name(), "threads": "1"}
-    measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(), "provenance": here})
-    return write_profile(build_profile(measured, "this-cpu"), tmp_path / "this-cpu.toml")
+    return this_cpu_profile(tmp_path)
 
 
 def test_pruned_run_and_the_qwen_prediction(capsys, checkpoint, tmp_path):

@@ -12,7 +12,6 @@ from tiny_onevision import OV_PACKED, OV_PINPOINTS, tiny_llava_onevision
 from transformers import LlavaOnevisionImageProcessorPil
 
 from fpcost.pruner.generate import load_checkpoint
-from fpcost.pruner.timing import cpu_name
 from tests.cli_helpers import one_line_error, run_cli
 from tests.pruner.test_cli_generate import FAST, PROMPT, RUN_KEYS, _json_runs, tiny_processor
 
@@ -57,14 +56,9 @@ def test_keep_all_gives_the_unpruned_answer(capsys, ov_checkpoint):
 
 
 def test_freepruner_keeps_fewer_with_a_finite_prediction(capsys, ov_checkpoint, tmp_path):
-    from fpcost.costmodel.calibration import build_profile
-    from fpcost.hardware_profiles import write_profile
-    from tests.test_calibration import measurements
+    from tests.test_calibration import this_cpu_profile
 
-    measured = measurements()
-    here = {"device": cpu_name(), "threads": "1"}
-    measured = type(measured)(**{**measured.__dict__, "device_name": cpu_name(), "provenance": here})
-    profile = write_profile(build_profile(measured, "this-cpu"), tmp_path / "this-cpu.toml")
+    profile = this_cpu_profile(tmp_path)
     directory, image = ov_checkpoint
     threads = torch.get_num_threads()
     try:

@@ -162,6 +162,14 @@ class HardwareProfile:
         """Calibrated fraction of the ceilings reached by ``op_class`` (1.0 if uncalibrated)."""
         return self.efficiency.get(op_class, 1.0)
 
+    def weight_read_s_per_byte(self, op_class: str) -> float:
+        """Seconds per weight byte an ``op_class`` operator reads: at a calibrated CPU's
+        ``weight_bandwidth_bytes_per_s`` (fitted apart from the efficiencies, so none
+        applies), else at the memory bandwidth over the class efficiency."""
+        if self.weight_bandwidth_bytes_per_s:
+            return 1.0 / self.weight_bandwidth_bytes_per_s
+        return 1.0 / (self.hbm_bandwidth_bytes_per_s * self.efficiency_for(op_class))
+
 
 def _check_positive(profile: str, field_name: str, value: object,
                     bounds: tuple[float, float] = SI_RANGE) -> None:

@@ -37,11 +37,7 @@ def time_op(op: Op, hardware: HardwareProfile) -> OpTiming:
         op.tensor_flops / hardware.peak_flops_per_s("tensor", op.precision)
         + op.vector_flops / hardware.peak_flops_per_s("vector", op.vector_precision)
     )
-    weight_rate = hardware.weight_bandwidth_bytes_per_s
-    if not weight_rate:
-        memory_time_s = op.memory_access_bytes / hardware.hbm_bandwidth_bytes_per_s
-        return OpTiming(compute_time_s / efficiency, memory_time_s / efficiency)
     other_bytes = op.memory_access_bytes - op.weight_bytes
     memory_time_s = (other_bytes / hardware.hbm_bandwidth_bytes_per_s / efficiency
-                     + op.weight_bytes / weight_rate)
+                     + op.weight_bytes * hardware.weight_read_s_per_byte(op.op_class))
     return OpTiming(compute_time_s / efficiency, memory_time_s)

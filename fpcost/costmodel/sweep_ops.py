@@ -157,6 +157,12 @@ class DeviceStack:
             self._cache[key] = self._stack(lambda d: d.efficiency_for(op_class))
         return self._cache[key]
 
+    def weight_read_s_per_byte(self, op_class: str) -> np.ndarray:
+        key = ("weight_read", op_class)
+        if key not in self._cache:
+            self._cache[key] = self._stack(lambda d: d.weight_read_s_per_byte(op_class))
+        return self._cache[key]
+
 
 def device_graphs(model, settings_for, stages, requests, layout, devices, flash: bool):
     """[(device indices, operators, stepped indices)]: the devices that share one operator

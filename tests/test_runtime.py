@@ -186,9 +186,10 @@ def test_launch_and_cache_round_trip_through_a_profile_file(tmp_path):
 
 
 def test_the_roofline_reads_weights_at_a_calibrated_weight_bandwidth():
-    """``time_op`` (estimate, sweep, serve): with a weight bandwidth the weight bytes are read
-    at that rate, no efficiency applied; the other bytes stay at the memory bandwidth over
-    the efficiency. Without one (every GPU profile) nothing changes."""
+    """``time_op`` (estimate, sweep, serve): with a weight bandwidth the weight bytes stream
+    at that rate, no efficiency applied, apart from both compute and the other bytes (which
+    stay at the memory bandwidth over the efficiency). Without one (every GPU profile)
+    nothing changes."""
     from fpcost.costmodel.roofline import time_op
 
     # a GEMV: 1e4 FLOPs (10 ns at 1 TFLOP/s), 1000 weight bytes, 100 activation bytes
@@ -198,8 +199,12 @@ def test_the_roofline_reads_weights_at_a_calibrated_weight_bandwidth():
     assert plain.memory_time_s == pytest.approx(1.1e3 / 1e9 / 0.5)  # all bytes at 1 GB/s
     cpu = gpu(efficiency={"matmul": 0.5}, weight_bandwidth_bytes_per_s=2.5e8)
     timing = time_op(op, cpu)
+    # the 4 µs stream overlaps neither term: max(20 ns compute, 200 ns activations) + 4 µs
     assert timing.memory_time_s == pytest.approx(1e2 / 1e9 / 0.5 + 1e3 / 2.5e8)
-    assert timing.compute_time_s == pytest.approx(plain.compute_time_s)
+    assert timing.compute_time_s == pytest.approx(plain.compute_time_s + 1e3 / 2.5e8)
+    big = replace(op, tensor_flops=1e7)  # compute-bound: 20 µs + the stream
+    assert time_op(big, cpu).compute_time_s == pytest.approx(1e7 / 1e12 / 0.5 + 4e-6)
+    assert time_op(big, cpu).memory_time_s == pytest.approx(timing.memory_time_s)
 
 
 def test_a_calibrated_cpu_decode_step_streams_the_weights_at_the_weight_bandwidth():

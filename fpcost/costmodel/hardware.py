@@ -162,13 +162,17 @@ class HardwareProfile:
         """Calibrated fraction of the ceilings reached by ``op_class`` (1.0 if uncalibrated)."""
         return self.efficiency.get(op_class, 1.0)
 
-    def weight_read_s_per_byte(self, op_class: str) -> float:
-        """Seconds per weight byte an ``op_class`` operator reads: at a calibrated CPU's
-        ``weight_bandwidth_bytes_per_s`` (fitted apart from the efficiencies, so none
-        applies), else at the memory bandwidth over the class efficiency."""
+    def weight_s_per_byte(self, op_class: str) -> tuple[float, float]:
+        """(seconds per weight byte in the memory time, seconds per weight byte streamed
+        apart) of an ``op_class`` operator. A calibrated CPU (``weight_bandwidth_bytes_per_s``
+        set): (0, 1 / that rate): a CPU GEMM reads and packs its weights before computing, so
+        the read overlaps neither compute nor the other traffic, and no efficiency applies
+        (``fpcost calibrate`` fits the rate and the matmul efficiency as time = roofline /
+        efficiency + weight bytes / rate). Otherwise (1 / (memory bandwidth × efficiency),
+        0): weights are memory traffic like any other byte."""
         if self.weight_bandwidth_bytes_per_s:
-            return 1.0 / self.weight_bandwidth_bytes_per_s
-        return 1.0 / (self.hbm_bandwidth_bytes_per_s * self.efficiency_for(op_class))
+            return 0.0, 1.0 / self.weight_bandwidth_bytes_per_s
+        return 1.0 / (self.hbm_bandwidth_bytes_per_s * self.efficiency_for(op_class)), 0.0
 
 
 def _check_positive(profile: str, field_name: str, value: object,

@@ -157,10 +157,11 @@ class DeviceStack:
             self._cache[key] = self._stack(lambda d: d.efficiency_for(op_class))
         return self._cache[key]
 
-    def weight_read_s_per_byte(self, op_class: str) -> np.ndarray:
-        key = ("weight_read", op_class)
+    def weight_s_per_byte(self, op_class: str) -> tuple[np.ndarray, np.ndarray]:
+        key = ("weight", op_class)
         if key not in self._cache:
-            self._cache[key] = self._stack(lambda d: d.weight_read_s_per_byte(op_class))
+            self._cache[key] = (self._stack(lambda d: d.weight_s_per_byte(op_class)[0]),
+                                self._stack(lambda d: d.weight_s_per_byte(op_class)[1]))
         return self._cache[key]
 
 

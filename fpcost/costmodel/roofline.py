@@ -40,9 +40,8 @@ def time_op(op: Op, hardware: HardwareProfile) -> OpTiming:
         op.tensor_flops / hardware.peak_flops_per_s("tensor", op.precision)
         + op.vector_flops / hardware.peak_flops_per_s("vector", op.vector_precision)
     )
-    read_s_per_byte, stream_s_per_byte = hardware.weight_s_per_byte(op.op_class)
+    stream_s_per_byte = hardware.weight_stream_s_per_byte  # 0 unless a calibrated CPU
+    streamed_bytes = op.weight_bytes * (stream_s_per_byte > 0)  # 0 bytes: GPU times unchanged
     stream_s = op.weight_bytes * stream_s_per_byte
-    other_bytes = op.memory_access_bytes - op.weight_bytes
-    memory_time_s = (other_bytes / hardware.hbm_bandwidth_bytes_per_s / efficiency
-                     + op.weight_bytes * read_s_per_byte + stream_s)
-    return OpTiming(compute_time_s / efficiency + stream_s, memory_time_s)
+    memory_time_s = (op.memory_access_bytes - streamed_bytes) / hardware.hbm_bandwidth_bytes_per_s
+    return OpTiming(compute_time_s / efficiency + stream_s, memory_time_s / efficiency + stream_s)

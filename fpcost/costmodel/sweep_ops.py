@@ -141,6 +141,7 @@ class DeviceStack:
         self._shape = (len(self.devices),) + (1,) * ndim
         self._cache: dict = {}
         self.hbm_bandwidth_bytes_per_s = self._stack(lambda d: d.hbm_bandwidth_bytes_per_s)
+        self.weight_stream_s_per_byte = self._stack(lambda d: d.weight_stream_s_per_byte)
 
     def _stack(self, value_of) -> np.ndarray:
         return np.asarray([value_of(d) for d in self.devices], dtype=np.float64).reshape(self._shape)
@@ -155,13 +156,6 @@ class DeviceStack:
         key = ("efficiency", op_class)
         if key not in self._cache:
             self._cache[key] = self._stack(lambda d: d.efficiency_for(op_class))
-        return self._cache[key]
-
-    def weight_s_per_byte(self, op_class: str) -> tuple[np.ndarray, np.ndarray]:
-        key = ("weight", op_class)
-        if key not in self._cache:
-            self._cache[key] = (self._stack(lambda d: d.weight_s_per_byte(op_class)[0]),
-                                self._stack(lambda d: d.weight_s_per_byte(op_class)[1]))
         return self._cache[key]
 
 

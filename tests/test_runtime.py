@@ -183,3 +183,41 @@ def test_launch_and_cache_round_trip_through_a_profile_file(tmp_path):
     assert "kernel_launch_us = 2.5" in (tmp_path / "p.toml").read_text()
     plain = load_profile(write_profile(gpu(), tmp_path / "q.toml"))
     assert plain.kernel_launch_s is None and "[runtime]" not in (tmp_path / "q.toml").read_text()
+
+
+def test_the_roofline_reads_weights_at_a_calibrated_weight_bandwidth():
+    """``time_op`` (estimate, sweep, serve): with a weight bandwidth the weight bytes stream
+    at that rate, no efficiency applied, apart from both compute and the other bytes (which
+    stay at the memory bandwidth over the efficiency). Without one (every GPU profile)
+    nothing changes."""
+    from fpcost.costmodel.roofline import time_op
+
+    # a GEMV: 1e4 FLOPs (10 ns at 1 TFLOP/s), 1000 weight bytes, 100 activation bytes
+    op = Op("decode", "b", "q_proj", "matmul", "fp16", "fp16", 1, tensor_flops=1e4,
+            weight_bytes=1e3, act_read_bytes=1e2)
+    plain = time_op(op, gpu(efficiency={"matmul": 0.5}))
+    assert plain.memory_time_s == pytest.approx(1.1e3 / 1e9 / 0.5)  # all bytes at 1 GB/s
+    cpu = gpu(efficiency={"matmul": 0.5}, weight_bandwidth_bytes_per_s=2.5e8)
+    timing = time_op(op, cpu)
+    # the 4 µs stream overlaps neither term: max(20 ns compute, 200 ns activations) + 4 µs
+    assert timing.memory_time_s == pytest.approx(1e2 / 1e9 / 0.5 + 1e3 / 2.5e8)
+    assert timing.compute_time_s == pytest.approx(plain.compute_time_s + 1e3 / 2.5e8)
+    big = replace(op, tensor_flops=1e7)  # compute-bound: 20 µs + the stream
+    assert time_op(big, cpu).compute_time_s == pytest.approx(1e7 / 1e12 / 0.5 + 4e-6)
+    assert time_op(big, cpu).memory_time_s == pytest.approx(timing.memory_time_s)
+
+
+def test_a_calibrated_cpu_decode_step_streams_the_weights_at_the_weight_bandwidth():
+    """A decode step of a memory-bound LLM takes at least its weight bytes at the weight
+    bandwidth, so a slower weight read can only slow the decode."""
+    import fpcost
+
+    base = load_profile("a6000")
+    fast = replace(base, weight_bandwidth_bytes_per_s=base.hbm_bandwidth_bytes_per_s)
+    slow = replace(base, weight_bandwidth_bytes_per_s=base.hbm_bandwidth_bytes_per_s / 4)
+    fast_e = fpcost.estimate("llava-1.5-7b", fast, output_tokens=3)
+    slow_e = fpcost.estimate("llava-1.5-7b", slow, output_tokens=3)
+    decode = slow_e.stage_totals("decode")
+    assert decode.time_s >= decode.weight_bytes / slow.weight_bandwidth_bytes_per_s
+    assert decode.time_s > 3 * fast_e.stage_totals("decode").time_s
+    assert slow_e.stage_totals("prefill").time_s >= fast_e.stage_totals("prefill").time_s

@@ -162,6 +162,16 @@ class HardwareProfile:
         """Calibrated fraction of the ceilings reached by ``op_class`` (1.0 if uncalibrated)."""
         return self.efficiency.get(op_class, 1.0)
 
+    @property
+    def weight_stream_s_per_byte(self) -> float:
+        """Seconds per weight byte streamed apart from compute and the other traffic: on a
+        calibrated CPU (``weight_bandwidth_bytes_per_s`` set) 1 / that rate, since a CPU GEMM
+        reads and packs its weights before computing and ``fpcost calibrate`` fits the rate
+        with the matmul efficiency as time = roofline / efficiency + weight bytes / rate (no
+        efficiency on the stream); else 0: weights are memory traffic like any other byte."""
+        rate = self.weight_bandwidth_bytes_per_s
+        return 1.0 / rate if rate else 0.0
+
 
 def _check_positive(profile: str, field_name: str, value: object,
                     bounds: tuple[float, float] = SI_RANGE) -> None:

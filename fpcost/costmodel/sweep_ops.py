@@ -141,6 +141,7 @@ class DeviceStack:
         self._shape = (len(self.devices),) + (1,) * ndim
         self._cache: dict = {}
         self.hbm_bandwidth_bytes_per_s = self._stack(lambda d: d.hbm_bandwidth_bytes_per_s)
+        self.weight_stream_s_per_byte = self._stack(lambda d: d.weight_stream_s_per_byte)
 
     def _stack(self, value_of) -> np.ndarray:
         return np.asarray([value_of(d) for d in self.devices], dtype=np.float64).reshape(self._shape)

@@ -3,6 +3,7 @@ tokens but the kept ones and the text keep their original M-RoPE positions, and 
 continues where the unpruned prompt would."""
 
 import sys
+import time
 import types
 
 import pytest
@@ -175,6 +176,25 @@ def test_stages_are_timed(model):
                      **GREEDY)
     assert set(clock.times_s) == {"vision", "projector", "llm"}
     assert all(t >= 0 for t in clock.times_s.values())
+
+
+def test_the_merger_is_timed_as_the_projector(model):
+    """The merger runs inside the tower's forward; the cost model prices it as the projector,
+    so a sleep in it lands in "projector", not "vision"."""
+    sleep_s = 0.05
+
+    def sleep(module, args):
+        time.sleep(sleep_s)
+
+    hook = model.model.visual.merger.register_forward_pre_hook(sleep)
+    try:
+        clock = StageClock()
+        generate_qwen_vl(model, _inputs(1), None, selector=StrideSelector(2), stage_clock=clock,
+                         **GREEDY)
+    finally:
+        hook.remove()
+    assert clock.times_s["projector"] >= sleep_s
+    assert clock.times_s["vision"] >= 0
 
 
 def test_the_default_selector_is_imported_when_called(model, monkeypatch):

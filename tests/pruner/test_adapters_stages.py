@@ -25,7 +25,7 @@ from tiny_models import (
 
 from fpcost.pruner.adapters import KeepAll, StageClock, generate_pruned
 from fpcost.pruner.adapters.common import find_module
-from fpcost.pruner.adapters.stages import STAGES, record_selection, timed
+from fpcost.pruner.adapters.stages import STAGES, moved_to_stage, record_selection, timed
 from fpcost.pruner.methods import get_pruner
 
 GREEDY = {"max_new_tokens": 4, "do_sample": False}
@@ -152,3 +152,33 @@ def test_the_clock_itself():
     with timed(None, "vision"):  # no clock: nothing to do
         pass
     record_selection(None, 1.0)
+
+
+class _Sleeper(torch.nn.Module):
+    def forward(self, x):
+        time.sleep(SLEEP_S)
+        return x
+
+
+def test_a_module_run_inside_a_stage_is_moved_to_another():
+    """Qwen's merger runs inside the tower's call: its seconds leave "vision" for "projector",
+    so the two still add up to the wall time (without the move they would exceed it by the
+    merger's sleep)."""
+    clock, merger = StageClock(), _Sleeper()
+    start = time.perf_counter()
+    with timed(clock, "vision"), moved_to_stage(clock, merger, "projector", within="vision"):
+        time.sleep(SLEEP_S)  # the tower
+        merger(torch.zeros(1))
+    wall_s = time.perf_counter() - start
+    assert clock.times_s["projector"] >= SLEEP_S
+    assert clock.times_s["vision"] >= SLEEP_S
+    assert clock.times_s["vision"] + clock.times_s["projector"] <= wall_s
+    merger(torch.zeros(1))  # hooks removed on exit
+    assert clock.times_s["projector"] < wall_s
+    assert not merger._forward_hooks and not merger._forward_pre_hooks
+    with moved_to_stage(None, merger, "projector", within="vision"):  # no clock: nothing
+        merger(torch.zeros(1))
+    assert not merger._forward_pre_hooks
+    with pytest.raises(ValueError, match="unknown stage 'merger'"):
+        with moved_to_stage(clock, merger, "merger", within="vision"):
+            pass

@@ -24,14 +24,17 @@ token sits at original max + 1, exactly as unpruned. Passing ``position_ids`` al
 the model's own ``rope_deltas`` cache (``model.model.rope_deltas``) out of play: the
 instance is not modified (plain ``generate`` sets it; this adapter neither reads nor writes it).
 
-Stages (``stage_clock``): "vision" is the selector (tower + merger + selection), "projector"
-the gather of the kept merged features (Qwen's merger already ran inside the tower, so this
-is only the gather), "llm" the prompt's rebuild and positions, its embedding and ``generate``.
+Stages (``stage_clock``): "vision" is the selector (tower + selection) less the patch merger,
+"projector" the patch merger (``visual.merger``: it runs inside the tower's forward, on every
+merged token; timed by hooks and moved out of "vision", as the cost model prices it as the
+projector) and the gather of the kept merged features, "llm" the prompt's rebuild and
+positions, its embedding and ``generate``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from contextlib import nullcontext
 
 import torch
 from torch import nn
@@ -45,7 +48,7 @@ from fpcost.pruner.adapters.common import (
     pruned_generation,
 )
 from fpcost.pruner.adapters.rebuild import Segment, pad_token_id, rebuild_prompt
-from fpcost.pruner.adapters.stages import record_selection, timed
+from fpcost.pruner.adapters.stages import moved_to_stage, record_selection, timed
 
 TEXT, IMAGE, VIDEO = 0, 1, 2  # mm_token_type_ids values of get_rope_index
 
@@ -199,7 +202,10 @@ def generate_qwen_vl(
     visual = find_module(model, "visual")
     image_id = config_token_id(model, "image_token_id")
     video_id = config_token_id(model, "video_token_id")
-    with timed(stage_clock, "vision"):
+    merger = getattr(visual, "merger", None)
+    with timed(stage_clock, "vision"), (
+            nullcontext() if merger is None
+            else moved_to_stage(stage_clock, merger, "projector", within="vision")):
         images = _select(visual, pruner, selector, inputs.get("pixel_values"),
                          inputs.get("image_grid_thw"), "image", stage_clock)
         videos = _select(visual, pruner, selector, inputs.get("pixel_values_videos"),

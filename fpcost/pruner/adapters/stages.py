@@ -66,3 +66,39 @@ def record_selection(clock: StageClock | None, seconds: float | None) -> None:
 def timed(clock: StageClock | None, name: str) -> AbstractContextManager[None]:
     """``clock.stage(name)``, or a no-op without a clock."""
     return nullcontext() if clock is None else clock.stage(name)
+
+
+@contextmanager
+def moved_to_stage(clock: StageClock | None, module: torch.nn.Module, name: str,
+                   within: str) -> Iterator[None]:
+    """Inside this block, every forward of ``module`` (run inside stage ``within``) counts as
+    stage ``name``: its seconds are added to ``name`` and taken out of ``within`` (which adds
+    them back when it ends), so the two still sum to the wall time. For a module a family runs
+    inside another stage's call: Qwen-VL's patch merger runs at the end of the tower's forward
+    but is the projector the cost model prices. Device-synchronised at both ends (CUDA);
+    forward hooks on this one instance, removed on exit; a no-op without a clock."""
+    if clock is None:
+        yield
+        return
+    if name not in STAGES or within not in STAGES:
+        raise ValueError(f"unknown stage {name!r} or {within!r}; stages: {', '.join(STAGES)}")
+    starts: list[float] = []
+
+    def before(_module, _args):
+        _sync(clock.device)
+        starts.append(time.perf_counter())
+
+    def after(_module, _args, _output):
+        _sync(clock.device)
+        seconds = time.perf_counter() - starts.pop()
+        clock.times_s[name] = clock.times_s.get(name, 0.0) + seconds
+        clock.times_s[within] = clock.times_s.get(within, 0.0) - seconds
+
+    # first of the pre-hooks, last of the hooks: the whole call, other hooks included
+    handles = [module.register_forward_pre_hook(before, prepend=True),
+               module.register_forward_hook(after)]
+    try:
+        yield
+    finally:
+        for handle in handles:
+            handle.remove()

@@ -140,3 +140,21 @@ class StrideSelector:
             selection=None,
             selection_time_s=0.0,
         )
+
+
+# Two images of 84 x 84 and 112 x 112 px: 3 x 3 = 9 and 4 x 4 = 16 merged tokens spanning 3
+# and 4 positions, so every-other pruning (5 and 8 kept) cannot line up with sequential
+# positions; each in its own prompt of different length (left padding at batch 2).
+GRIDS = [(1, 6, 6), (1, 8, 8)]
+PROMPTS = [
+    vision_prompt(num_merged(GRIDS[0]), [1, 5, 6], [7, 8]),
+    vision_prompt(num_merged(GRIDS[1]), [1, 9], [10, 11, 12, 13, 14, 15]),
+]
+
+
+def image_inputs(batch: int) -> dict[str, torch.Tensor]:
+    """The processor-like inputs of the first ``batch`` prompts and images."""
+    ids, mask = left_padded(PROMPTS[:batch])
+    pixels, grid_thw = patches(GRIDS[:batch])
+    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels,
+            "image_grid_thw": grid_thw}

@@ -10,9 +10,11 @@ import pytest
 import torch
 from qwen_gen_models import (
     BUILDERS,
+    GRIDS,
     IMAGE_PAD_ID,
     VIDEO_PAD_ID,
     StrideSelector,
+    image_inputs,
     left_padded,
     num_merged,
     patches,
@@ -25,13 +27,6 @@ from fpcost.pruner.adapters.qwen_vl import generate_qwen_vl
 from fpcost.pruner.adapters.stages import StageClock
 
 GREEDY = {"max_new_tokens": 5, "do_sample": False}
-# 84 x 84 and 112 x 112 px: 3 x 3 = 9 and 4 x 4 = 16 merged tokens spanning 3 and 4
-# positions, so every-other pruning (5 and 8 kept) cannot line up with sequential positions
-GRIDS = [(1, 6, 6), (1, 8, 8)]
-PROMPTS = [
-    vision_prompt(num_merged(GRIDS[0]), [1, 5, 6], [7, 8]),
-    vision_prompt(num_merged(GRIDS[1]), [1, 9], [10, 11, 12, 13, 14, 15]),
-]
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
@@ -39,11 +34,7 @@ def model(request):
     return BUILDERS[request.param](seed=0)
 
 
-def _inputs(batch: int) -> dict[str, torch.Tensor]:
-    ids, mask = left_padded(PROMPTS[:batch])
-    pixels, grid_thw = patches(GRIDS[:batch])
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels,
-            "image_grid_thw": grid_thw}
+_inputs = image_inputs
 
 
 def _plain(model, inputs):

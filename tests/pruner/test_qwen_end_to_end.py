@@ -5,30 +5,19 @@ M-RoPE position, on both tiny Qwen families."""
 
 import pytest
 import torch
-from qwen_gen_models import BUILDERS, left_padded, num_merged, patches, type_ids, vision_prompt
+from qwen_gen_models import BUILDERS, GRIDS, num_merged, type_ids
+from qwen_gen_models import image_inputs as _inputs
 
 from fpcost.pruner.adapters import generate_pruned
 from fpcost.pruner.adapters.stages import StageClock
 from fpcost.pruner.methods import KeepAllPruner, get_pruner
 
 GREEDY = {"max_new_tokens": 4, "do_sample": False}
-GRIDS = [(1, 6, 6), (1, 8, 8)]  # 9 and 16 merged tokens
-PROMPTS = [
-    vision_prompt(num_merged(GRIDS[0]), [1, 5, 6], [7, 8]),
-    vision_prompt(num_merged(GRIDS[1]), [1, 9], [10, 11, 12, 13, 14, 15]),
-]
 
 
 @pytest.fixture(scope="module", params=sorted(BUILDERS))
 def model(request):
     return BUILDERS[request.param](seed=0)
-
-
-def _inputs(batch: int) -> dict[str, torch.Tensor]:
-    ids, mask = left_padded(PROMPTS[:batch])
-    pixels, grid_thw = patches(GRIDS[:batch])
-    return {"input_ids": ids, "attention_mask": mask, "pixel_values": pixels,
-            "image_grid_thw": grid_thw}
 
 
 @pytest.mark.parametrize("batch", [1, 2])

@@ -28,6 +28,7 @@ from fpcost.costmodel.anyres import parse_image_size
 from fpcost.costmodel.errors import WorkloadError
 from fpcost.costmodel.estimate import Estimate
 from fpcost.costmodel.estimate import estimate as _estimate
+from fpcost.costmodel.families import family_of
 from fpcost.costmodel.hardware import HardwareProfile
 from fpcost.costmodel.hfconfig import load_config_json
 from fpcost.costmodel.parallel import Parallelism
@@ -250,6 +251,7 @@ def serve(
     slo_tpot: float | None = None,
     tensor_parallel: int = 1,
     pipeline_parallel: int = 1,
+    frames: int | None = None,
 ) -> ServeResult:
     """Simulate a continuous-batching server; the numbers of ``fpcost serve`` for one server.
 
@@ -261,7 +263,9 @@ def serve(
     ``max_num_seqs``, ``gpu_memory_utilization``, ``chunked_prefill``); FlashAttention is on
     by default, as vLLM runs it (``estimate``'s default is off). ``slo_ttft`` / ``slo_tpot``
     (seconds) add the SLO attainment. ``tensor_parallel`` / ``pipeline_parallel``: the GPU
-    split (docs/serving.md, "More than one GPU"). Compare pruned and unpruned with two calls.
+    split (docs/serving.md, "More than one GPU"). ``frames``: each Poisson request a video of
+    that many frames (as ``estimate``'s). A text-only LLM config serves text requests (no
+    visual tokens). Compare pruned and unpruned with two calls.
     """
     from fpcost.costmodel.accounting import get_accounting
     from fpcost.costmodel.serve.capacity import ServerSettings
@@ -284,6 +288,9 @@ def serve(
     if (trace is None) == (rate is None):
         raise WorkloadError("give either rate (Poisson requests per second) or trace (a file), "
                             "exactly one")
+    if trace is not None and frames is not None:
+        raise WorkloadError(f"frames {frames!r} sets the Poisson requests' videos; a trace's "
+                            "requests carry their own visual tokens")
     settings = PipelineSettings(resolve_quant(bits, quant), accounting, flash_attention,
                                 profile.onchip_buffer_bytes, QuantPlan(), "all", DEFAULT_SELECTION)
     server = Server(spec, profile, settings,
@@ -299,8 +306,13 @@ def serve(
         requests = trace_requests(parse_trace(text, str(path)), str(path), spec, text_tokens,
                                   output_tokens, keep_ratio)
     else:
+        text_only = not family_of(spec).has_vision
+        if text_only and keep_ratio is not None:
+            raise WorkloadError(f"keep_ratio needs a model with a vision tower; {spec.name!r} is "
+                                "a text-only LLM config")
         workload = make_workload(spec, keep_ratio=keep_ratio, text_tokens=text_tokens,
-                                 image_size=image_size, output_tokens=output_tokens)
+                                 image_size=image_size, output_tokens=output_tokens,
+                                 frames=frames, visual_tokens=0 if text_only else None)
         requests = poisson_requests([workload], check_rate(rate, "rate"), num_requests, seed)
     run = server.run(requests, slo_ttft, slo_tpot)
     return ServeResult(run.summary, server.capacity.as_dict(),

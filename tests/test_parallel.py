@@ -300,7 +300,7 @@ def test_video_llava_takes_only_its_eight_frames(capsys):
                            "--format", "json")
     assert code == 0 and json.loads(out)["workload"]["num_unpruned_visual_tokens"] == 8 * 256
     code, _, err = run_cli(capsys, "estimate", "--model", "videollava", "--frames", "16")
-    one_line_error(code, err, "videollava runs 8 frame(s) per sample, not 16")
+    one_line_error(code, err, "--frames 16: videollava runs 8 frame(s) per sample, not 16")
 
 
 def test_sweep_frames_equal_estimate():

@@ -36,7 +36,7 @@ from .options import (
     resolve_model,
     resolve_quant,
 )
-from .parallel_options import resolve_parallelism, split_options
+from .parallel_options import parallel_options, resolve_parallelism
 from .render import FORMATS, stderr_console
 from .serve_render import render_serve, serve_csv, serve_json
 
@@ -106,7 +106,7 @@ def _positive_seconds(ctx, param, value):
 @click.option("--flash-attention/--no-flash-attention", default=True, show_default=True,
               help="Cost attention as one fused kernel, as vLLM runs it (estimate's default is "
                    "off: pass the same flag to both when comparing).")
-@split_options
+@parallel_options
 @accounting_option
 @click.option("--format", "output_format", type=click.Choice(FORMATS), default="table",
               show_default=True, help="Output as a rich table, JSON, or CSV.")
@@ -122,7 +122,7 @@ def serve(model_name, config_path, hardware_name, bits, quant_text, rate, num_re
           output_tokens, text_tokens, image_size, keep_ratio, method, trace, tokens_from, slo_ttft,
           slo_tpot, slo_target, search_rate, chunked_prefill, max_num_batched_tokens,
           max_num_seqs, gpu_memory_utilization, flash_attention, tensor_parallel,
-          pipeline_parallel, accounting, output_format, output, plot_path, plot_rates):
+          pipeline_parallel, frames, accounting, output_format, output, plot_path, plot_rates):
     """Simulate a continuous-batching server (vLLM-style) on the roofline: throughput, TTFT /
     TPOT / latency percentiles, SLO attainment, KV-cache use; pruned beside unpruned."""
     from fpcost.costmodel.accounting import get_accounting
@@ -148,7 +148,7 @@ def serve(model_name, config_path, hardware_name, bits, quant_text, rate, num_re
 
     scenario = Scenario.build(model, hardware, settings, server, text_tokens=text_tokens,
                               output_tokens=output_tokens, image_size=size, keep_ratio=keep_ratio,
-                              method=method,
+                              method=method, frames=frames,
                               trace=trace, tokens_from=tokens_from, num_requests=num_requests,
                               seed=seed,
                               parallelism=resolve_parallelism(tensor_parallel, pipeline_parallel))

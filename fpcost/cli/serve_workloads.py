@@ -70,15 +70,20 @@ class Scenario:
     @classmethod
     def build(cls, model, hardware, settings, server, *, text_tokens, output_tokens, image_size,
               keep_ratio, trace, tokens_from, num_requests, seed, method=None,
-              parallelism: Parallelism = SINGLE) -> Scenario:
+              parallelism: Parallelism = SINGLE, frames: int | None = None) -> Scenario:
         notes: list[str] = []
         text_only = not family_of(model).has_vision
         if text_only:  # a text LLM server: no visual tokens, nothing to prune
             for flag, value in (("--keep-ratio", keep_ratio), ("--tokens-from", tokens_from),
-                                ("--method", method), ("--image-size", image_size)):
+                                ("--method", method), ("--image-size", image_size),
+                                ("--frames", frames)):
                 if value is not None:
                     raise WorkloadError(f"{flag} needs a model with a vision tower; {model.name!r} "
                                         "is a text-only LLM config")
+        for flag, value in (("--trace", trace), ("--tokens-from", tokens_from)):
+            if frames is not None and value is not None:
+                raise WorkloadError(f"--frames {frames} sets the Poisson requests' videos; {flag} "
+                                    "requests carry their own visual tokens")
         plain = Server(model, hardware, settings, server, parallelism)
         pruner = plain
         if method not in (None, "freepruner"):  # freepruner: estimate's default selection
@@ -96,7 +101,7 @@ class Scenario:
             return cls(model, hardware, settings, server, variants, f"trace {trace}",
                        len(base), seed, text_tokens, output_tokens, notes, parallelism)
         unpruned = make_workload(model, text_tokens=text_tokens, image_size=image_size,
-                                 output_tokens=output_tokens,
+                                 output_tokens=output_tokens, frames=frames,
                                  visual_tokens=0 if text_only else None)
         if tokens_from is not None:
             variants = [Variant("unpruned", plain, [unpruned]),
@@ -105,7 +110,8 @@ class Scenario:
                                       parallelism)]
         elif keep_ratio is not None:
             pruned = make_workload(model, keep_ratio=keep_ratio, text_tokens=text_tokens,
-                                   image_size=image_size, output_tokens=output_tokens)
+                                   image_size=image_size, output_tokens=output_tokens,
+                                   frames=frames)
             variants = [Variant("unpruned", plain, [unpruned]), Variant("pruned", pruner, [pruned])]
         else:
             variants = [Variant("server", plain, [unpruned])]

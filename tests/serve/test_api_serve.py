@@ -96,3 +96,23 @@ def test_serve_loads_no_pandas_until_a_frame_is_asked_for():
             "print('pandas' in sys.modules, 'torch' in sys.modules)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False False"
+
+
+def test_api_frames_and_a_text_only_llm_equal_the_cli(tmp_path, capsys):
+    args = ["--model", "llava-onevision-7b", "--frames", "8", "--rate", "2",
+            "--num-requests", "40", "--format", "json"]
+    code, out, err = run_cli(capsys, "serve", *args)
+    assert code == 0, err
+    result = fpcost.serve("llava-onevision-7b", frames=8, rate=2, num_requests=40)
+    assert result.summary == json.loads(out)["summary"]
+    config = tmp_path / "config.json"
+    config.write_text(json.dumps({"model_type": "llama", "hidden_size": 2048,
+                                  "num_hidden_layers": 4, "num_attention_heads": 16,
+                                  "num_key_value_heads": 16, "intermediate_size": 5504,
+                                  "vocab_size": 32000}))
+    code, out, err = run_cli(capsys, "serve", "--config", config, "--rate", "2",
+                             "--num-requests", "40", "--format", "json")
+    assert code == 0, err
+    assert fpcost.serve(str(config), rate=2, num_requests=40).summary == json.loads(out)["summary"]
+    with pytest.raises(WorkloadError, match="keep_ratio needs a model with a vision tower"):
+        fpcost.serve(str(config), rate=2, keep_ratio=0.5)

@@ -215,3 +215,24 @@ def test_a_text_only_llm_is_served_and_cannot_be_pruned(tmp_path, capsys):
     for flag, value in (("--keep-ratio", "0.5"), ("--image-size", "640x480")):
         code, _, err = run_cli(capsys, "serve", "--config", config, "--rate", "1", flag, value)
         one_line_error(code, err, flag)
+
+
+def test_frames_make_every_poisson_request_a_video(capsys):
+    """--frames as estimate's: one request at a time, serve's latency is estimate's for the
+    same video; a trace or a fixed-frame model refuses it naming the flag."""
+    video = ["--model", "qwen2-vl-7b", "--hardware", "a100-80g", "--frames", "16",
+             "--image-size", "640x360"]
+    code, out, err = run_cli(capsys, "serve", *video, "--rate", "0.01", "--num-requests", "3",
+                             "--format", "json")
+    assert code == 0, err
+    served = json.loads(out)
+    code, out, err = run_cli(capsys, "estimate", *video, "--output-tokens", "128",
+                             "--flash-attention", "--format", "json")
+    assert code == 0, err
+    estimated = json.loads(out)
+    assert served["mean_visual_tokens"] == estimated["workload"]["num_visual_tokens"] == 2392
+    assert served["summary"]["latency_s"]["p50"] == pytest.approx(
+        estimated["end_to_end_latency_s"], rel=1e-9)
+    code, _, err = run_cli(capsys, "serve", "--model", "llava-1.5-7b", "--frames", "8",
+                           "--rate", "1")
+    one_line_error(code, err, "--frames 8")

@@ -54,8 +54,8 @@ class LlavaFamily(ModelFamily):
 
     def check_frames(self, spec: ModelSpec, num_frames: int | None) -> None:
         if num_frames is not None and num_frames != spec.num_frames:
-            raise WorkloadError(f"{spec.name} runs {spec.num_frames} frame(s) per sample, not "
-                                f"{num_frames}")
+            raise WorkloadError(f"--frames {num_frames}: {spec.name} runs {spec.num_frames} "
+                                f"frame(s) per sample, not {num_frames}")
 
     def visual_layout(self, spec, image_size=None, num_frames=None, pixel_limits=None) -> VisualLayout:
         """Every image is resized to the tower's input: the size changes nothing."""

@@ -159,8 +159,8 @@ def sweep(
     selection: SelectionSpec | None = DEFAULT_SELECTION,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
-    tensor_parallel: int = 1,
-    pipeline_parallel: int = 1,
+    tensor_parallel=1,
+    pipeline_parallel=1,
     frames: int | None = None,
 ):
     """Every combination of the given models, devices, plans, visual tokens and batch sizes,
@@ -172,8 +172,11 @@ def sweep(
     ``vision_quant`` and ``vision_layers`` are
     ``estimate``'s, shared by every row (each row equals ``estimate`` of its request);
     ``selection`` is what freePruner's selection reads (None: its cost left out);
-    ``tensor_parallel``, ``pipeline_parallel`` and ``frames`` as ``estimate``'s. More
-    than ``MAX_CONFIGURATIONS`` rows raise ``WorkloadError`` unless ``force``.
+    ``tensor_parallel`` and ``pipeline_parallel`` each take one degree or a list (every
+    combination: the rows under each split, split-major, with ``tensor_parallel``,
+    ``pipeline_parallel``, ``num_gpus`` and the traffic columns), ``frames`` as
+    ``estimate``'s. More than ``MAX_CONFIGURATIONS`` rows raise ``WorkloadError`` unless
+    ``force``.
     """
     from fpcost.costmodel.sweep import sweep as _sweep
 
@@ -198,7 +201,8 @@ def sweep(
         selection=selection,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
-        parallelism=Parallelism(tensor_parallel, pipeline_parallel),
+        parallelism=[Parallelism(t, p) for t in _listed(tensor_parallel)
+                     for p in _listed(pipeline_parallel)],
         num_frames=frames,
     )
 

@@ -221,6 +221,37 @@ def test_sweep_rows_equal_estimate_under_parallelism():
         assert row["ttft_s"] == pytest.approx(result.ttft_s, rel=1e-12)
 
 
+def test_sweep_over_several_splits_is_each_split_in_turn():
+    """Lists of degrees: split-major blocks, each the one-split sweep's rows (the one-GPU
+    block with zero traffic and 1 x 1 GPUs), every row equal to estimate's."""
+    frame = sweep("qwen2.5-vl-72b", "a100-80g", keep_ratio=[0.25, 1.0], tensor_parallel=[1, 4],
+                  pipeline_parallel=[1, 2])
+    assert list(zip(frame["tensor_parallel"], frame["pipeline_parallel"], frame["num_gpus"],
+                    strict=True)) == [(1, 1, 1)] * 2 + [(1, 2, 2)] * 2 + [(4, 1, 4)] * 2 + [(4, 2, 8)] * 2
+    single = frame[frame["num_gpus"] == 1]
+    assert (single["prefill_communication_time_s"] == 0).all()
+    alone = sweep("qwen2.5-vl-72b", "a100-80g", keep_ratio=[0.25, 1.0])
+    assert single["ttft_s"].tolist() == alone["ttft_s"].tolist()
+    for row in frame.to_dict("records"):
+        result = estimate("qwen2.5-vl-72b", "a100-80g", keep_ratio=row["keep_ratio"],
+                          tensor_parallel=row["tensor_parallel"],
+                          pipeline_parallel=row["pipeline_parallel"])
+        assert row["ttft_s"] == pytest.approx(result.ttft_s, rel=1e-12)
+        assert row["prefill_communication_time_s"] == pytest.approx(
+            result.stage_totals("prefill").communication_time_s, rel=1e-12, abs=0.0)
+
+
+def test_sweep_cli_takes_lists_of_degrees(capsys):
+    code, out, err = run_cli(capsys, "sweep", "--model", "llava-1.5-7b", "--tensor-parallel",
+                             "1,2", "--pipeline-parallel", "1:2:1", "--format", "json")
+    assert code == 0, err
+    rows = json.loads(out)
+    assert [(r["tensor_parallel"], r["pipeline_parallel"]) for r in rows] == [
+        (1, 1), (1, 2), (2, 1), (2, 2)]
+    code, _, err = run_cli(capsys, "sweep", "--tensor-parallel", "1,0")
+    one_line_error(code, err, "--tensor-parallel")
+
+
 def test_sweep_on_one_gpu_has_no_parallel_columns():
     frame = sweep("llava-1.5-7b", "a6000", tensor_parallel=1)
     assert "num_gpus" not in frame.columns and "prefill_communication_time_s" not in frame.columns
@@ -230,9 +261,11 @@ def test_sweep_on_one_gpu_has_no_parallel_columns():
 
 @pytest.mark.parametrize(("args", "fragment"), [
     (["--tensor-parallel", "3"], "--tensor-parallel 3 must divide the llava-1.5-7b LLM's 32"),
-    (["--tensor-parallel", "0"], "0 is out of range; valid: 1..2147483647"),
-    (["--tensor-parallel", str(2**31)], "is out of range; valid: 1..2147483647"),
-    (["--pipeline-parallel", "0"], "0 is out of range"),
+    # estimate's scalar degrees: "0 is out of range; valid: 1..2147483647"; sweep's lists:
+    # "0 is not in 1..2,147,483,647"
+    (["--tensor-parallel", "0"], "--tensor-parallel"),
+    (["--tensor-parallel", str(2**31)], "1..2"),
+    (["--pipeline-parallel", "0"], "--pipeline-parallel"),
     (["--pipeline-parallel", "33"], "--pipeline-parallel 33 is more than the 32 decoder layers"),
     (["--tensor-parallel", "2", "--accounting", "llm-viewer"], "needs the fpcost accounting"),
     (["--frames", "4"], "runs 1 frame(s) per sample, not 4"),
@@ -242,6 +275,9 @@ def test_sweep_on_one_gpu_has_no_parallel_columns():
 def test_bad_values_one_line(capsys, command, args, fragment):
     code, _, err = run_cli(capsys, command, "--model", "llava-1.5-7b", *args)
     one_line_error(code, err, fragment)
+    if args[0] != "--frames" and args[1] in ("0", str(2**31)):
+        assert ("out of range; valid: 1..2147483647" if command == "estimate"
+                else "is not in 1..2,147,483,647") in err
 
 
 def test_kv_heads_neither_dividing_nor_multiple(capsys):

@@ -1,5 +1,5 @@
-"""``--tensor-parallel``, ``--pipeline-parallel`` and ``--frames`` of ``estimate`` and
-``sweep``, and what ``estimate`` shows of a parallel run."""
+"""``--tensor-parallel``, ``--pipeline-parallel`` and ``--frames`` of ``estimate``, ``serve``
+(and ``sweep``'s ``--frames``), and what ``estimate`` shows of a parallel run."""
 
 from __future__ import annotations
 
@@ -33,18 +33,19 @@ def split_options(func):
     return wrapper
 
 
-def parallel_options(func):
-    """The GPU split and the video frame count, shared by estimate and sweep."""
-    @split_options
-    @click.option("--frames", "frames", type=BoundedInt(1, MAX_FRAMES), default=None,
-                  help="Each sample a video of N frames: Qwen2-VL / Qwen2.5-VL (N/2 temporal "
-                       "patches, rounded up) and LLaVA-OneVision (each frame pooled 2x2); "
-                       "Video-LLaVA takes only its fixed 8.")
-    @functools.wraps(func)
-    def wrapper(*args, **kwargs):
-        return func(*args, **kwargs)
+def frames_option(func):
+    """``--frames N``: each sample a video (estimate, sweep, serve)."""
+    return click.option(
+        "--frames", "frames", type=BoundedInt(1, MAX_FRAMES), default=None,
+        help="Each sample a video of N frames: Qwen2-VL / Qwen2.5-VL (N/2 temporal patches, "
+             "rounded up) and LLaVA-OneVision (each frame pooled 2x2); Video-LLaVA takes only "
+             "its fixed 8.")(func)
 
-    return wrapper
+
+def parallel_options(func):
+    """The GPU split and the video frame count, shared by estimate and serve (sweep takes
+    lists of degrees: cli/sweep.py)."""
+    return split_options(frames_option(func))
 
 
 def resolve_parallelism(tensor_parallel: int, pipeline_parallel: int) -> Parallelism:

@@ -13,6 +13,7 @@ from fpcost.cli.bounds import InputPath
 from fpcost.costmodel.accounting import ACCOUNTING_MODES
 from fpcost.costmodel.anyres import parse_image_size
 from fpcost.costmodel.families import family_of, image_size_families
+from fpcost.costmodel.parallel import MAX_PARALLEL
 from fpcost.costmodel.pipeline import ALL_STAGES
 from fpcost.costmodel.pruning import DEFAULT_SELECTION, SelectionSpec
 from fpcost.costmodel.quant import QuantPlan
@@ -22,7 +23,7 @@ from fpcost.costmodel.workload import MAX_BATCH, MAX_PIXEL_LIMIT, MAX_TOKENS
 
 from .files import output_path_callback, write_atomic
 from .options import OUTPUT_TOKENS, non_empty_models, vision_options
-from .parallel_options import parallel_options
+from .parallel_options import frames_option
 from .render import FORMATS, Column, render_table, scaled, stderr_console
 
 # The table view prints at most this many rows (CSV and JSON print all).
@@ -85,7 +86,8 @@ def _finite(value) -> bool:
     return value.is_finite() if isinstance(value, Decimal) else True
 
 
-def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]:
+def _columns(stages: tuple[str, ...], num_decode_steps: int = 1,
+             several_splits: bool = False) -> list[Column]:
     cols = [
         Column("model", "Model", justify="left"),
         Column("hardware", "Hardware", justify="left"),
@@ -94,6 +96,9 @@ def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]
         Column("num_visual_tokens", "Visual tokens"),
         Column("batch_size", "Batch"),
     ]
+    if several_splits:
+        cols.append(Column("tensor_parallel", "TP"))
+        cols.append(Column("pipeline_parallel", "PP"))
     if "prefill" in stages:
         cols += [
             Column("prefill_time_s", "Prefill (ms)", scaled(MILLI, 2)),
@@ -164,7 +169,14 @@ def _columns(stages: tuple[str, ...], num_decode_steps: int = 1) -> list[Column]
               help="Qwen2-VL / Qwen2.5-VL: the image processor's max_pixels for every row "
                    "[default: 12845056]; refused by a sweep with no such model.")
 @vision_options
-@parallel_options
+@click.option("--tensor-parallel", "tensor_parallel", default="1", show_default=True,
+              metavar="LIST|START:STOP:STEP",
+              help="GPUs sharing every LLM layer, as estimate's; a list (e.g. 1,2,4,8) runs "
+                   "every row under each degree.")
+@click.option("--pipeline-parallel", "pipeline_parallel", default="1", show_default=True,
+              metavar="LIST|START:STOP:STEP",
+              help="Pipeline stages, as estimate's; a list runs every row under each.")
+@frames_option
 @click.option("--force", is_flag=True,
               help=f"Allow sweeps of more than {MAX_CONFIGURATIONS:,} configurations (a sweep "
                    "needing more than half the memory available is refused even so).")
@@ -221,8 +233,8 @@ def sweep(models, configs, hardware, bits, quants, keep_ratios, visual_tokens, t
         selection=selection,
         min_pixels=min_pixels,
         max_pixels=max_pixels,
-        tensor_parallel=tensor_parallel,
-        pipeline_parallel=pipeline_parallel,
+        tensor_parallel=parse_ints(tensor_parallel, "--tensor-parallel", 1, MAX_PARALLEL),
+        pipeline_parallel=parse_ints(pipeline_parallel, "--pipeline-parallel", 1, MAX_PARALLEL),
         frames=frames,
     )
     if output_format == "table":
@@ -254,10 +266,16 @@ def _render(frame, stages, num_decode_steps: int = 1) -> None:
         "vision + selection + projector + prefill. --format csv gives every column (FLOPs, "
         "bytes, per stage)."
     )
-    if "num_gpus" in first:
+    splits = frame[["tensor_parallel", "pipeline_parallel"]] if "num_gpus" in first else None
+    several = splits is not None and len(splits.drop_duplicates()) > 1
+    if several:
+        caption += (" TP x PP GPUs per row (tensor x pipeline parallel): one rank's operators; "
+                    "prefill, decode and TTFT include the GPU-to-GPU traffic.")
+    elif "num_gpus" in first:
         caption += (f" {first['num_gpus']} GPUs (tensor parallel {first['tensor_parallel']} x "
                     f"pipeline parallel {first['pipeline_parallel']}): one rank's operators; "
                     "prefill, decode and TTFT include the GPU-to-GPU traffic.")
     if total > TABLE_ROW_LIMIT:
         caption += f" First {TABLE_ROW_LIMIT} rows shown; --format csv for all columns and rows."
-    render_table(shown, _columns(stages, num_decode_steps), title="fpcost sweep", caption=caption)
+    render_table(shown, _columns(stages, num_decode_steps, several), title="fpcost sweep",
+                 caption=caption)

@@ -88,7 +88,7 @@ def sweep(
     selection: SelectionSpec | None = DEFAULT_SELECTION,
     min_pixels: int | None = None,
     max_pixels: int | None = None,
-    parallelism: Parallelism | None = None,
+    parallelism: Parallelism | Sequence[Parallelism] | None = None,
     num_frames: int | None = None,
 ):
     """Roofline estimates of every configuration of a grid, as a pandas DataFrame.
@@ -111,7 +111,9 @@ def sweep(
     (tensor / pipeline degrees, parallel.py: one rank's operators; the prefill and decode
     times include their traffic, also listed as ``<stage>_communication_time_s``, with
     ``tensor_parallel``, ``pipeline_parallel`` and ``num_gpus`` columns; none of these
-    columns on one GPU) and ``num_frames`` (each sample a video of that many frames).
+    columns on one GPU; a list of splits gives every row under each split, split-major, with
+    those columns on every row) and ``num_frames`` (each sample a video of that many
+    frames).
 
     Columns (SI units): model, hardware, quant, weight_bits, act_bits, kv_bits, accounting,
     flash_attention, keep_ratio, num_visual_tokens, num_text_tokens, num_prompt_tokens,
@@ -127,6 +129,47 @@ def sweep(
     Raises ``WorkloadError`` for invalid values and for more than ``MAX_CONFIGURATIONS``
     rows unless ``force``.
     """
+    settings = dict(quants=quants, keep_ratios=keep_ratios, num_visual_tokens=num_visual_tokens,
+                    batch_sizes=batch_sizes, num_text_tokens=num_text_tokens,
+                    accounting=accounting, flash_attention=flash_attention, stages=stages,
+                    force=force, num_output_tokens=num_output_tokens, image_size=image_size,
+                    vision_quant=vision_quant, vision_layers=vision_layers, selection=selection,
+                    min_pixels=min_pixels, max_pixels=max_pixels, num_frames=num_frames)
+    splits = _as_splits(parallelism)
+    if len(splits) == 1:
+        return _sweep_one(models, hardware, parallelism=splits[0], **settings)
+    import pandas as pd
+
+    frames = [_sweep_one(models, hardware, parallelism=split, num_splits=len(splits),
+                         **settings) for split in splits]
+    columns = next(f.columns for f in frames if "num_gpus" in f.columns)
+    for frame in frames:
+        if "num_gpus" not in frame.columns:  # the one-GPU split: its traffic is none
+            for column in columns.difference(frame.columns):
+                frame[column] = 0.0
+            frame["tensor_parallel"], frame["pipeline_parallel"], frame["num_gpus"] = 1, 1, 1
+    return pd.concat([f[columns] for f in frames], ignore_index=True)
+
+
+def _as_splits(parallelism) -> list[Parallelism]:
+    """One split or a list of them (distinct, in the order given)."""
+    if parallelism is None:
+        return [SINGLE]
+    if isinstance(parallelism, Parallelism):
+        return [parallelism]
+    splits = list(dict.fromkeys(_as_list(parallelism, "parallelism")))
+    for split in splits:
+        if not isinstance(split, Parallelism):
+            raise WorkloadError(f"parallelism {split!r} is not a Parallelism")
+    return splits
+
+
+def _sweep_one(models, hardware, *, quants, keep_ratios, num_visual_tokens, batch_sizes,
+               num_text_tokens, accounting, flash_attention, stages, force, num_output_tokens,
+               image_size, vision_quant, vision_layers, selection, min_pixels, max_pixels,
+               parallelism: Parallelism, num_frames, num_splits: int = 1):
+    """``sweep`` under one split; ``num_splits``: how many splits the whole sweep runs (the
+    limits count every row of it)."""
     import pandas as pd
 
     models = [_as_model(m) for m in _as_list(models, "models")]
@@ -150,7 +193,6 @@ def sweep(
     # one Workload checks the shared settings as estimate() does (counts, image size)
     Workload(0, 1, num_output_tokens=num_output_tokens, image_size=image_size,
              min_pixels=min_pixels, max_pixels=max_pixels, num_frames=num_frames)
-    parallelism = parallelism or SINGLE
     if not parallelism.is_single:
         for model in models:
             check_parallelism(model, parallelism, accounting.name)
@@ -175,7 +217,8 @@ def sweep(
     layouts = [visual_layout(m, image_size, pixel_limits, num_frames) for m in models]
     grids = [_visual_grid(m, layout, keep_ratios, num_visual_tokens, num_text_tokens)
              for m, layout in zip(models, layouts, strict=True)]
-    total = count_configurations([len(v) for _, v in grids], len(devices), len(plans), len(batches))
+    total = num_splits * count_configurations([len(v) for _, v in grids], len(devices),
+                                              len(plans), len(batches))
     if total > MAX_CONFIGURATIONS and not force:
         raise WorkloadError(
             f"the sweep has {total:,} configurations, more than the limit of "

@@ -186,6 +186,9 @@ SWEEP_OPTIONS = {
     "--stage": st.sampled_from(ALL_STAGES + ("all",)),
     "--format": st.sampled_from(FORMATS),
     "--output": OUTPUT,
+    "--tensor-parallel": st.one_of(int_lists(0, 16, 3), st.just("1:8:1")),
+    "--pipeline-parallel": int_lists(0, 100, 2),
+    "--frames": ints(0, 64),
 }
 sweep_argv = command(("sweep",), SWEEP_OPTIONS, ("--flash-attention",))
 

@@ -48,12 +48,22 @@ def _flat(name: str, entry: dict, payload: dict) -> dict:
     return row
 
 
+SPLIT_KEYS = ("tensor_parallel", "pipeline_parallel", "num_gpus")  # on more than one GPU
+
+
 def serve_csv(payload: dict) -> str:
+    """One row per server; on more than one GPU also the split (``SPLIT_KEYS``)."""
+    split = payload.get("server") or {}
+    several = split.get("num_gpus", 1) > 1
+    keys = CSV_KEYS + (SPLIT_KEYS if several else ())
     buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=CSV_KEYS, extrasaction="ignore", lineterminator="\n")
+    writer = csv.DictWriter(buffer, fieldnames=keys, extrasaction="ignore", lineterminator="\n")
     writer.writeheader()
     for name, entry in _servers(payload).items():
-        writer.writerow(_flat(name, entry, payload))
+        row = _flat(name, entry, payload)
+        if several:
+            row.update({key: split[key] for key in SPLIT_KEYS})
+        writer.writerow(row)
     return buffer.getvalue()
 
 

@@ -49,6 +49,18 @@ def test_csv_has_one_row_per_server(capsys):
     assert [line.split(",")[0] for line in lines[1:]] == ["unpruned", "pruned"]
 
 
+def test_csv_carries_the_split_on_more_than_one_gpu(capsys):
+    code, out, err = run_cli(capsys, "serve", "--model", "llava-1.5-7b", "--tensor-parallel", "2",
+                             "--pipeline-parallel", "2", "--rate", "1", "--num-requests", "10",
+                             "--format", "csv")
+    assert code == 0, err
+    header, row = out.strip().splitlines()
+    assert header.endswith("mean_visual_tokens,tensor_parallel,pipeline_parallel,num_gpus")
+    assert row.endswith(",2,2,4")
+    code, out, _ = run_cli(capsys, "serve", "--rate", "1", "--num-requests", "10", "--format", "csv")
+    assert out.splitlines()[0].endswith("mean_visual_tokens")  # one GPU: the header as before
+
+
 def test_table_renders(capsys):
     code, out, _ = run_cli(capsys, "serve", "--rate", "1", "--num-requests", "20",
                            "--slo-ttft", "0.5", "--slo-tpot", "0.05")

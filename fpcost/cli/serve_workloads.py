@@ -74,9 +74,9 @@ class Scenario:
         notes: list[str] = []
         text_only = not family_of(model).has_vision
         if text_only:  # a text LLM server: no visual tokens, nothing to prune
+            # (--image-size is refused earlier, by the CLI's own check of every model)
             for flag, value in (("--keep-ratio", keep_ratio), ("--tokens-from", tokens_from),
-                                ("--method", method), ("--image-size", image_size),
-                                ("--frames", frames)):
+                                ("--method", method), ("--frames", frames)):
                 if value is not None:
                     raise WorkloadError(f"{flag} needs a model with a vision tower; {model.name!r} "
                                         "is a text-only LLM config")

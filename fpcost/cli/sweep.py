@@ -158,9 +158,10 @@ def _columns(stages: tuple[str, ...], num_decode_steps: int = 1,
               help="Generated tokens N, as estimate: the decode columns sum N-1 decode steps, "
                    "step i over a cache of prompt + i (the default 2: one step over the prompt).")
 @click.option("--image-size", default=None, metavar="WxH",
-              help="LLaVA-NeXT (AnyRes), Qwen2-VL / Qwen2.5-VL (dynamic resolution): image width "
-                   "x height in pixels, for every row (sets the crops or patch grid and the "
-                   "unpruned count keep ratios are of); models that resize every image ignore "
+              help="LLaVA-NeXT, LLaVA-OneVision (AnyRes), Qwen2-VL / Qwen2.5-VL (dynamic "
+                   "resolution): image width x height in pixels, for every row (sets the crops "
+                   "or patch grid and the unpruned count keep ratios are of); models that resize "
+                   "every image ignore "
                    "it, and a sweep with none that uses it refuses it.")
 @click.option("--min-pixels", type=click.IntRange(1, MAX_PIXEL_LIMIT), default=None,
               help="Qwen2-VL / Qwen2.5-VL: the image processor's min_pixels for every row "
